@@ -1,0 +1,59 @@
+"""Input checking and the numpy/torch boundary.
+
+The codec computes in numpy. Torch tensors (any device) are accepted at the public API and
+results are handed back as torch tensors on the input's device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+_FLOAT_KINDS = ("float16", "float32", "float64", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an input came from, so the output can go back there."""
+
+    library: str  # "numpy" | "torch"
+    device: Any = None
+
+
+def to_numpy(x: Any, name: str) -> tuple[np.ndarray, Origin]:
+    """Return (float32 C-contiguous numpy array, origin). Raises ValueError on a bad dtype."""
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        if not x.is_floating_point():
+            raise ValueError(f"{name}: unsupported dtype {x.dtype}; pass a floating-point tensor")
+        origin = Origin("torch", x.device)
+        return x.detach().to(device="cpu", dtype=torch.float32).contiguous().numpy(), origin
+    arr = np.asarray(x)
+    if arr.dtype.name not in _FLOAT_KINDS:
+        raise ValueError(
+            f"{name}: unsupported dtype {arr.dtype}; pass float16, float32 or float64 values"
+        )
+    return np.ascontiguousarray(arr, dtype=np.float32), Origin("numpy")
+
+
+def from_numpy(arr: np.ndarray, origin: Origin) -> Any:
+    """Hand ``arr`` back in the caller's library (and device)."""
+    if origin.library == "torch":
+        import torch
+
+        return torch.from_numpy(arr).to(origin.device)
+    return arr
+
+
+def check_matrix(arr: np.ndarray, dim: int, name: str) -> None:
+    """Require shape (n, dim) and finite values."""
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array of shape (n, {dim}), got shape {arr.shape}")
+    if arr.shape[1] != dim:
+        raise ValueError(f"{name}: expected vectors of dimension {dim}, got {arr.shape[1]}")
+    if arr.size and not np.isfinite(arr).all():
+        row = int(np.argmin(np.isfinite(arr).all(axis=1)))
+        raise ValueError(f"{name}: contains NaN or infinite values (first in row {row})")

@@ -1,0 +1,172 @@
+"""Lloyd–Max scalar codebooks for the coordinates of a randomly rotated unit vector.
+
+After a uniformly random rotation, one coordinate ``t`` of a unit vector in dimension ``d``
+has the density
+
+    f_d(t) = Γ(d/2) / (√π Γ((d−1)/2)) · (1 − t²)^((d−3)/2),   t ∈ [−1, 1],
+
+i.e. ``(t + 1)/2 ~ Beta((d−1)/2, (d−1)/2)``. For large ``d`` it approaches N(0, 1/d), but at
+small ``d`` it is visibly narrower-tailed, so the codebook is solved for the exact law at the
+actual dimension. Both Lloyd–Max conditions have closed forms for this law: interval masses are
+regularized incomplete beta functions and the first moment integrates exactly, because
+d/dt (1 − t²)^((d−1)/2) = −(d−1) t (1 − t²)^((d−3)/2).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg, special
+
+MAX_BITS = 8
+
+
+@dataclass(frozen=True)
+class Codebook:
+    """Lloyd–Max quantizer for one coordinate of a rotated unit vector of dimension ``dim``.
+
+    ``centroids``: (2**bits,) float32, increasing. ``boundaries``: (2**bits − 1,) float32
+    decision thresholds (midpoints). ``mse``: expected squared error of a whole unit vector,
+    ``dim · E[(t − Q(t))²]`` (the paper's D_mse).
+    """
+
+    dim: int
+    bits: int
+    centroids: np.ndarray
+    boundaries: np.ndarray
+    mse: float
+
+    def quantize(self, values: np.ndarray) -> np.ndarray:
+        """Codes (uint8, same shape) of ``values`` (float32): index of the nearest centroid."""
+        return _lookup_quantizer(self.dim, self.bits)(values)
+
+
+def coordinate_pdf(t: np.ndarray, dim: int) -> np.ndarray:
+    """Density of one coordinate of a uniformly random unit vector in R^dim (dim ≥ 2)."""
+    log_c = special.gammaln(dim / 2) - 0.5 * np.log(np.pi) - special.gammaln((dim - 1) / 2)
+    t = np.asarray(t, dtype=np.float64)
+    inside = np.abs(t) < 1
+    out = np.zeros_like(t)
+    out[inside] = np.exp(log_c + (dim - 3) / 2 * np.log1p(-t[inside] ** 2))
+    return out
+
+
+def _cdf(t: np.ndarray, dim: int) -> np.ndarray:
+    a = (dim - 1) / 2
+    return special.betainc(a, a, (np.clip(t, -1.0, 1.0) + 1.0) / 2.0)
+
+
+def _partial_first_moment(t: np.ndarray, dim: int) -> np.ndarray:
+    """∫_{−1}^{t} s f_d(s) ds (closed form)."""
+    log_c = special.gammaln(dim / 2) - 0.5 * np.log(np.pi) - special.gammaln((dim - 1) / 2)
+    one_minus = np.clip(1.0 - np.clip(t, -1.0, 1.0) ** 2, 0.0, 1.0)
+    return -np.exp(log_c) / (dim - 1) * one_minus ** ((dim - 1) / 2)
+
+
+def _check(dim: int, bits: int) -> None:
+    if not isinstance(dim, (int, np.integer)) or dim < 2:
+        raise ValueError(f"dim must be an integer >= 2, got {dim!r}")
+    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"codebook bits must be an integer in 1..{MAX_BITS}, got {bits!r}")
+
+
+@functools.lru_cache(maxsize=256)
+def lloyd_max(dim: int, bits: int, tol: float = 1e-10, max_iter: int = 200) -> Codebook:
+    """Solve Lloyd–Max for ``f_dim`` with ``2**bits`` levels (cached per (dim, bits)).
+
+    Solves the fixed point "each centroid is the conditional mean of its cell, cells split at
+    midpoints" by Newton's method: the Jacobian is tridiagonal (a centroid only sees its two
+    neighbours through the midpoints), so each step is one banded solve. Starting from the
+    high-resolution (companding) optimum, where the point density is ∝ f^(1/3) — for this law
+    again a symmetric Beta, with shape (d + 3)/6 — it converges in a handful of steps even at
+    256 levels, where plain Lloyd iterations need thousands. Stops when the largest centroid
+    move is below ``tol · σ`` (σ = 1/√dim). Deterministic.
+    """
+    _check(dim, bits)
+    levels = 1 << bits
+    sigma = 1.0 / np.sqrt(dim)
+    shape = (dim + 3) / 6
+    centroids = 2.0 * special.betaincinv(shape, shape, (np.arange(levels) + 0.5) / levels) - 1.0
+    for _ in range(max_iter):
+        residual, jacobian = _fixed_point_residual(centroids, dim)
+        step = -linalg.solve_banded((1, 1), jacobian, residual)
+        # Damp the step until the centroids stay strictly increasing inside (−1, 1).
+        while True:
+            trial = centroids + step
+            if np.all(np.diff(trial) > 0) and trial[0] > -1 and trial[-1] < 1:
+                break
+            step *= 0.5
+        centroids = trial
+        if np.max(np.abs(step)) < tol * sigma:
+            break
+    edges = _edges(centroids)
+    mass = np.diff(_cdf(edges, dim))
+    mse = float(1.0 - dim * np.sum(mass * centroids**2))
+    return Codebook(
+        dim=int(dim),
+        bits=int(bits),
+        centroids=centroids.astype(np.float32),
+        boundaries=edges[1:-1].astype(np.float32),
+        mse=mse,
+    )
+
+
+def _edges(centroids: np.ndarray) -> np.ndarray:
+    return np.concatenate(([-1.0], 0.5 * (centroids[1:] + centroids[:-1]), [1.0]))
+
+
+def _fixed_point_residual(centroids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """F(c) = conditional_means(c) − c and its tridiagonal Jacobian in banded (3, L) form."""
+    edges = _edges(centroids)
+    mass = np.maximum(np.diff(_cdf(edges, dim)), 1e-300)
+    means = np.diff(_partial_first_moment(edges, dim)) / mass
+    density = coordinate_pdf(edges, dim)
+    # ∂mean_i/∂(upper edge) = f(t)(t − mean_i)/P_i ; ∂mean_i/∂(lower edge) = f(t)(mean_i − t)/P_i
+    d_upper = density[1:] * (edges[1:] - means) / mass
+    d_lower = density[:-1] * (means - edges[:-1]) / mass
+    d_upper[-1] = 0.0
+    d_lower[0] = 0.0
+    levels = centroids.size
+    banded = np.zeros((3, levels))
+    banded[1] = 0.5 * (d_upper + d_lower) - 1.0  # diagonal
+    banded[0, 1:] = 0.5 * d_upper[:-1]  # super-diagonal: ∂F_i/∂c_{i+1}
+    banded[2, :-1] = 0.5 * d_lower[1:]  # sub-diagonal: ∂F_i/∂c_{i−1}
+    return means - centroids, banded
+
+
+@functools.lru_cache(maxsize=256)
+def _lookup_quantizer(dim: int, bits: int):
+    """Nearest-centroid search by a fine uniform lookup table plus one exact comparison.
+
+    The table cells are narrower than the closest pair of boundaries, so a cell holds at most
+    one boundary: the table gives the code at the cell's left edge and one comparison with the
+    next boundary finishes the job. About 4 ns per value in numpy, versus 20–30 ns for
+    ``np.searchsorted``.
+    """
+    book = lloyd_max(dim, bits)
+    bounds = book.boundaries.astype(np.float64)
+    if bounds.size == 1:
+        threshold = np.float32(bounds[0])
+        return lambda values: (values >= threshold).astype(np.uint8)
+    span = bounds[-1] - bounds[0]
+    low = bounds[0] - 0.01 * span
+    high = bounds[-1] + 0.01 * span
+    cells = int(min(1 << 16, 1 << int(np.ceil(np.log2(4 * (high - low) / np.diff(bounds).min())))))
+    step = (high - low) / cells
+    left_edges = low + step * np.arange(cells)
+    table = np.searchsorted(bounds, left_edges, side="right").astype(np.uint8)
+    next_boundary = np.append(book.boundaries, np.float32(np.inf))
+    scale, offset = np.float32(1.0 / step), np.float32(-low / step)
+    top = np.float32(cells - 1)
+
+    def quantize(values: np.ndarray) -> np.ndarray:
+        position = values * scale
+        position += offset
+        np.clip(position, 0, top, out=position)
+        codes = table[position.astype(np.int32)]
+        codes += values >= next_boundary[codes]
+        return codes
+
+    return quantize

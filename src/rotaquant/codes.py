@@ -1,0 +1,225 @@
+"""What the codec stores: the configuration, the channel layout, and the ``Codes`` container.
+
+A ``Codes`` object holds n compressed vectors as flat arrays:
+
+* one packed bit stream per channel group (``streams``): group g holds ``n · channels_g``
+  codes of ``bits_g`` bits, row-major, so rows ``[i, j)`` with ``i`` a multiple of 8 start on
+  a byte boundary;
+* ``norms`` (n,), float16 or float32: the scale each decoded unit vector is multiplied by;
+* for ``mode="prod"``: ``qjl_signs``, a 1-bit stream of n · dim residual sketch signs, and
+  ``residual_norms`` (n,).
+
+``nbytes`` is the sum of these buffers: every bit the vectors cost, nothing else.
+
+Serialized form (``to_bytes``): ``b"RQCODES\\0"``, uint32 format version, uint32 header
+length, a JSON header (configuration, n, array table), the arrays, and a CRC-32 of everything
+before it. ``from_bytes`` refuses anything that does not check out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zlib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ._arrays import Origin
+from .codebook import MAX_BITS
+from .packing import packed_nbytes
+
+MODES = ("mse", "prod")
+NORM_DTYPES = ("float16", "float32")
+_MAGIC = b"RQCODES\0"
+_VERSION = 1
+_PREFIX = struct.Struct("<8sII")
+_CRC = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels ``[start, stop)`` of the rotated vector, coded with ``bits`` bits each."""
+
+    start: int
+    stop: int
+    bits: int
+
+    @property
+    def channels(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Everything needed to decode: two codecs with equal configs are interchangeable."""
+
+    dim: int
+    bits: float
+    mode: str = "mse"
+    rotation: str = "hadamard"
+    seed: int = 0
+    norm_dtype: str = "float16"
+    norm_correction: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dim, (int, np.integer)) or self.dim < 2:
+            raise ValueError(f"dim must be an integer >= 2, got {self.dim!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.norm_dtype not in NORM_DTYPES:
+            raise ValueError(f"norm_dtype must be one of {NORM_DTYPES}, got {self.norm_dtype!r}")
+        bits = self.bits
+        if isinstance(bits, bool) or not isinstance(bits, (int, float, np.integer, np.floating)):
+            raise ValueError(f"bits must be a number in [1, {MAX_BITS}], got {bits!r}")
+        if not (math.isfinite(bits) and 1 <= bits <= MAX_BITS):
+            raise ValueError(f"bits must be in [1, {MAX_BITS}], got {bits}")
+        self.groups  # noqa: B018 - validates that the width is realisable at this dim
+
+    @property
+    def mse_bits(self) -> float:
+        """Bits per value of the Lloyd–Max stage ((b − 1) in prod mode: 1 bit goes to QJL)."""
+        return self.bits - 1 if self.mode == "prod" else self.bits
+
+    @property
+    def groups(self) -> tuple[ChannelGroup, ...]:
+        """The channel split realising ``mse_bits`` exactly (0-bit groups are omitted).
+
+        An integer width is one group. A fractional width ``b`` uses ``ceil(b)`` bits on the
+        first ``(b − floor(b)) · dim`` channels and ``floor(b)`` on the rest; that count must be
+        a whole number, otherwise the width cannot be stored honestly at this dim.
+        """
+        low = math.floor(self.mse_bits)
+        high_channels = (self.mse_bits - low) * self.dim
+        if abs(high_channels - round(high_channels)) > 1e-6:
+            step = 1 / self.dim
+            raise ValueError(
+                f"bits={self.bits} cannot be realised exactly at dim={self.dim}: widths must be "
+                f"multiples of 1/dim = {step:g} (e.g. {low + step * math.floor(high_channels):g} "
+                f"or {low + step * math.ceil(high_channels):g})"
+            )
+        split = round(high_channels)
+        groups = [ChannelGroup(0, split, low + 1), ChannelGroup(split, self.dim, low)]
+        return tuple(g for g in groups if g.channels > 0 and g.bits > 0)
+
+    def norm_nbytes(self) -> int:
+        return np.dtype(self.norm_dtype).itemsize
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Codes:
+    """n compressed vectors (see module docstring). Build with ``TurboQuantizer.encode``."""
+
+    config: CodecConfig
+    n: int
+    streams: tuple[np.ndarray, ...]
+    norms: np.ndarray
+    qjl_signs: np.ndarray | None = None
+    residual_norms: np.ndarray | None = None
+    # Library of the encoded input (decode answers in it); not stored, not compared.
+    origin: Origin = field(default=Origin("numpy"), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        expected = _expected_layout(self.config, self.n)
+        actual = self._arrays()
+        if [name for name, _ in actual] != [name for name, _ in expected]:
+            raise ValueError("codes do not match their configuration (wrong set of arrays)")
+        for (name, arr), (_, (dtype, size)) in zip(actual, expected, strict=True):
+            if arr.dtype != dtype or arr.ndim != 1 or arr.size != size:
+                raise ValueError(
+                    f"codes array {name!r} should hold {size} values of {dtype}, "
+                    f"got {arr.size} of {arr.dtype}"
+                )
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _arrays(self) -> list[tuple[str, np.ndarray]]:
+        arrays = [(f"stream{i}", s) for i, s in enumerate(self.streams)]
+        arrays.append(("norms", self.norms))
+        if self.qjl_signs is not None:
+            arrays.append(("qjl_signs", self.qjl_signs))
+        if self.residual_norms is not None:
+            arrays.append(("residual_norms", self.residual_norms))
+        return arrays
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: packed codes, norms and QJL sketches (the container's fields only)."""
+        return int(sum(arr.nbytes for _, arr in self._arrays()))
+
+    @property
+    def bits_per_value(self) -> float:
+        """``nbytes · 8 / (n · dim)``: the true storage rate, norms included (0 when empty)."""
+        values = self.n * self.config.dim
+        return self.nbytes * 8 / values if values else 0.0
+
+    def to_bytes(self) -> bytes:
+        """Serialize to a self-describing, checksummed blob (no pickle)."""
+        table, payload, offset = [], [], 0
+        for name, arr in self._arrays():
+            table.append({"name": name, "dtype": arr.dtype.str, "offset": offset, "size": arr.size})
+            payload.append(np.ascontiguousarray(arr).tobytes())
+            offset += arr.nbytes
+        header = json.dumps(
+            {"config": self.config.to_dict(), "n": self.n, "arrays": table},
+            sort_keys=True,
+        ).encode()
+        body = b"".join([_PREFIX.pack(_MAGIC, _VERSION, len(header)), header, *payload])
+        return body + _CRC.pack(zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, blob: bytes | bytearray | memoryview) -> Codes:
+        """Inverse of ``to_bytes``. Raises ValueError on a truncated, corrupted or foreign blob."""
+        view = memoryview(blob).cast("B")
+        if len(view) < _PREFIX.size + _CRC.size:
+            raise ValueError(f"not rotaquant codes: blob too short ({len(view)} bytes)")
+        magic, version, header_len = _PREFIX.unpack_from(view)
+        if magic != _MAGIC:
+            raise ValueError("not rotaquant codes: bad magic bytes")
+        if version != _VERSION:
+            raise ValueError(f"unsupported codes format version {version} (this is {_VERSION})")
+        (stored_crc,) = _CRC.unpack_from(view, len(view) - _CRC.size)
+        if zlib.crc32(view[: len(view) - _CRC.size]) != stored_crc:
+            raise ValueError("codes blob is corrupted or truncated (checksum mismatch)")
+        start = _PREFIX.size
+        if start + header_len > len(view) - _CRC.size:
+            raise ValueError("codes blob is truncated (header runs past the end)")
+        try:
+            header = json.loads(bytes(view[start : start + header_len]))
+            config = CodecConfig(**header["config"])
+            n = int(header["n"])
+            table = header["arrays"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"codes blob has an invalid header: {exc}") from exc
+        payload = view[start + header_len : len(view) - _CRC.size]
+        arrays = {}
+        for entry in table:
+            dtype = np.dtype(entry["dtype"])
+            begin, size = int(entry["offset"]), int(entry["size"])
+            end = begin + size * dtype.itemsize
+            if begin < 0 or end > len(payload):
+                raise ValueError(f"codes blob is truncated (array {entry['name']!r})")
+            arrays[entry["name"]] = np.frombuffer(payload[begin:end], dtype=dtype).copy()
+        streams = tuple(arrays.pop(f"stream{i}") for i in range(len(config.groups)))
+        try:
+            return cls(config, n, streams, arrays.pop("norms"), **arrays)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"codes blob lacks or adds arrays: {exc}") from exc
+
+
+def _expected_layout(config: CodecConfig, n: int) -> list[tuple[str, tuple[np.dtype, int]]]:
+    norm = np.dtype(config.norm_dtype)
+    layout = [
+        (f"stream{i}", (np.dtype(np.uint8), packed_nbytes(n * g.channels, g.bits)))
+        for i, g in enumerate(config.groups)
+    ]
+    layout.append(("norms", (norm, n)))
+    if config.mode == "prod":
+        layout.append(("qjl_signs", (np.dtype(np.uint8), packed_nbytes(n * config.dim, 1))))
+        layout.append(("residual_norms", (norm, n)))
+    return layout
