@@ -49,7 +49,7 @@ def coordinate_pdf(t: np.ndarray, dim: int) -> np.ndarray:
     t = np.asarray(t, dtype=np.float64)
     inside = np.abs(t) < 1
     out = np.zeros_like(t)
-    out[inside] = np.exp(log_c + (dim - 3) / 2 * np.log1p(-t[inside] ** 2))
+    out[inside] = np.exp(log_c + (dim - 3) / 2 * np.log1p(-(t[inside] ** 2)))
     return out
 
 

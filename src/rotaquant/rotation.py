@@ -108,9 +108,9 @@ class HadamardRotation(Rotation):
         rng = _rng(seed, "hadamard")
         self.shape = _balanced_factors(self.dim)
         self.factors = tuple(
-            (
-                sylvester_hadamard(n) if n & (n - 1) == 0 else haar_orthogonal(n, rng)
-            ).astype(np.float32)
+            (sylvester_hadamard(n) if n & (n - 1) == 0 else haar_orthogonal(n, rng)).astype(
+                np.float32
+            )
             for n in self.shape
         )
         self.signs = rng.choice(np.array([-1.0, 1.0], np.float32), size=(self.rounds, self.dim))

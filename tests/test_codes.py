@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rotaquant as rq
+from rotaquant.codes import CodecConfig, Codes
+
+from .conftest import unit_gaussian
+
+CONFIGS = [
+    dict(dim=50, bits=3),
+    dict(dim=128, bits=3.5, mode="prod"),
+    dict(dim=64, bits=2, norm_dtype="float32", rotation="haar"),
+    dict(dim=64, bits=1, mode="prod"),
+]
+
+
+@pytest.mark.parametrize("kwargs", CONFIGS)
+def test_round_trip(kwargs):
+    q = rq.TurboQuantizer(**kwargs)
+    x = unit_gaussian(37, kwargs["dim"]) * 3
+    codes = q.encode(x)
+    again = Codes.from_bytes(codes.to_bytes())
+    assert again.config == codes.config and again.n == codes.n
+    assert again.nbytes == codes.nbytes
+    np.testing.assert_array_equal(q.decode(again), q.decode(codes))
+    np.testing.assert_array_equal(q.inner_product(x[:3], again), q.inner_product(x[:3], codes))
+
+
+def test_empty_codes_round_trip():
+    q = rq.TurboQuantizer(dim=32, bits=4)
+    codes = Codes.from_bytes(q.encode(np.zeros((0, 32), np.float32)).to_bytes())
+    assert codes.n == 0 and q.decode(codes).shape == (0, 32)
+
+
+@pytest.fixture(scope="module")
+def blob() -> bytes:
+    q = rq.TurboQuantizer(dim=64, bits=3, mode="prod")
+    return q.encode(unit_gaussian(20, 64)).to_bytes()
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_any_flipped_bit_is_refused(blob, data):
+    position = data.draw(st.integers(0, len(blob) - 1))
+    bit = data.draw(st.integers(0, 7))
+    corrupted = bytearray(blob)
+    corrupted[position] ^= 1 << bit
+    with pytest.raises(ValueError):
+        Codes.from_bytes(bytes(corrupted))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_truncation_is_refused(blob, data):
+    cut = data.draw(st.integers(0, len(blob) - 1))
+    with pytest.raises(ValueError):
+        Codes.from_bytes(blob[:cut])
+
+
+def test_foreign_bytes_are_refused():
+    with pytest.raises(ValueError, match="magic"):
+        Codes.from_bytes(b"PK\x03\x04" + bytes(100))
+
+
+def test_inconsistent_arrays_are_refused():
+    config = CodecConfig(dim=16, bits=4)
+    with pytest.raises(ValueError, match="stream0"):
+        Codes(config, 4, (np.zeros(31, np.uint8),), np.zeros(4, np.float16))
+    with pytest.raises(ValueError, match="norms"):
+        Codes(config, 4, (np.zeros(32, np.uint8),), np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="arrays"):
+        Codes(config, 4, (np.zeros(32, np.uint8),), np.zeros(4, np.float16), np.zeros(8, np.uint8))
