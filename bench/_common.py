@@ -50,10 +50,13 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> s
     body = [[cell(row, key, spec) for key, _, spec in columns] for row in rows]
     headers = [header for _, header, _ in columns]
     widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(headers)]
-    numeric = [all(isinstance(r.get(k), (int, float, type(None))) for r in rows) for k, *_ in columns]
+    numeric = [not any(isinstance(row.get(key), str) for row in rows) for key, *_ in columns]
 
     def line(cells: Sequence[str]) -> str:
-        padded = (c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric))
+        padded = (
+            c.rjust(w) if num else c.ljust(w)
+            for c, w, num in zip(cells, widths, numeric, strict=True)
+        )
         return "  ".join(padded).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
