@@ -124,3 +124,16 @@ def test_quantize_is_nearest_centroid(dim, bits, seed):
     # Only values within float rounding of a boundary may land on the other side.
     near = np.abs(values[differ] - book.boundaries[np.minimum(codes, expected)[differ]])
     assert np.all(near <= 1e-6 * np.abs(book.boundaries).max())
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("count", [0, 1, 13, 64])
+def test_dequantize_packed_equals_unpack_then_lookup(bits, count):
+    from rotaquant.packing import pack, unpack
+
+    book = lloyd_max(40, bits)
+    codes = np.random.default_rng(count).integers(0, 1 << bits, count).astype(np.uint8)
+    packed = pack(codes, bits)
+    np.testing.assert_array_equal(
+        book.dequantize_packed(packed, count), book.centroids[unpack(packed, bits, count)]
+    )

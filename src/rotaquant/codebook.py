@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg, special
 
+from .packing import packed_nbytes, unpack
+
 MAX_BITS = 8
 
 
@@ -41,6 +43,17 @@ class Codebook:
     def quantize(self, values: np.ndarray) -> np.ndarray:
         """Codes (uint8, same shape) of ``values`` (float32): index of the nearest centroid."""
         return _lookup_quantizer(self.dim, self.bits)(values)
+
+    def dequantize_packed(self, packed: np.ndarray, count: int) -> np.ndarray:
+        """Centroid values (count,) float32 of the first ``count`` codes of a packed stream.
+
+        For widths that divide 8, one table lookup per byte yields all the values it holds
+        (about twice as fast as unpacking and then gathering).
+        """
+        if 8 % self.bits:
+            return self.centroids[unpack(packed, self.bits, count)]
+        table = _byte_table(self.dim, self.bits)
+        return table[packed[: packed_nbytes(count, self.bits)]].reshape(-1)[:count]
 
 
 def coordinate_pdf(t: np.ndarray, dim: int) -> np.ndarray:
@@ -135,6 +148,14 @@ def _fixed_point_residual(centroids: np.ndarray, dim: int) -> tuple[np.ndarray, 
     banded[0, 1:] = 0.5 * d_upper[:-1]  # super-diagonal: ∂F_i/∂c_{i+1}
     banded[2, :-1] = 0.5 * d_lower[1:]  # sub-diagonal: ∂F_i/∂c_{i−1}
     return means - centroids, banded
+
+
+@functools.lru_cache(maxsize=256)
+def _byte_table(dim: int, bits: int) -> np.ndarray:
+    """(256, 8 // bits) float32: the centroid values packed in each possible byte."""
+    per_byte = 8 // bits
+    codes = unpack(np.arange(256, dtype=np.uint8), bits, 256 * per_byte)
+    return lloyd_max(dim, bits).centroids[codes.reshape(256, per_byte)]
 
 
 @functools.lru_cache(maxsize=256)

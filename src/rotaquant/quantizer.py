@@ -30,7 +30,7 @@ import numpy as np
 from ._arrays import check_matrix, from_numpy, to_numpy
 from .codebook import Codebook, lloyd_max
 from .codes import ChannelGroup, CodecConfig, Codes
-from .packing import pack, packed_nbytes, unpack
+from .packing import pack, packed_nbytes
 from .qjl import QJLSketch
 from .rotation import make_rotation
 
@@ -193,8 +193,8 @@ class TurboQuantizer:
         for (group, book), stream in zip(self.codebooks, codes.streams, strict=True):
             lo = packed_nbytes(start * group.channels, group.bits)
             hi = packed_nbytes(stop * group.channels, group.bits)
-            idx = unpack(stream[lo:hi], group.bits, rows * group.channels)
-            out[:, group.start : group.stop] = book.centroids[idx.reshape(rows, group.channels)]
+            values = book.dequantize_packed(stream[lo:hi], rows * group.channels)
+            out[:, group.start : group.stop] = values.reshape(rows, group.channels)
         out *= codes.norms[start:stop, None].astype(np.float32)
         return out
 
