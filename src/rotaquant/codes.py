@@ -110,7 +110,7 @@ class CodecConfig:
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Codes:
     """n compressed vectors (see module docstring). Build with ``TurboQuantizer.encode``."""
 
