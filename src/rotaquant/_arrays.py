@@ -48,12 +48,12 @@ def from_numpy(arr: np.ndarray, origin: Origin) -> Any:
     return arr
 
 
-def check_matrix(arr: np.ndarray, dim: int, name: str) -> None:
-    """Require shape (n, dim) and finite values."""
+def check_matrix(arr: np.ndarray, dim: int, name: str, finite: bool = True) -> None:
+    """Require shape (n, dim) and (unless ``finite=False``) finite values."""
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array of shape (n, {dim}), got shape {arr.shape}")
     if arr.shape[1] != dim:
         raise ValueError(f"{name}: expected vectors of dimension {dim}, got {arr.shape[1]}")
-    if arr.size and not np.isfinite(arr).all():
+    if finite and arr.size and not np.isfinite(arr).all():
         row = int(np.argmin(np.isfinite(arr).all(axis=1)))
         raise ValueError(f"{name}: contains NaN or infinite values (first in row {row})")

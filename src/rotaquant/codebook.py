@@ -47,13 +47,19 @@ class Codebook:
     def dequantize_packed(self, packed: np.ndarray, count: int) -> np.ndarray:
         """Centroid values (count,) float32 of the first ``count`` codes of a packed stream.
 
-        For widths that divide 8, one table lookup per byte yields all the values it holds
-        (about twice as fast as unpacking and then gathering).
+        2- and 4-bit streams go through a per-byte table whose rows (all the values one byte
+        holds) are viewed as a single 16- or 8-byte item, so one ``take`` per byte decodes
+        them: about 5x faster than unpacking and then gathering.
         """
-        if 8 % self.bits:
-            return self.centroids[unpack(packed, self.bits, count)]
-        table = _byte_table(self.dim, self.bits)
-        return table[packed[: packed_nbytes(count, self.bits)]].reshape(-1)[:count]
+        packed = packed[: packed_nbytes(count, self.bits)]
+        if self.bits == 1:
+            codes = np.unpackbits(packed, bitorder="little")
+        elif self.bits in _WIDE_ITEM:
+            table = _byte_table(self.dim, self.bits)
+            return table.take(packed).view(np.float32)[:count]
+        else:
+            codes = unpack(packed, self.bits, count)
+        return self.centroids.take(codes[:count])
 
 
 def coordinate_pdf(t: np.ndarray, dim: int) -> np.ndarray:
@@ -150,12 +156,17 @@ def _fixed_point_residual(centroids: np.ndarray, dim: int) -> tuple[np.ndarray, 
     return means - centroids, banded
 
 
+# Item types wide enough to hold every value of one byte: 2 x float32 (4-bit), 4 x (2-bit).
+_WIDE_ITEM = {4: np.uint64, 2: np.complex128}
+
+
 @functools.lru_cache(maxsize=256)
 def _byte_table(dim: int, bits: int) -> np.ndarray:
-    """(256, 8 // bits) float32: the centroid values packed in each possible byte."""
+    """(256,) table of wide items: item i holds the centroid values packed in byte i."""
     per_byte = 8 // bits
     codes = unpack(np.arange(256, dtype=np.uint8), bits, 256 * per_byte)
-    return lloyd_max(dim, bits).centroids[codes.reshape(256, per_byte)]
+    values = lloyd_max(dim, bits).centroids[codes.reshape(256, per_byte)]
+    return np.ascontiguousarray(values).view(_WIDE_ITEM[bits]).reshape(256)
 
 
 @functools.lru_cache(maxsize=256)
