@@ -5,7 +5,7 @@ TurboQuant scalar quantizers (``SQtqmse<b>``, with and without a random rotation
 the QJL variant ``SQtq<b>``), plain 4/8-bit scalar quantization and PQ sized to the same bytes
 per vector. FAISS rows are skipped when faiss is not installed.
 
-    python -m bench.codec [--quick] [--n N] [--dims 128 1536] [--out bench/results/codec.json]
+    python -m bench.codec [--quick] [--n N] [--dims 128 768 1536] [--out bench/results/codec.json]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ except ImportError:  # the core install has no faiss: its rows are skipped
     faiss = None
 
 WIDTHS = (2, 3, 4, 2.5, 3.5)
-DEFAULT_N = {128: 100_000, 1536: 20_000}
+DEFAULT_N = {128: 100_000, 768: 40_000, 1536: 20_000}
 FALLBACK_N = 20_000  # dimensions without a default
 TRAIN_N = 20_000  # PQ training sample, drawn apart from the measured vectors
 WARMUP_N = 1_024
@@ -246,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--n", type=int, help="vectors per dimension (default: per-d table)")
     parser.add_argument("--dims", type=int, nargs="+", default=list(DEFAULT_N))
     parser.add_argument("--out", default="codec", help="JSON path, or a name in bench/results")
+    parser.add_argument("--plot", default="docs/codec_mse.png", help="MSE plot ('' to skip)")
     args = parser.parse_args(argv)
 
     scale = 10 if args.quick else 1
@@ -277,6 +279,43 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     path = write_json(args.out, {"meta": meta, "rows": rows})
     print(f"wrote {path}")
+    if args.plot:
+        print(f"wrote {plot_mse(rows, args.dims, Path(args.plot))}")
+
+
+def plot_mse(rows: list[dict[str, Any]], dims: Sequence[int], path: Path) -> Path:
+    """MSE vs bits: Lloyd–Max theory per d, the paper's bounds, and the measured points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rotaquant import lloyd_max
+
+    bits = np.arange(1, 9)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.semilogy(bits, np.sqrt(3) * np.pi / 2 * 4.0**-bits, "k--", label="upper bound √3π/2·4^-b")
+    ax.semilogy(bits, 4.0**-bits, "k:", label="lower bound 4^-b (any quantizer)")
+    for d in dims:
+        ax.semilogy(
+            bits, [lloyd_max(d, int(b)).mse for b in bits], "-", lw=1, label=f"Lloyd–Max, d={d}"
+        )
+    markers = {"rotaquant mse": "o", "faiss RR+SQtqmse": "x"}
+    for method, marker in markers.items():
+        points = [(r["bits"], r["mse"]) for r in rows if r["method"] == method]
+        if points:
+            ax.semilogy(
+                *zip(*points, strict=True), marker, ms=7, mfc="none", label=f"{method} (measured)"
+            )
+    ax.set_xlabel("bits per value")
+    ax.set_ylabel("MSE of a unit vector  E‖x − x̂‖²")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rotaquant as rq
 from rotaquant import quantizer as quantizer_module
@@ -243,3 +245,29 @@ def test_norm_overflowing_float16_is_an_error_not_garbage():
         rq.TurboQuantizer(16, 4).encode(x)
     q = rq.TurboQuantizer(16, 4, norm_dtype="float32")
     assert relative_mse(x, q.decode(q.encode(x))) < 0.05
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dim=st.integers(2, 300),
+    half_bits=st.integers(2, 16),
+    mode=st.sampled_from(["mse", "prod"]),
+    n=st.integers(0, 40),
+    seed=st.integers(0, 1000),
+)
+def test_any_realisable_width_round_trips_with_exact_size(dim, half_bits, mode, n, seed):
+    bits = half_bits / 2
+    if (bits * dim) % 1:
+        return  # not realisable at this dim (covered by test_bad_configuration)
+    q = rq.TurboQuantizer(np.int64(dim), np.float64(bits), mode=mode, seed=seed)
+    x = unit_gaussian(n, dim, seed) * 2
+    codes = rq.Codes.from_bytes(q.encode(x).to_bytes())
+    norms = 2 if mode == "prod" else 1
+    stream_bytes = sum(-(-n * g.channels * g.bits // 8) for g in codes.config.groups)
+    sketch_bytes = -(-n * dim // 8) if mode == "prod" else 0
+    assert codes.nbytes == stream_bytes + sketch_bytes + 2 * norms * n
+    x_hat = q.decode(codes)
+    assert x_hat.shape == (n, dim)
+    if n >= 20 and dim >= 8:  # enough values for the mean error to be near its expectation
+        err = ((x - x_hat) ** 2).sum(1).mean() / 4
+        assert err <= 1.5 * q.mse_optimum + 0.02

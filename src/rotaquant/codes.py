@@ -75,6 +75,10 @@ class CodecConfig:
             raise ValueError(f"bits must be a number in [1, {MAX_BITS}], got {bits!r}")
         if not (math.isfinite(bits) and 1 <= bits <= MAX_BITS):
             raise ValueError(f"bits must be in [1, {MAX_BITS}], got {bits}")
+        # plain Python numbers, so that configs compare, hash and serialize predictably
+        object.__setattr__(self, "dim", int(self.dim))
+        object.__setattr__(self, "bits", int(bits) if float(bits).is_integer() else float(bits))
+        object.__setattr__(self, "seed", int(self.seed))
         self.groups  # noqa: B018 - validates that the width is realisable at this dim
 
     @property
