@@ -121,8 +121,8 @@ class TurboQuantizer:
         out = self._empty_codes_arrays(n)
         self._map_chunks(n, lambda start, stop: self._encode_chunk(arr, start, stop, out))
         streams, norms, signs, residual_norms = out
-        norms_max = np.max(np.abs(norms), initial=0)
-        if not np.isfinite(norms_max):
+        stored = (norms,) if residual_norms is None else (norms, residual_norms)
+        if not all(np.isfinite(np.max(np.abs(a), initial=0)) for a in stored):
             raise ValueError(
                 f"encode: a vector norm overflows {self.config.norm_dtype}; "
                 "use norm_dtype='float32'"
@@ -148,7 +148,7 @@ class TurboQuantizer:
             raise ValueError("encode: a vector norm overflows float32; rescale the input")
         inv = np.divide(1.0, lengths, out=np.zeros_like(lengths), where=lengths > 0)
         rotated = self.rotation.forward(block * inv[:, None])
-        reconstruction = np.zeros_like(rotated) if self.needs_reconstruction else None
+        reconstruction = np.zeros_like(rotated) if self._needs_reconstruction else None
         for (group, book), stream in zip(self.codebooks, streams, strict=True):
             part = rotated[:, group.start : group.stop]
             codes = book.quantize(np.ascontiguousarray(part))
@@ -173,7 +173,7 @@ class TurboQuantizer:
                 residual_norms[start:stop] = np.sqrt(np.einsum("ij,ij->i", residual, residual))
 
     @property
-    def needs_reconstruction(self) -> bool:
+    def _needs_reconstruction(self) -> bool:
         return self.config.norm_correction or self.qjl is not None
 
     # ------------------------------------------------------------------ decode
