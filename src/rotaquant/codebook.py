@@ -49,7 +49,8 @@ class Codebook:
 
         2- and 4-bit streams go through a per-byte table whose rows (all the values one byte
         holds) are viewed as a single 16- or 8-byte item, so one ``take`` per byte decodes
-        them: about 5x faster than unpacking and then gathering.
+        them: about 5x faster than unpacking and then gathering. 3-bit streams do the same
+        per 12 bits (4 values), 1.6x faster than unpacking.
         """
         packed = packed[: packed_nbytes(count, self.bits)]
         if self.bits == 1:
@@ -57,6 +58,8 @@ class Codebook:
         elif self.bits in _WIDE_ITEM:
             table = _byte_table(self.dim, self.bits)
             return table.take(packed).view(np.float32)[:count]
+        elif self.bits == 3:
+            return _dequantize_3bit(packed, count, _half_group_table(self.dim))
         else:
             codes = unpack(packed, self.bits, count)
         return self.centroids.take(codes[:count])
@@ -167,6 +170,25 @@ def _byte_table(dim: int, bits: int) -> np.ndarray:
     codes = unpack(np.arange(256, dtype=np.uint8), bits, 256 * per_byte)
     values = lloyd_max(dim, bits).centroids[codes.reshape(256, per_byte)]
     return np.ascontiguousarray(values).view(_WIDE_ITEM[bits]).reshape(256)
+
+
+@functools.lru_cache(maxsize=256)
+def _half_group_table(dim: int) -> np.ndarray:
+    """(4096,) complex128 items: the 4 float32 3-bit centroid values packed in 12 bits."""
+    fields = np.arange(4096)[:, None] >> (3 * np.arange(4)) & 7
+    return np.ascontiguousarray(lloyd_max(dim, 3).centroids[fields]).view(np.complex128)[:, 0]
+
+
+def _dequantize_3bit(packed: np.ndarray, count: int, table: np.ndarray) -> np.ndarray:
+    groups = -(-count // 8)  # 8 values = 3 bytes = two 12-bit halves
+    if packed.size < groups * 3:
+        packed = np.concatenate((packed, np.zeros(groups * 3 - packed.size, np.uint8)))
+    triples = packed.reshape(groups, 3).astype(np.uint32)
+    words = triples[:, 0] | triples[:, 1] << 8 | triples[:, 2] << 16
+    out = np.empty((groups, 2), np.complex128)
+    np.take(table, words & 0xFFF, out=out[:, 0])
+    np.take(table, words >> 12, out=out[:, 1])
+    return out.view(np.float32).reshape(-1)[:count]
 
 
 @functools.lru_cache(maxsize=256)
