@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import runpy
 import sys
 import time
@@ -99,16 +100,12 @@ def compress(args: argparse.Namespace) -> None:
 
 def decompress(args: argparse.Namespace) -> None:
     codes = Codes.from_bytes(Path(args.input).read_bytes())
-    c = codes.config
-    q = TurboQuantizer(c.dim, c.bits, c.mode, c.rotation, c.seed, c.norm_dtype, c.norm_correction)
-    vectors = q.decode(codes)
+    vectors = TurboQuantizer.from_config(codes.config).decode(codes)
     atomic_write(args.output, [_npy_bytes(vectors)])
-    print(f"{codes.n:,} vectors of dim {c.dim} -> {args.output}")
+    print(f"{codes.n:,} vectors of dim {codes.config.dim} -> {args.output}")
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, arr)
     return buf.getvalue()
