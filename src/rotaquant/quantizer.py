@@ -205,13 +205,14 @@ class TurboQuantizer:
         out = np.empty((codes.n, self.dim), np.float32)
 
         def work(start: int, stop: int) -> None:
-            out[start:stop] = self.rotation.inverse(self._decode_rotated(codes, start, stop))
+            out[start:stop] = self.rotation.inverse(self.decode_rotated(codes, start, stop))
 
         self._map_chunks(codes.n, work)
         return from_numpy(out, codes.origin)
 
-    def _decode_rotated(self, codes: Codes, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) (start a multiple of 8) in the rotated domain, norms applied."""
+    def decode_rotated(self, codes: Codes, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) (start a multiple of 8) in the rotated domain, norms applied:
+        (stop − start, dim) float32. Inner products with rotated queries equal ⟨q, x̂⟩."""
         rows = stop - start
         fill = np.empty if self._coded_channels == self.dim else np.zeros
         out = fill((rows, self.dim), np.float32)
@@ -254,13 +255,19 @@ class TurboQuantizer:
         stop: int,
     ) -> np.ndarray:
         """(m, stop − start) scores of rotated queries against database rows [start, stop)."""
-        scores = rotated_queries @ self._decode_rotated(codes, start, stop).T
+        scores = rotated_queries @ self.decode_rotated(codes, start, stop).T
         if self.qjl is not None:
-            lo, hi = (packed_nbytes(i * self.dim, 1) for i in (start, stop))
-            scores += self.qjl.estimate(
-                projected_queries, codes.qjl_signs[lo:hi], codes.residual_norms[start:stop]
-            )
+            scores += self.qjl_correction(projected_queries, codes, start, stop)
         return scores
+
+    def qjl_correction(
+        self, projected_queries: np.ndarray, codes: Codes, start: int, stop: int
+    ) -> np.ndarray:
+        """prod mode: the QJL residual term of rows [start, stop), (m, stop − start) float32."""
+        lo, hi = (packed_nbytes(i * self.dim, 1) for i in (start, stop))
+        return self.qjl.estimate(
+            projected_queries, codes.qjl_signs[lo:hi], codes.residual_norms[start:stop]
+        )
 
     # ------------------------------------------------------------------ helpers
     def _check_codes(self, codes: Codes) -> None:

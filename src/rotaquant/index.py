@@ -1,0 +1,911 @@
+"""VectorIndex: a compressed, exhaustive-scan vector index on the TurboQuant codec.
+
+No training: vectors are encoded on ``add`` with the data-independent codec (rotation +
+Lloyd–Max codebook at the actual dimension) and are searchable at once.
+
+Storage. Rows live in *segments*: fixed-capacity blocks of ``Codes`` (in memory, or memory-mapped
+copy-on-write from a saved file), plus one global id array. Each row costs ``bits·dim/8``
+bytes of packed codes, its norm (float16 by default), its 8-byte id, and 4–8 bytes of id-map
+slots once the id map is in use; ``nbytes`` counts all of it (and the float16 copy kept for
+re-ranking, if any).
+
+Search. Queries are rotated once; database blocks are decoded in the rotated domain (never
+rotated back) and scored with a matrix product against blocks of queries; a running per-query
+top-k admits only scores above the current k-th best. Both cores scan halves of the blocks.
+Filtering (``allow``) restricts the scan to the allowed rows: sparse allow-lists gather just the
+8-row groups that hold them; dense ones mask within each block. The result is always the exact
+top-k of the allowed set under the compressed scores.
+
+Metrics (scores returned):
+* ``"ip"``: estimates of ⟨q, x⟩, descending.
+* ``"cosine"``: vectors and queries are normalized; codes keep unit length (the stored scale
+  is 1/‖ĉ‖), so scores are cos(q, x̂), descending.
+* ``"l2"``: estimates of ‖q − x‖² = ‖q‖² − 2⟨q, x̂⟩ + ‖x‖² with the exact stored norm ‖x‖,
+  ascending.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import index_file
+from ._arrays import check_matrix, to_numpy
+from .codes import CodecConfig, Codes
+from .idmap import MAX_ROWS, IdMap
+from .packing import pack, packed_nbytes, read_values, write_values
+from .quantizer import TurboQuantizer, _blas_controller, _workers
+
+METRICS = ("ip", "cosine", "l2")
+MAX_ID = np.iinfo(np.int64).max
+SEGMENT_ROWS = 1 << 16  # rows per in-memory segment (a multiple of 8)
+_FIRST_CAPACITY = 64
+_ADD_CHUNK_FLOATS = 1 << 20  # rows encoded per add step: about 4 MiB of float32
+_BLOCK_FLOATS = 1 << 17  # decoded rows per scan block: about 512 KiB, stays in L2
+_QUERY_BLOCK = 256  # queries scored together against one decoded block
+_FORMAT = "rotaquant.VectorIndex"
+
+
+class VectorIndex:
+    """Compressed vector index with external ids, filtered top-k search and persistence.
+
+    Args:
+        dim: vector dimension.
+        bits: bits per value (1..8, or fractional such as 2.5, 3.5).
+        metric: ``"ip"`` (inner product), ``"cosine"`` or ``"l2"`` (squared distance).
+        mode: ``"mse"`` (default) or ``"prod"`` (unbiased inner products, see the codec).
+        seed: rotation seed. rotation: ``"hadamard"`` or ``"haar"``.
+        norm_dtype: ``"float16"`` (default) or ``"float32"`` per-vector norms.
+        keep_vectors: also keep a float16 copy of every vector (memory-mapped once saved) so
+            that ``search(..., rerank=r)`` can re-score ``r`` candidates exactly.
+
+    Thread safety: any number of threads may ``search`` at once. ``add``, ``remove``,
+    ``upsert`` and ``save`` take an exclusive lock (``save`` a shared one): a writer waits for
+    running searches to finish and searches started meanwhile wait for it, so every search
+    sees the index either before or after each call, never half-way.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        bits: float = 4,
+        metric: str = "ip",
+        mode: str = "mse",
+        seed: int = 0,
+        rotation: str = "hadamard",
+        norm_dtype: str = "float16",
+        keep_vectors: bool = False,
+    ):
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        self.metric = metric
+        self.keep_vectors = bool(keep_vectors)
+        self.quantizer = TurboQuantizer(
+            dim,
+            bits,
+            mode=mode,
+            rotation=rotation,
+            seed=seed,
+            norm_dtype=norm_dtype,
+            norm_correction=metric == "cosine",
+        )
+        self._segments: list[_Segment] = []
+        self._ids = np.empty(0, np.int64)  # row -> id
+        self._n = 0
+        self._next_id = 0
+        self._idmap: IdMap | None = None  # built on first use (loading stays instant)
+        self._lock = _ReadWriteLock()
+        self._save_lock = threading.Lock()  # one save at a time (searches go on meanwhile)
+        self._idmap_lock = threading.Lock()
+        self._commit: index_file.Commit | None = None  # the file rows [0, _synced) are in
+        self._synced = 0
+        self._dirty = False  # rows below _synced changed since the last save
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config(self) -> CodecConfig:
+        return self.quantizer.config
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def bits(self) -> float:
+        return self.config.bits
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return (
+            f"VectorIndex(dim={self.dim}, bits={self.bits}, metric={self.metric!r}, "
+            f"mode={self.config.mode!r}, n={self._n}, nbytes={self.nbytes})"
+        )
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, (int, np.integer)) or isinstance(key, bool):
+            return False
+        with self._lock.reading():
+            return bool(0 <= key <= MAX_ID and self._id_map().find(np.array([key]))[0] >= 0)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: codes, norms (and QJL data), ids, id-map slots and any float16 copy,
+        including the spare capacity of the last in-memory segment."""
+        held = sum(segment.nbytes for segment in self._segments) + self._ids.nbytes
+        return int(held + (self._idmap.nbytes if self._idmap is not None else 0))
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The ids of all stored vectors, int64 (n,), in storage order (a copy)."""
+        with self._lock.reading():
+            return self._ids[: self._n].copy()
+
+    # ------------------------------------------------------------------ add / remove
+    def add(self, vectors: Any, ids: Any = None) -> np.ndarray:
+        """Add vectors (n, dim) (numpy float16/32/64, a memory map, or a torch tensor).
+
+        ``ids``: distinct integers in [0, 2**63 − 1] not already present; default: sequential
+        from one past the largest id seen. Large arrays are encoded in chunks (no float32 copy
+        of the whole input). Returns the ids assigned (int64). Raises ValueError (and adds
+        nothing) for bad shapes, dtypes, NaN/inf or duplicate ids.
+        """
+        source = _as_matrix(vectors, self.dim, "add")
+        n = source.shape[0]
+        with self._lock.writing():
+            new_ids = self._new_ids(ids, n)
+            self._check_rows(source)
+            if n:
+                self._append(self._encode(source), new_ids)
+            return new_ids
+
+    def upsert(self, vectors: Any, ids: Any) -> None:
+        """Add vectors, replacing those whose ids are already present (ids required)."""
+        source = _as_matrix(vectors, self.dim, "upsert")
+        with self._lock.writing():
+            keys = _as_ids(ids, source.shape[0], "upsert")
+            self._check_rows(source)
+            encoded = self._encode(source)  # validates everything before anything changes
+            present = keys[self._id_map().find(keys) >= 0]
+            if present.size:
+                self._remove_rows(present)
+            if keys.size:
+                self._append(encoded, keys)
+
+    def remove(self, ids: Any) -> None:
+        """Remove vectors by id (each O(1): the last row moves into the hole).
+
+        Raises KeyError naming the ids that are not present, and removes nothing then.
+        """
+        with self._lock.writing():
+            keys = np.atleast_1d(np.asarray(ids))
+            keys = _as_ids(keys, keys.size, "remove")
+            if keys.size:
+                self._remove_rows(keys)
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self, queries: Any, k: int = 10, allow: Any = None, rerank: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` vectors for each query: ``(scores float32 (m, k), ids int64 (m, k))``.
+
+        Best first (highest score; smallest distance for ``metric="l2"``). Rows are padded
+        with id −1 (score −inf, or +inf for l2) only when fewer than ``k`` vectors exist or
+        are allowed. ``allow``: ids the results may come from (unknown ids are ignored); the
+        scan skips everything else, so results are the best ``k`` of the allowed set.
+        ``rerank``: with ``keep_vectors=True``, take that many candidates (≥ k) from the
+        compressed scan and re-score them exactly from the float16 copy.
+        """
+        arr, _ = to_numpy(queries, "queries")
+        check_matrix(arr, self.dim, "queries")
+        k = _positive_int(k, "k")
+        if rerank is not None:
+            rerank = _positive_int(rerank, "rerank")
+            if not self.keep_vectors:
+                raise ValueError("rerank needs an index built with keep_vectors=True")
+            if rerank < k:
+                raise ValueError(f"rerank ({rerank}) must be at least k ({k})")
+        allowed = None if allow is None else _as_ids(allow, None, "allow", unique=False)
+        queries32 = _normalized(arr) if self.metric == "cosine" else arr
+        with self._lock.reading():
+            depth = rerank if rerank is not None else k
+            top = self._scan(queries32, depth, allowed)
+            if rerank is not None:
+                top = self._rerank(queries32, top, k)
+            scores, rows = top.sorted()
+            ids = np.full(rows.shape, -1, np.int64)
+            ids[rows >= 0] = self._ids[rows[rows >= 0]]
+        if self.metric == "l2":
+            if rerank is None:  # the scan ranks by 2⟨q, x̂⟩ − ‖x‖²
+                scores = np.einsum("ij,ij->i", queries32, queries32)[:, None] - scores
+            else:
+                scores = -scores
+        return scores.astype(np.float32), ids.astype(np.int64)
+
+    def reconstruct(self, ids: Any) -> np.ndarray:
+        """Decoded vectors (len(ids), dim) float32 for present ids (KeyError otherwise)."""
+        with self._lock.reading():
+            keys = _as_ids(ids, None, "reconstruct", unique=False)
+            rows = self._rows_of(keys)
+            out = np.empty((keys.size, self.dim), np.float32)
+            for i, row in enumerate(rows):
+                segment, local = self._locate(int(row))
+                start = local // 8 * 8
+                stop = min(start + 8, segment.capacity)
+                block = self.quantizer.decode_rotated(segment.codes, start, stop)
+                out[i] = block[local - start]
+            return self.quantizer.rotation.inverse(out)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the index to one file, crash-safely.
+
+        Guarantee: if ``path`` is the file this index was last saved to or loaded from, that
+        file is unchanged since, and only ``add`` calls happened meanwhile (no ``remove`` or
+        ``upsert`` of saved vectors), the new vectors are *appended* to it in place: cost
+        proportional to the new vectors, and a crash at any byte leaves the previous
+        contents loadable. Otherwise the whole file is rewritten to a temporary name,
+        fsynced and renamed over ``path`` (a crash leaves the old file or the new one).
+        """
+        with self._save_lock, self._lock.reading():
+            header = self._header()
+            commit = self._commit
+            if (
+                commit is not None
+                and not self._dirty
+                and commit.path == str(Path(path).resolve())
+                and Path(path).exists()
+            ):
+                pieces = self._pieces(self._synced, self._n)
+                try:
+                    self._commit = index_file.append(commit, header, pieces)
+                    self._synced = self._n
+                    return
+                except index_file.StaleFileError:
+                    pass  # someone replaced the file: write it whole
+            self._commit = index_file.write_new(path, header, self._pieces(0, self._n))
+            self._synced, self._dirty = self._n, False
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> VectorIndex:
+        """Open a saved index. Codes stay memory-mapped (copy-on-write), so opening costs the
+        checksum pass (``verify=True``, default: every byte is read once and checked) or next
+        to nothing (``verify=False``: structure and sizes only). Raises ValueError for a file
+        that is truncated, corrupted or not an index."""
+        header, segments, commit = index_file.read(path, verify=verify)
+        if header.get("format") != _FORMAT:
+            raise ValueError(f"{path}: not a rotaquant VectorIndex file")
+        try:
+            config = CodecConfig(**header["config"])
+            index = cls(
+                config.dim,
+                config.bits,
+                metric=header["metric"],
+                mode=config.mode,
+                seed=config.seed,
+                rotation=config.rotation,
+                norm_dtype=config.norm_dtype,
+                keep_vectors=header["keep_vectors"],
+            )
+            if index.config != config:
+                raise ValueError("codec configuration does not match its metric")
+            loaded = [_Segment.from_arrays(config, arrays) for arrays in segments]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: invalid index header: {exc}") from exc
+        index._segments = [segment for segment in loaded if segment.count]
+        index._ids = (
+            np.concatenate([arrays["ids"] for arrays in segments]).astype(np.int64)
+            if segments
+            else np.empty(0, np.int64)
+        )
+        index._n = index._ids.size
+        index._next_id = int(header["next_id"])
+        index._commit, index._synced = commit, index._n
+        return index
+
+    # ------------------------------------------------------------------ internals: ids
+    def _id_map(self) -> IdMap:
+        with self._idmap_lock:  # built lazily, possibly under a shared (reading) lock
+            if self._idmap is None:
+                idmap = IdMap(lambda rows: self._ids[rows])
+                idmap.reset(self._n)
+                self._idmap = idmap
+            return self._idmap
+
+    def _new_ids(self, ids: Any, n: int) -> np.ndarray:
+        if ids is None:
+            if self._next_id + n - 1 > MAX_ID:
+                raise ValueError("add: sequential ids would pass 2**63 - 1")
+            return np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        keys = _as_ids(ids, n, "add")
+        present = keys[self._id_map().find(keys) >= 0]
+        if present.size:
+            raise ValueError(
+                f"add: {present.size} ids already present (e.g. {_preview(present)}); "
+                "remove them first or use upsert"
+            )
+        return keys
+
+    def _rows_of(self, keys: np.ndarray) -> np.ndarray:
+        rows = self._id_map().find(keys)
+        missing = keys[rows < 0]
+        if missing.size:
+            raise KeyError(f"{missing.size} ids not in the index (e.g. {_preview(missing)})")
+        return rows
+
+    # ------------------------------------------------------------------ internals: rows
+    def _check_rows(self, source: np.ndarray) -> None:
+        if self._n + source.shape[0] > MAX_ROWS:
+            raise ValueError(f"an index holds at most {MAX_ROWS} vectors")
+
+    def _encode(self, source: np.ndarray) -> list[tuple[Codes, np.ndarray | None]]:
+        """Validate and encode ``source`` chunk by chunk (so a bad value anywhere leaves the
+        index unchanged). The first chunk tops the tail up to a multiple of 8 rows, so that
+        the rest is stored with whole-byte copies."""
+        n = source.shape[0]
+        step = max(8, _ADD_CHUNK_FLOATS // self.dim // 8 * 8)
+        tail = self._segments[-1] if self._segments else None
+        head = (-tail.count) % 8 if tail is not None and tail.in_memory else 0
+        bounds = [0, *range(min(head, n), n, step), n]
+        encoded = []
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            if start == stop:
+                continue
+            chunk, _ = to_numpy(source[start:stop], "add")
+            check_matrix(chunk, self.dim, "add")
+            if self.metric == "cosine":
+                chunk = _normalized(chunk, "add")
+            vectors = _float16_copy(chunk) if self.keep_vectors else None
+            encoded.append((self.quantizer.encode(chunk), vectors))
+        return encoded
+
+    def _append(self, encoded: list[tuple[Codes, np.ndarray | None]], keys: np.ndarray) -> None:
+        n = keys.size
+        self._reserve_ids(self._n + n)
+        self._ids[self._n : self._n + n] = keys
+        first_row = self._n
+        for codes, vectors in encoded:
+            self._store(codes, vectors)
+        if self._idmap is not None:
+            self._idmap.insert(keys, np.arange(first_row, first_row + n))
+        self._next_id = max(self._next_id, int(keys.max()) + 1)
+
+    def _store(self, codes: Codes, vectors: np.ndarray | None) -> None:
+        done = 0
+        while done < codes.n:
+            tail = self._writable_tail()
+            take = min(codes.n - done, tail.capacity - tail.count)
+            tail.write_rows(tail.count, codes, done, done + take, vectors)
+            tail.count += take
+            self._n += take
+            done += take
+
+    def _writable_tail(self) -> _Segment:
+        """The in-memory last segment with a free row, grown or started if needed (loaded
+        segments are never appended to, so in-memory capacities stay multiples of 8)."""
+        tail = self._segments[-1] if self._segments and self._segments[-1].in_memory else None
+        if tail is not None and tail.count < tail.capacity:
+            return tail
+        if tail is not None and tail.capacity < SEGMENT_ROWS:
+            grown = tail.grown(min(SEGMENT_ROWS, 2 * tail.capacity))
+            self._segments[-1] = grown
+            return grown
+        fresh = _Segment.allocate(self.config, _FIRST_CAPACITY, self.keep_vectors)
+        self._segments.append(fresh)
+        return fresh
+
+    def _reserve_ids(self, n: int) -> None:
+        if n > self._ids.size:
+            grown = np.empty(max(n, 2 * self._ids.size, 64), np.int64)
+            grown[: self._n] = self._ids[: self._n]
+            self._ids = grown
+
+    def _remove_rows(self, keys: np.ndarray) -> None:
+        rows = self._rows_of(keys)
+        n_after = self._n - rows.size
+        holes = np.sort(rows[rows < n_after])
+        leaving = np.zeros(self._n - n_after, bool)
+        leaving[rows[rows >= n_after] - n_after] = True
+        movers = np.flatnonzero(~leaving) + n_after
+        for hole, mover in zip(holes.tolist(), movers.tolist(), strict=True):
+            dst, dst_row = self._locate(hole)
+            src, src_row = self._locate(mover)
+            dst.copy_row(dst_row, src, src_row)
+        idmap = self._id_map()
+        idmap.delete(keys)
+        if holes.size:
+            self._ids[holes] = self._ids[movers]
+            idmap.move(self._ids[holes], holes)
+        self._truncate(n_after)
+        if (holes.size and holes[0] < self._synced) or n_after < self._synced:
+            self._dirty = True
+
+    def _truncate(self, n: int) -> None:
+        """Drop rows [n, self._n) (all in the trailing segments)."""
+        drop = self._n - n
+        while drop:
+            tail = self._segments[-1]
+            take = min(drop, tail.count)
+            tail.count -= take
+            drop -= take
+            if tail.count == 0:
+                self._segments.pop()
+        self._n = n
+
+    def _locate(self, row: int) -> tuple[_Segment, int]:
+        for segment in self._segments:
+            if row < segment.count:
+                return segment, row
+            row -= segment.count
+        raise IndexError(row)
+
+    def _offsets(self) -> list[int]:
+        offsets, total = [], 0
+        for segment in self._segments:
+            offsets.append(total)
+            total += segment.count
+        return offsets
+
+    # ------------------------------------------------------------------ internals: scan
+    def _scan(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> _TopK:
+        m = queries.shape[0]
+        top = _TopK(m, k)
+        if m == 0 or self._n == 0:
+            return top
+        rotated = self.quantizer.rotation.forward(queries)
+        qjl = self.quantizer.qjl
+        projected = qjl.project(rotated) if qjl is not None else None
+        if self.metric == "l2":
+            rotated = 2 * rotated  # rank by 2⟨q, x̂⟩ − ‖x‖²
+            projected = None if projected is None else 2 * projected
+        tasks = list(self._blocks(allowed))
+        if not tasks:
+            return top
+        workers = min(_workers(), len(tasks))
+        if workers == 1:
+            for task in tasks:
+                self._score_task(rotated, projected, task, top)
+            return top
+        parts = [_TopK(m, k) for _ in range(workers)]
+
+        def run(worker: int) -> None:
+            for task in tasks[worker::workers]:
+                self._score_task(rotated, projected, task, parts[worker])
+
+        with (
+            _blas_controller().limit(limits=1, user_api="blas"),
+            ThreadPoolExecutor(workers) as pool,
+        ):
+            list(pool.map(run, range(workers)))
+        for part in parts:
+            top.push(part.scores, part.rows, slice(None))
+        return top
+
+    def _blocks(self, allowed: np.ndarray | None) -> Iterator[_Block]:
+        """Scan work: (codes, start, stop, rows of the block's columns, eligible columns)."""
+        offsets = self._offsets()
+        block_rows = max(8, _BLOCK_FLOATS // self.dim // 8 * 8)
+        if allowed is not None:
+            rows = self._id_map().find(allowed)
+            rows = np.unique(rows[rows >= 0])
+        for segment, offset in zip(self._segments, offsets, strict=True):
+            codes, count = segment.codes, segment.count
+            if allowed is None:
+                for start in range(0, count, block_rows):
+                    stop = min(count, start + block_rows)
+                    yield _Block(codes, start, stop, np.arange(offset + start, offset + stop))
+                continue
+            local = rows[(rows >= offset) & (rows < offset + count)] - offset
+            if local.size == 0:
+                continue
+            groups = np.unique(local // 8)
+            if groups.size * 8 * 2 < count:  # sparse: gather the 8-row groups holding them
+                codes, row_map = segment.gather_groups(groups)
+                eligible = np.searchsorted(row_map, local)
+                row_map = row_map + offset
+                count = row_map.size
+            else:
+                row_map, eligible = np.arange(offset, offset + count), local
+            for start in range(0, count, block_rows):
+                stop = min(count, start + block_rows)
+                lo, hi = np.searchsorted(eligible, (start, stop))
+                if hi > lo:
+                    cols = eligible[lo:hi] - start
+                    yield _Block(codes, start, stop, row_map[start:stop][cols], cols)
+
+    def _score_task(
+        self, rotated: np.ndarray, projected: np.ndarray | None, block: _Block, top: _TopK
+    ) -> None:
+        codes, start, stop, cols = block.codes, block.start, block.stop, block.columns
+        decoded = self.quantizer.decode_rotated(codes, start, stop)
+        if cols is not None:
+            decoded = decoded[cols]
+        shift = None
+        if self.metric == "l2":
+            norms = codes.norms[start:stop].astype(np.float32)
+            shift = np.square(norms if cols is None else norms[cols])
+        for q0 in range(0, rotated.shape[0], _QUERY_BLOCK):
+            q = slice(q0, q0 + _QUERY_BLOCK)
+            scores = rotated[q] @ decoded.T
+            if projected is not None:
+                correction = self.quantizer.qjl_correction(projected[q], codes, start, stop)
+                scores += correction if cols is None else correction[:, cols]
+            if shift is not None:
+                scores -= shift
+            top.push(scores, block.rows, q)
+
+    def _rerank(self, queries: np.ndarray, top: _TopK, k: int) -> _TopK:
+        """Exact scores of the candidates from the float16 copy; keep the best k."""
+        m, depth = top.rows.shape
+        flat = top.rows.reshape(-1)
+        valid = flat >= 0
+        vectors = np.zeros((flat.size, self.dim), np.float32)
+        offsets = np.asarray(self._offsets())
+        segment_of = np.searchsorted(offsets, flat, side="right") - 1
+        for s, segment in enumerate(self._segments):
+            hit = valid & (segment_of == s)
+            vectors[hit] = segment.vectors[flat[hit] - offsets[s]]
+        vectors = vectors.reshape(m, depth, self.dim)
+        if self.metric == "l2":
+            diff = vectors - queries[:, None, :]
+            exact = -np.einsum("mrd,mrd->mr", diff, diff)
+        else:
+            exact = np.einsum("mrd,md->mr", vectors, queries)
+        exact[top.rows < 0] = -np.inf
+        best = _TopK(m, k)
+        best.push(exact.astype(np.float32), top.rows, slice(None))
+        return best
+
+    def _header(self) -> dict:
+        return {
+            "format": _FORMAT,
+            "config": self.config.to_dict(),
+            "metric": self.metric,
+            "keep_vectors": self.keep_vectors,
+            "next_id": self._next_id,
+        }
+
+    def _pieces(self, start: int, stop: int) -> list[dict[str, np.ndarray]]:
+        """Rows [start, stop) as file segments (one per in-memory segment touched)."""
+        pieces = []
+        for segment, offset in zip(self._segments, self._offsets(), strict=True):
+            lo, hi = max(start, offset), min(stop, offset + segment.count)
+            if lo < hi:
+                arrays = segment.slice_arrays(lo - offset, hi - offset)
+                arrays["ids"] = self._ids[lo:hi]
+                pieces.append(arrays)
+        return pieces
+
+
+# ---------------------------------------------------------------------- segments
+class _Segment:
+    """Rows ``[0, count)`` of a fixed-capacity block of codes (+ optional float16 vectors)."""
+
+    def __init__(self, codes: Codes, count: int, vectors: np.ndarray | None, in_memory: bool):
+        self.codes = codes
+        self.count = count
+        self.vectors = vectors
+        self.in_memory = in_memory
+
+    @property
+    def capacity(self) -> int:
+        return self.codes.n
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.nbytes + (self.vectors.nbytes if self.vectors is not None else 0)
+
+    @classmethod
+    def allocate(cls, config: CodecConfig, capacity: int, keep_vectors: bool) -> _Segment:
+        norm = np.dtype(config.norm_dtype)
+        streams = tuple(
+            np.zeros(packed_nbytes(capacity * g.channels, g.bits), np.uint8) for g in config.groups
+        )
+        prod = config.mode == "prod"
+        codes = Codes(
+            config,
+            capacity,
+            streams,
+            np.zeros(capacity, norm),
+            np.zeros(packed_nbytes(capacity * config.dim, 1), np.uint8) if prod else None,
+            np.zeros(capacity, norm) if prod else None,
+        )
+        vectors = np.zeros((capacity, config.dim), np.float16) if keep_vectors else None
+        return cls(codes, 0, vectors, in_memory=True)
+
+    @classmethod
+    def from_arrays(cls, config: CodecConfig, arrays: dict[str, np.ndarray]) -> _Segment:
+        """A memory-mapped segment read back from a file."""
+        n = int(arrays["ids"].size)
+        streams = tuple(arrays[f"stream{i}"] for i in range(len(config.groups)))
+        codes = Codes(
+            config,
+            n,
+            streams,
+            arrays["norms"],
+            arrays.get("qjl_signs"),
+            arrays.get("residual_norms"),
+        )
+        return cls(codes, n, arrays.get("vectors"), in_memory=False)
+
+    def grown(self, capacity: int) -> _Segment:
+        bigger = _Segment.allocate(self.codes.config, capacity, self.vectors is not None)
+        for old, new in zip(self._arrays(), bigger._arrays(), strict=True):
+            new[: old.size if old.ndim == 1 else old.shape[0]] = old
+        bigger.count = self.count
+        return bigger
+
+    def _arrays(self) -> list[np.ndarray]:
+        arrays = [arr for _, arr in self.codes._arrays()]
+        return arrays + ([self.vectors] if self.vectors is not None else [])
+
+    def _bit_streams(self) -> list[tuple[np.ndarray, int, int]]:
+        """(stream, values per row, bits) of every packed stream."""
+        config = self.codes.config
+        streams = [
+            (s, g.channels, g.bits) for s, g in zip(self.codes.streams, config.groups, strict=True)
+        ]
+        if self.codes.qjl_signs is not None:
+            streams.append((self.codes.qjl_signs, config.dim, 1))
+        return streams
+
+    def _row_arrays(self) -> list[np.ndarray]:
+        arrays = [self.codes.norms]
+        if self.codes.residual_norms is not None:
+            arrays.append(self.codes.residual_norms)
+        return arrays + ([self.vectors] if self.vectors is not None else [])
+
+    def write_rows(
+        self, row: int, codes: Codes, start: int, stop: int, vectors: np.ndarray | None
+    ) -> None:
+        """Store rows [start, stop) of ``codes`` at rows [row, …) (bytes are copied whole
+        when both ends sit on byte boundaries)."""
+        src = _Segment(codes, codes.n, vectors, in_memory=True)
+        count = stop - start
+        for (dst_stream, per_row, bits), (src_stream, _, _) in zip(
+            self._bit_streams(), src._bit_streams(), strict=True
+        ):
+            if (start * per_row * bits) % 8 == 0 and (row * per_row * bits) % 8 == 0:
+                lo = start * per_row * bits // 8
+                hi = packed_nbytes(stop * per_row, bits)
+                at = row * per_row * bits // 8
+                dst_stream[at : at + hi - lo] = src_stream[lo:hi]
+            else:  # bit-level copy (only the few rows that realign a tail take this path)
+                values = read_values(src_stream, start * per_row, count * per_row, bits)
+                write_values(dst_stream, row * per_row, values, bits)
+        for dst, src_arr in zip(self._row_arrays(), src._row_arrays(), strict=True):
+            dst[row : row + count] = src_arr[start:stop]
+
+    def copy_row(self, row: int, source: _Segment, source_row: int) -> None:
+        for (dst, per_row, bits), (src, _, _) in zip(
+            self._bit_streams(), source._bit_streams(), strict=True
+        ):
+            values = read_values(src, source_row * per_row, per_row, bits)
+            write_values(dst, row * per_row, values, bits)
+        for dst, src in zip(self._row_arrays(), source._row_arrays(), strict=True):
+            dst[row] = src[source_row]
+
+    def slice_arrays(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Rows [start, stop) as standalone arrays named as in ``Codes`` (for saving)."""
+        out: dict[str, np.ndarray] = {}
+        names = [name for name, _ in self.codes._arrays()]
+        for name, arr in zip(names, [a for _, a in self.codes._arrays()], strict=True):
+            stream = next((s for s in self._bit_streams() if s[0] is arr), None)
+            if stream is None:
+                out[name] = arr[start:stop]
+                continue
+            _, per_row, bits = stream
+            if start * per_row * bits % 8 == 0:
+                lo = start * per_row * bits // 8
+                out[name] = arr[lo : lo + packed_nbytes((stop - start) * per_row, bits)]
+            else:
+                values = read_values(arr, start * per_row, (stop - start) * per_row, bits)
+                out[name] = pack(values, bits)
+        if self.vectors is not None:
+            out["vectors"] = self.vectors[start:stop]
+        return out
+
+    def gather_groups(self, groups: np.ndarray) -> tuple[Codes, np.ndarray]:
+        """Codes of the 8-row groups ``groups`` (sorted) as one compact block, and the segment
+        row of each of its rows (rows past ``count`` in a last partial group are excluded
+        from ``row_map`` by being beyond any eligible row)."""
+        rows = (groups[:, None] * 8 + np.arange(8)).reshape(-1)
+        clipped = np.minimum(rows, self.count - 1)
+        streams = []
+        for stream, per_row, bits in self._bit_streams()[: len(self.codes.streams)]:
+            streams.append(_take_groups(stream, groups, per_row * bits))
+        codes = self.codes
+        signs = None
+        if codes.qjl_signs is not None:
+            signs = _take_groups(codes.qjl_signs, groups, codes.config.dim)
+        gathered = Codes(
+            codes.config,
+            rows.size,
+            tuple(streams),
+            codes.norms[clipped],
+            signs,
+            codes.residual_norms[clipped] if codes.residual_norms is not None else None,
+        )
+        return gathered, rows
+
+
+def _take_groups(stream: np.ndarray, groups: np.ndarray, group_bytes: int) -> np.ndarray:
+    """Bytes of 8-row groups (each ``group_bytes`` long) of a stream, zero-padding a short
+    last group."""
+    full = stream.size // group_bytes
+    out = np.zeros((groups.size, group_bytes), np.uint8)
+    inside = groups < full
+    out[inside] = stream[: full * group_bytes].reshape(full, group_bytes)[groups[inside]]
+    if not inside.all():
+        tail = stream[full * group_bytes :]
+        out[~inside, : tail.size] = tail
+    return out.reshape(-1)
+
+
+class _Block:
+    """One unit of scan work: rows [start, stop) of ``codes``; ``columns`` (or all) of them
+    are eligible and map to index rows ``rows``."""
+
+    __slots__ = ("codes", "columns", "rows", "start", "stop")
+
+    def __init__(self, codes, start, stop, rows, columns=None):
+        self.codes, self.start, self.stop, self.rows, self.columns = (
+            codes,
+            start,
+            stop,
+            rows,
+            columns,
+        )
+
+
+# ---------------------------------------------------------------------- top-k
+class _TopK:
+    """Running best ``k`` (score, row) per query; unsorted until ``sorted()``."""
+
+    def __init__(self, m: int, k: int):
+        self.k = k
+        self.scores = np.full((m, k), -np.inf, np.float32)
+        self.rows = np.full((m, k), -1, np.int64)
+
+    def push(self, scores: np.ndarray, rows: np.ndarray, queries: slice) -> None:
+        """Offer ``scores`` (mq, c) of candidates ``rows`` ((c,) or (mq, c)) for queries."""
+        best_s, best_r = self.scores[queries], self.rows[queries]
+        admitted = scores > best_s.min(axis=1, keepdims=True)
+        count = int(np.count_nonzero(admitted))
+        if count == 0:
+            return
+        k = self.k
+        if count * 4 > scores.size:  # dense: partition everything
+            both_s = np.concatenate((best_s, scores), axis=1)
+            both_r = np.concatenate((best_r, np.broadcast_to(rows, scores.shape)), axis=1)
+            keep = np.argpartition(-both_s, k - 1, axis=1)[:, :k]
+            best_s[:] = np.take_along_axis(both_s, keep, axis=1)
+            best_r[:] = np.take_along_axis(both_r, keep, axis=1)
+            return
+        qi, ci = np.nonzero(admitted)
+        touched = qi[np.r_[True, qi[1:] != qi[:-1]]]
+        cand_r = rows[ci] if rows.ndim == 1 else rows[qi, ci]
+        all_q = np.concatenate((np.repeat(touched, k), qi))
+        all_s = np.concatenate((best_s[touched].reshape(-1), scores[qi, ci]))
+        all_r = np.concatenate((best_r[touched].reshape(-1), cand_r))
+        order = np.lexsort((-all_s, all_q))
+        first = np.searchsorted(all_q[order], touched)
+        pick = order[first[:, None] + np.arange(k)]
+        best_s[touched] = all_s[pick]
+        best_r[touched] = all_r[pick]
+
+    def sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(-self.scores, axis=1, kind="stable")
+        return (
+            np.take_along_axis(self.scores, order, axis=1),
+            np.take_along_axis(self.rows, order, axis=1),
+        )
+
+
+# ---------------------------------------------------------------------- locking
+class _ReadWriteLock:
+    """Many readers or one writer; writers are not starved (new readers wait for them)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    @contextmanager
+    def reading(self):
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def writing(self):
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+# ---------------------------------------------------------------------- validation
+def _as_matrix(x: Any, dim: int, name: str) -> np.ndarray:
+    """A 2-D (n, dim) floating array or tensor, not yet converted (chunks convert)."""
+    if type(x).__module__.startswith("torch"):
+        arr, _ = to_numpy(x, name)
+    else:
+        arr = np.asarray(x)
+        if arr.dtype.kind != "f":
+            raise ValueError(f"{name}: unsupported dtype {arr.dtype}; pass floating-point vectors")
+    check_matrix(arr, dim, name, finite=False)
+    return arr
+
+
+def _as_ids(ids: Any, n: int | None, name: str, unique: bool = True) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: ids must be a 1-D array, got shape {arr.shape}")
+    if arr.size == 0:
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{name}: ids must be integers, got dtype {arr.dtype}")
+    if n is not None and arr.size != n:
+        raise ValueError(f"{name}: {arr.size} ids for {n} vectors")
+    if arr.size and (arr.min() < 0 or (arr.dtype.kind == "u" and arr.max() > MAX_ID)):
+        raise ValueError(f"{name}: ids must lie in [0, 2**63 - 1]")
+    keys = arr.astype(np.int64)
+    if unique and keys.size > 1:
+        ordered = np.sort(keys)
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        if repeated.size:
+            raise ValueError(f"{name}: repeated ids (e.g. {_preview(repeated)})")
+    return keys
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _normalized(x: np.ndarray, name: str = "queries") -> np.ndarray:
+    lengths = np.sqrt(np.einsum("ij,ij->i", x, x))
+    if (lengths == 0).any():
+        raise ValueError(f"{name}: zero vector (row {int(np.argmin(lengths))}) has no cosine")
+    return x / lengths[:, None]
+
+
+def _float16_copy(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        half = x.astype(np.float16)
+    if not np.isfinite(half).all():
+        raise ValueError("add: keep_vectors stores float16; values must lie within ±65504")
+    return half
+
+
+def _preview(values: np.ndarray, count: int = 5) -> str:
+    shown = ", ".join(str(v) for v in values[:count].tolist())
+    return shown + (", ..." if values.size > count else "")

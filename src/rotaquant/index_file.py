@@ -1,0 +1,240 @@
+"""The on-disk format of a VectorIndex: one file, checksummed, crash-safe, appendable.
+
+Layout::
+
+    [0, 4096)      preamble: magic b"RQINDEX\\0", format version, two commit slots
+    [4096, ...)    array sections (64-byte aligned), then a JSON manifest, per commit
+
+A *commit slot* (generation, manifest offset and length, committed file length, manifest
+CRC-32, and its own CRC-32) names the manifest that describes the file; the manifest lists
+every segment's arrays with offset, dtype, shape and CRC-32. Readers take the valid slot with
+the highest generation and ignore any bytes past its committed length.
+
+* ``write_new`` writes a whole file to a temporary name, fsyncs and renames it over the target:
+  a crash leaves the old file or the new one.
+* ``append`` adds segments to a file in place: new sections and a new manifest go after the
+  committed end, are fsynced, and only then is the *other* slot overwritten with generation + 1
+  (and fsynced). A crash before the slot write leaves the previous commit intact (the extra
+  bytes are ignored); a torn slot write fails its checksum, so readers fall back to the other
+  slot. Each commit costs the new data, the manifest and one 64-byte slot, whatever the file
+  size.
+* ``read`` memory-maps the file copy-on-write (changes made in memory never reach the file)
+  and returns array views, after checking structure, sizes and (with ``verify=True``) every
+  section's CRC-32.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .storage import atomic_write
+
+MAGIC = b"RQINDEX\0"
+VERSION = 1
+_PREAMBLE = struct.Struct("<8sI")
+_SLOT = struct.Struct("<QQQQI")  # generation, manifest offset, manifest length, length, crc
+_SLOT_CRC = struct.Struct("<I")
+_SLOT_OFFSETS = (64, 128)
+DATA_START = 4096
+_ALIGN = 64
+
+
+@dataclass(frozen=True)
+class Commit:
+    """Where a file stood after a write: enough to append to it safely later."""
+
+    path: str
+    device: int
+    inode: int
+    generation: int
+    slot: int
+    length: int
+    segments: tuple[dict, ...]
+
+
+def write_new(
+    path: str | os.PathLike, header: dict, segments: list[dict[str, np.ndarray]]
+) -> Commit:
+    """Write a complete file atomically (temp file, fsync, rename). Returns its commit."""
+    chunks: list[Any] = [_preamble()]
+    entries, end = _layout_sections(segments, DATA_START, chunks)
+    manifest = _manifest(header, entries)
+    chunks.append(manifest)
+    length = end + len(manifest)
+    slots = bytearray(DATA_START - len(chunks[0]))
+    slot = _slot_bytes(1, end, len(manifest), length, zlib.crc32(manifest))
+    slots[_SLOT_OFFSETS[0] - _PREAMBLE.size : _SLOT_OFFSETS[0] - _PREAMBLE.size + len(slot)] = slot
+    chunks.insert(1, bytes(slots))
+    atomic_write(path, chunks)
+    stat = os.stat(path)
+    return Commit(_real(path), stat.st_dev, stat.st_ino, 1, 0, length, tuple(entries))
+
+
+def append(commit: Commit, header: dict, segments: list[dict[str, np.ndarray]]) -> Commit:
+    """Add ``segments`` to the file of ``commit`` in place (see the module docstring).
+
+    Raises ``StaleFileError`` if the file is no longer the one ``commit`` describes.
+    """
+    with open(commit.path, "r+b") as f:
+        stat = os.fstat(f.fileno())
+        if (stat.st_dev, stat.st_ino) != (commit.device, commit.inode):
+            raise StaleFileError("the file was replaced since it was last written")
+        current = _best_slot(_read_exact(f, 0, DATA_START), stat.st_size)
+        if current is None or current[0] != commit.generation:
+            raise StaleFileError("the file was changed by someone else since it was last written")
+        chunks: list[Any] = []
+        entries, end = _layout_sections(segments, commit.length, chunks)
+        manifest = _manifest(header, list(commit.segments) + entries)
+        f.seek(commit.length)
+        for chunk in chunks:
+            f.write(chunk)
+        f.write(manifest)
+        f.flush()
+        os.fsync(f.fileno())
+        generation, slot = commit.generation + 1, 1 - commit.slot
+        length = end + len(manifest)
+        f.seek(_SLOT_OFFSETS[slot])
+        f.write(_slot_bytes(generation, end, len(manifest), length, zlib.crc32(manifest)))
+        f.flush()
+        os.fsync(f.fileno())
+    segments_all = tuple(list(commit.segments) + entries)
+    return Commit(commit.path, commit.device, commit.inode, generation, slot, length, segments_all)
+
+
+class StaleFileError(RuntimeError):
+    """The file changed under an index that meant to append to it."""
+
+
+def read(
+    path: str | os.PathLike, verify: bool = True
+) -> tuple[dict, list[dict[str, np.ndarray]], Commit]:
+    """(header, segments as name → array views of a copy-on-write map, commit).
+
+    Raises ValueError for anything that is not an intact rotaquant index file.
+    """
+    with open(path, "rb") as f:
+        stat = os.fstat(f.fileno())
+        size = stat.st_size
+        if size < DATA_START:
+            raise ValueError(f"{path}: not a rotaquant index or truncated ({size} bytes)")
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    magic, version = _PREAMBLE.unpack_from(mapped, 0)
+    if magic != MAGIC:
+        raise ValueError(f"{path}: not a rotaquant index file (bad magic bytes)")
+    if version != VERSION:
+        raise ValueError(f"{path}: index format version {version} is not supported ({VERSION})")
+    best = _best_slot(mapped[:DATA_START], None)
+    if best is None:
+        raise ValueError(f"{path}: both commit records are corrupted")
+    generation, slot, manifest_offset, manifest_length, length, manifest_crc = best
+    if size < length:
+        raise ValueError(f"{path}: file is truncated ({size} bytes, {length} committed)")
+    manifest_bytes = mapped[manifest_offset : manifest_offset + manifest_length]
+    if zlib.crc32(manifest_bytes) != manifest_crc:
+        raise ValueError(f"{path}: manifest is corrupted (checksum mismatch)")
+    try:
+        manifest = json.loads(manifest_bytes)
+        header, entries = manifest["header"], manifest["segments"]
+        segments = [_segment_views(mapped, entry, length, verify) for entry in entries]
+    except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: invalid index file: {exc}") from exc
+    commit = Commit(_real(path), stat.st_dev, stat.st_ino, generation, slot, length, tuple(entries))
+    return header, segments, commit
+
+
+# ---------------------------------------------------------------------- internals
+def _real(path: str | os.PathLike) -> str:
+    return str(Path(path).resolve())
+
+
+def _preamble() -> bytes:
+    return _PREAMBLE.pack(MAGIC, VERSION)
+
+
+def _slot_bytes(generation: int, offset: int, manifest_length: int, length: int, crc: int) -> bytes:
+    body = _SLOT.pack(generation, offset, manifest_length, length, crc)
+    return body + _SLOT_CRC.pack(zlib.crc32(body))
+
+
+def _best_slot(head: bytes, size: int | None):
+    """(generation, slot, manifest offset, manifest length, length, manifest crc) or None."""
+    best = None
+    for slot, offset in enumerate(_SLOT_OFFSETS):
+        body = head[offset : offset + _SLOT.size]
+        (crc,) = _SLOT_CRC.unpack_from(head, offset + _SLOT.size)
+        if zlib.crc32(body) != crc:
+            continue
+        generation, manifest_offset, manifest_length, length, manifest_crc = _SLOT.unpack(body)
+        if generation == 0 or (size is not None and size < length):
+            continue
+        if best is None or generation > best[0]:
+            best = (generation, slot, manifest_offset, manifest_length, length, manifest_crc)
+    return best
+
+
+def _read_exact(f, offset: int, count: int) -> bytes:
+    f.seek(offset)
+    return f.read(count)
+
+
+def _layout_sections(
+    segments: list[dict[str, np.ndarray]], start: int, chunks: list
+) -> tuple[list[dict], int]:
+    """Append aligned section bytes to ``chunks``; return manifest entries and the end offset."""
+    entries, offset = [], start
+    for segment in segments:
+        arrays = []
+        for name, arr in segment.items():
+            pad = -offset % _ALIGN
+            if pad:
+                chunks.append(bytes(pad))
+                offset += pad
+            data = np.ascontiguousarray(arr)
+            arrays.append(
+                {
+                    "name": name,
+                    "dtype": data.dtype.str,
+                    "shape": list(data.shape),
+                    "offset": offset,
+                    "nbytes": data.nbytes,
+                    "crc32": zlib.crc32(data),
+                }
+            )
+            chunks.append(memoryview(data).cast("B"))
+            offset += data.nbytes
+        entries.append({"arrays": arrays})
+    return entries, offset
+
+
+def _manifest(header: dict, entries: list[dict]) -> bytes:
+    return json.dumps({"header": header, "segments": entries}, sort_keys=True).encode()
+
+
+def _segment_views(
+    mapped: mmap.mmap, entry: dict, length: int, verify: bool
+) -> dict[str, np.ndarray]:
+    views = {}
+    for section in entry["arrays"]:
+        dtype = np.dtype(section["dtype"])
+        shape = tuple(int(s) for s in section["shape"])
+        offset, nbytes = int(section["offset"]), int(section["nbytes"])
+        if (
+            offset < DATA_START
+            or offset + nbytes > length
+            or nbytes != dtype.itemsize * int(np.prod(shape))
+        ):
+            raise ValueError(f"section {section['name']!r} lies outside the committed file")
+        view = np.frombuffer(mapped, dtype=dtype, count=int(np.prod(shape)), offset=offset)
+        if verify and zlib.crc32(view) != section["crc32"]:
+            raise ValueError(f"section {section['name']!r} is corrupted (checksum mismatch)")
+        views[section["name"]] = view.reshape(shape)
+    return views
