@@ -66,9 +66,7 @@ def wordnet_glosses(limit: int | None = None) -> list[str]:
     """Distinct ``"lemma, lemma: definition"`` texts of every WordNet 3.0 synset (≈117k), in file
     order (nouns, verbs, adjectives, adverbs)."""
     if not (WORDNET_DIR / "data.noun").exists():
-        raise RuntimeError(
-            f"WordNet not found under {WORDNET_DIR}: apt-get install wordnet-base"
-        )
+        raise RuntimeError(f"WordNet not found under {WORDNET_DIR}: apt-get install wordnet-base")
     seen: dict[str, None] = {}
     for pos in ("noun", "verb", "adj", "adv"):
         with open(WORDNET_DIR / f"data.{pos}", encoding="utf-8", errors="replace") as f:
