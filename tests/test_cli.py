@@ -9,7 +9,7 @@ from .conftest import unit_gaussian
 
 def test_demo_reports_distortion_bytes_and_recall(capsys):
     main(["demo", "--bits", "2", "4", "--queries", "40"])
-    out = capsys.readouterr().out
+    out, index_out = capsys.readouterr().out.split("VectorIndex")
     assert "399,960 database vectors" in out
     rows = [line.split() for line in out.splitlines() if line.strip()[:2] in ("2 ", "4 ")]
     assert [r[0] for r in rows] == ["2", "4"]
@@ -19,6 +19,14 @@ def test_demo_reports_distortion_bytes_and_recall(capsys):
         assert bits_per_value == pytest.approx(float(row[0]) + 16 / 50)
     recall = [float(r[-1]) for r in rows]
     assert 0.3 < recall[0] < recall[1] <= 1
+    # the index finds what brute-force scoring of the same codes finds, in 8 + 2 + b*50/8 bytes
+    index_rows = [
+        line.split() for line in index_out.splitlines() if line.strip()[:2] in ("2 ", "4 ")
+    ]
+    for row, codec_recall in zip(index_rows, recall, strict=True):
+        assert float(row[1]) == pytest.approx(int(row[0]) * 50 / 8 + 10, abs=0.6)
+        assert float(row[-2]) == pytest.approx(codec_recall, abs=0.03)
+        assert float(row[-1]) > float(row[-2])  # re-ranking from the float16 copy helps
 
 
 def test_compress_decompress_round_trip(tmp_path, capsys):
@@ -31,6 +39,43 @@ def test_compress_decompress_round_trip(tmp_path, capsys):
     y = np.load(tmp_path / "y.npy")
     assert np.mean(((x - y) ** 2).sum(1)) == pytest.approx(rq.lloyd_max(40, 3).mse, rel=0.15)
     assert "bits/value" in capsys.readouterr().out
+
+
+def test_index_build_search_info(tmp_path, capsys):
+    x = unit_gaussian(3000, 32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "ids.npy", np.arange(3000, dtype=np.uint64) * 10)
+    np.save(tmp_path / "q.npy", x[:7])
+    idx = str(tmp_path / "idx.rq")
+    main(
+        [
+            "index",
+            "build",
+            str(tmp_path / "x.npy"),
+            "-o",
+            idx,
+            "--bits",
+            "4",
+            "--ids",
+            str(tmp_path / "ids.npy"),
+        ]
+    )
+    main(
+        ["index", "search", idx, str(tmp_path / "q.npy"), "-k", "3", "-o", str(tmp_path / "r.npz")]
+    )
+    found = np.load(tmp_path / "r.npz")
+    assert found["ids"].shape == (7, 3) and (found["ids"][:, 0] == np.arange(7) * 10).all()
+    main(["index", "info", idx])
+    assert "n=3000" in capsys.readouterr().out
+    np.save(tmp_path / "more.npy", unit_gaussian(10, 32, seed=5))
+    main(["index", "build", str(tmp_path / "more.npy"), "-o", idx, "--append"])
+    assert len(rq.VectorIndex.load(idx)) == 3010
+    (tmp_path / "bad.rq").write_bytes(b"RQINDEX\0" + bytes(5000))
+    with pytest.raises(SystemExit, match="error"):
+        main(["index", "search", str(tmp_path / "bad.rq"), str(tmp_path / "q.npy")])
+    np.save(tmp_path / "q5.npy", x[:2, :5])
+    with pytest.raises(SystemExit, match="dimension"):
+        main(["index", "search", idx, str(tmp_path / "q5.npy")])
 
 
 def test_errors_are_reported_not_raised(tmp_path):

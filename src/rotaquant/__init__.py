@@ -9,7 +9,8 @@
 
 from .codebook import Codebook, lloyd_max
 from .codes import CodecConfig, Codes
+from .index import VectorIndex
 from .quantizer import TurboQuantizer
 
-__all__ = ["Codebook", "CodecConfig", "Codes", "TurboQuantizer", "lloyd_max"]
+__all__ = ["Codebook", "CodecConfig", "Codes", "TurboQuantizer", "VectorIndex", "lloyd_max"]
 __version__ = "0.1.0"

@@ -370,40 +370,37 @@ class VectorIndex:
         n = keys.size
         self._reserve_ids(self._n + n)
         self._ids[self._n : self._n + n] = keys
-        first_row = self._n
+        first_row, final = self._n, self._n + n
         for codes, vectors in encoded:
-            self._store(codes, vectors)
+            done = 0
+            while done < codes.n:
+                tail = self._writable_tail(final - self._n)
+                take = min(codes.n - done, tail.capacity - tail.count)
+                tail.write_rows(tail.count, codes, done, done + take, vectors)
+                tail.count += take
+                self._n += take
+                done += take
         if self._idmap is not None:
-            self._idmap.insert(keys, np.arange(first_row, first_row + n))
+            self._idmap.insert(keys, np.arange(first_row, final))
         self._next_id = max(self._next_id, int(keys.max()) + 1)
 
-    def _store(self, codes: Codes, vectors: np.ndarray | None) -> None:
-        done = 0
-        while done < codes.n:
-            tail = self._writable_tail()
-            take = min(codes.n - done, tail.capacity - tail.count)
-            tail.write_rows(tail.count, codes, done, done + take, vectors)
-            tail.count += take
-            self._n += take
-            done += take
-
-    def _writable_tail(self) -> _Segment:
+    def _writable_tail(self, pending: int) -> _Segment:
         """The in-memory last segment with a free row, grown or started if needed (loaded
         segments are never appended to, so in-memory capacities stay multiples of 8)."""
         tail = self._segments[-1] if self._segments and self._segments[-1].in_memory else None
         if tail is not None and tail.count < tail.capacity:
             return tail
         if tail is not None and tail.capacity < SEGMENT_ROWS:
-            grown = tail.grown(min(SEGMENT_ROWS, 2 * tail.capacity))
+            grown = tail.grown(_capacity(max(2 * tail.capacity, tail.count + pending)))
             self._segments[-1] = grown
             return grown
-        fresh = _Segment.allocate(self.config, _FIRST_CAPACITY, self.keep_vectors)
+        fresh = _Segment.allocate(self.config, _capacity(pending), self.keep_vectors)
         self._segments.append(fresh)
         return fresh
 
     def _reserve_ids(self, n: int) -> None:
         if n > self._ids.size:
-            grown = np.empty(max(n, 2 * self._ids.size, 64), np.int64)
+            grown = np.empty(max(n, self._ids.size * 5 // 4), np.int64)
             grown[: self._n] = self._ids[: self._n]
             self._ids = grown
 
@@ -715,6 +712,11 @@ class _Segment:
             codes.residual_norms[clipped] if codes.residual_norms is not None else None,
         )
         return gathered, rows
+
+
+def _capacity(rows: int) -> int:
+    """Segment capacity for ``rows``: a multiple of 64 in [64, SEGMENT_ROWS]."""
+    return min(SEGMENT_ROWS, max(_FIRST_CAPACITY, -(-rows // 64) * 64))
 
 
 def _take_groups(stream: np.ndarray, groups: np.ndarray, group_bytes: int) -> np.ndarray:
