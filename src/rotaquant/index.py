@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from . import index_file
+from . import index_file, lut_scan
 from ._arrays import check_matrix, to_numpy
 from .codes import CodecConfig, Codes
 from .idmap import MAX_ROWS, IdMap
@@ -95,6 +95,8 @@ class VectorIndex:
             norm_dtype=norm_dtype,
             norm_correction=metric == "cosine",
         )
+        supported = lut_scan.supported(self.quantizer.config)
+        self._lookup = lut_scan.LookupScorer(self.quantizer) if supported else None
         self._segments: list[_Segment] = []
         self._ids = np.empty(0, np.int64)  # row -> id
         self._n = 0
@@ -462,26 +464,43 @@ class VectorIndex:
         if self.metric == "l2":
             rotated = 2 * rotated  # rank by 2⟨q, x̂⟩ − ‖x‖²
             projected = None if projected is None else 2 * projected
+        if self._lookup is not None and m <= lut_scan.MAX_QUERIES:
+            for segment, offset, rows in self._segment_rows(allowed):
+                if rows is None:
+                    rows = np.arange(segment.count)
+                scores = self._lookup.scores(rotated, projected, segment.codes, rows)
+                if self.metric == "l2":
+                    scores -= np.square(segment.codes.norms[rows].astype(np.float32))
+                top.push(scores, offset + rows, slice(None))
+            return top
         for block in self._blocks(allowed):
             self._score_block(rotated, projected, block, top)
         return top
 
-    def _blocks(self, allowed: np.ndarray | None) -> Iterator[_Block]:
-        """Scan work: (codes, start, stop, rows of the block's columns, eligible columns)."""
-        offsets = self._offsets()
-        block_rows = max(8, _BLOCK_FLOATS // self.dim // 8 * 8)
+    def _segment_rows(
+        self, allowed: np.ndarray | None
+    ) -> Iterator[tuple[_Segment, int, np.ndarray | None]]:
+        """(segment, its first row, its allowed local rows (sorted) or None for all)."""
         if allowed is not None:
             rows = self._id_map().find(allowed)
             rows = np.unique(rows[rows >= 0])
-        for segment, offset in zip(self._segments, offsets, strict=True):
-            codes, count = segment.codes, segment.count
+        for segment, offset in zip(self._segments, self._offsets(), strict=True):
             if allowed is None:
+                yield segment, offset, None
+                continue
+            local = rows[(rows >= offset) & (rows < offset + segment.count)] - offset
+            if local.size:
+                yield segment, offset, local
+
+    def _blocks(self, allowed: np.ndarray | None) -> Iterator[_Block]:
+        """Scan work: (codes, start, stop, rows of the block's columns, eligible columns)."""
+        block_rows = max(8, _BLOCK_FLOATS // self.dim // 8 * 8)
+        for segment, offset, local in self._segment_rows(allowed):
+            codes, count = segment.codes, segment.count
+            if local is None:
                 for start in range(0, count, block_rows):
                     stop = min(count, start + block_rows)
                     yield _Block(codes, start, stop, np.arange(offset + start, offset + stop))
-                continue
-            local = rows[(rows >= offset) & (rows < offset + count)] - offset
-            if local.size == 0:
                 continue
             groups = np.unique(local // 8)
             if groups.size * 8 * 2 < count:  # sparse: gather the 8-row groups holding them
