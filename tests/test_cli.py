@@ -19,13 +19,13 @@ def test_demo_reports_distortion_bytes_and_recall(capsys):
         assert bits_per_value == pytest.approx(float(row[0]) + 16 / 50)
     recall = [float(r[-1]) for r in rows]
     assert 0.3 < recall[0] < recall[1] <= 1
-    # the index finds what brute-force scoring of the same codes finds, in 8 + 2 + b*50/8 bytes
+    # the index (norm-corrected codes) ranks better than plain codes, in 8 + 2 + b*50/8 bytes
     index_rows = [
         line.split() for line in index_out.splitlines() if line.strip()[:2] in ("2 ", "4 ")
     ]
     for row, codec_recall in zip(index_rows, recall, strict=True):
         assert float(row[1]) == pytest.approx(int(row[0]) * 50 / 8 + 10, abs=0.6)
-        assert float(row[-2]) == pytest.approx(codec_recall, abs=0.03)
+        assert codec_recall + 0.01 < float(row[-2]) < codec_recall + 0.12
         assert float(row[-1]) > float(row[-2])  # re-ranking from the float16 copy helps
 
 

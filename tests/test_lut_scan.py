@@ -35,6 +35,16 @@ def test_lookup_scores_equal_decoded_products(dim, bits, mode):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_squared_norms():
+    q = rq.TurboQuantizer(48, 2.5 - 0.5, norm_correction=True)
+    x = unit_gaussian(100, 48) * 5
+    codes = q.encode(x)
+    rows = np.arange(0, 100, 3)
+    got = lut_scan.LookupScorer(q).squared_norms(codes, rows)[0]
+    np.testing.assert_allclose(got, (q.decode(codes)[rows] ** 2).sum(1), rtol=1e-4)
+    np.testing.assert_allclose(got, 25, rtol=2e-3)  # norm correction: the input's length
+
+
 @pytest.mark.parametrize(("dim", "bits"), [(50, 2), (64, 3), (64, 3.5), (50, 4.5)])
 def test_unaligned_layouts_are_not_claimed(dim, bits):
     assert not lut_scan.supported(CodecConfig(dim, bits))

@@ -16,12 +16,15 @@ Filtering (``allow``) restricts the scan to the allowed rows: sparse allow-lists
 8-row groups that hold them; dense ones mask within each block. The result is always the exact
 top-k of the allowed set under the compressed scores.
 
+Every vector is stored with the norm-correcting scale ‖x‖/‖ĉ‖, so decoded vectors x̂ keep the
+input's exact length (up to float16). This costs a little MSE at 1–2 bits but ranks better:
+recall@10 +5.6 / +6.1 / +3.0 points on GloVe-50 at 2 / 3 / 4 bits, +2–3 on MiniLM-384,
++1–2 on Gaussian d=128, against storing ‖x‖ (docs/index.md).
+
 Metrics (scores returned):
-* ``"ip"``: estimates of ⟨q, x⟩, descending.
-* ``"cosine"``: vectors and queries are normalized; codes keep unit length (the stored scale
-  is 1/‖ĉ‖), so scores are cos(q, x̂), descending.
-* ``"l2"``: estimates of ‖q − x‖² = ‖q‖² − 2⟨q, x̂⟩ + ‖x‖² with the exact stored norm ‖x‖,
-  ascending.
+* ``"ip"``: ⟨q, x̂⟩, descending.
+* ``"cosine"``: vectors and queries are normalized, so scores are cos(q, x̂), descending.
+* ``"l2"``: ‖q − x̂‖², ascending.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class VectorIndex:
             rotation=rotation,
             seed=seed,
             norm_dtype=norm_dtype,
-            norm_correction=metric == "cosine",
+            norm_correction=True,
         )
         supported = lut_scan.supported(self.quantizer.config)
         self._lookup = lut_scan.LookupScorer(self.quantizer) if supported else None
@@ -225,7 +228,7 @@ class VectorIndex:
             ids = np.full(rows.shape, -1, np.int64)
             ids[rows >= 0] = self._ids[rows[rows >= 0]]
         if self.metric == "l2":
-            if rerank is None:  # the scan ranks by 2⟨q, x̂⟩ − ‖x‖²
+            if rerank is None:  # the scan ranks by 2⟨q, x̂⟩ − ‖x̂‖²
                 scores = np.einsum("ij,ij->i", queries32, queries32)[:, None] - scores
             else:
                 scores = -scores
@@ -462,7 +465,7 @@ class VectorIndex:
         qjl = self.quantizer.qjl
         projected = qjl.project(rotated) if qjl is not None else None
         if self.metric == "l2":
-            rotated = 2 * rotated  # rank by 2⟨q, x̂⟩ − ‖x‖²
+            rotated = 2 * rotated  # rank by 2⟨q, x̂⟩ − ‖x̂‖²
             projected = None if projected is None else 2 * projected
         if self._lookup is not None and m <= lut_scan.MAX_QUERIES:
             for segment, offset, rows in self._segment_rows(allowed):
@@ -470,7 +473,7 @@ class VectorIndex:
                     rows = np.arange(segment.count)
                 scores = self._lookup.scores(rotated, projected, segment.codes, rows)
                 if self.metric == "l2":
-                    scores -= np.square(segment.codes.norms[rows].astype(np.float32))
+                    scores -= self._lookup.squared_norms(segment.codes, rows)
                 top.push(scores, offset + rows, slice(None))
             return top
         for block in self._blocks(allowed):
@@ -524,10 +527,7 @@ class VectorIndex:
         decoded = self.quantizer.decode_rotated(codes, start, stop)
         if cols is not None:
             decoded = decoded[cols]
-        shift = None
-        if self.metric == "l2":
-            norms = codes.norms[start:stop].astype(np.float32)
-            shift = np.square(norms if cols is None else norms[cols])
+        shift = np.einsum("ij,ij->i", decoded, decoded) if self.metric == "l2" else None
         for q0 in range(0, rotated.shape[0], _QUERY_BLOCK):
             q = slice(q0, q0 + _QUERY_BLOCK)
             scores = rotated[q] @ decoded.T

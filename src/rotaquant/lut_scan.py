@@ -49,6 +49,19 @@ class LookupScorer:
         if quantizer.qjl is not None:  # the sign sketch: bit 1 means +1
             self._streams.append((0, quantizer.dim, 1, _byte_values(np.array([-1.0, 1.0]), 1)))
 
+    def squared_norms(self, codes: Codes, rows: np.ndarray) -> np.ndarray:
+        """‖x̂‖² of ``rows`` (1, len(rows)) float32, by the same lookups (QJL bits excluded)."""
+        out = np.zeros((1, rows.size), np.float32)
+        scale = np.square(codes.norms[rows].astype(np.float32))
+        for (_, channels, bits, byte_values), stream in zip(
+            self._streams[: len(codes.streams)], codes.streams, strict=True
+        ):
+            per_row = channels * bits // 8
+            tables = np.broadcast_to((byte_values**2).sum(axis=1), (1, per_row, 256))
+            packed = stream[: packed_nbytes(codes.n * channels, bits)].reshape(codes.n, per_row)
+            _in_parallel(packed, np.ascontiguousarray(tables), rows, scale, out)
+        return out
+
     def scores(
         self,
         rotated: np.ndarray,
