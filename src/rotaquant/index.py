@@ -235,7 +235,8 @@ class VectorIndex:
         return scores.astype(np.float32), ids.astype(np.int64)
 
     def reconstruct(self, ids: Any) -> np.ndarray:
-        """Decoded vectors (len(ids), dim) float32 for present ids (KeyError otherwise)."""
+        """Decoded vectors (len(ids), dim) float32 for present ids (KeyError otherwise); with
+        ``metric="cosine"`` these are unit directions (the index stores no lengths)."""
         with self._lock.reading():
             keys = _as_ids(ids, None, "reconstruct", unique=False)
             rows = self._rows_of(keys)
