@@ -98,8 +98,7 @@ class VectorIndex:
             norm_dtype=norm_dtype,
             norm_correction=True,
         )
-        supported = lut_scan.supported(self.quantizer.config)
-        self._lookup = lut_scan.LookupScorer(self.quantizer) if supported else None
+        self._lookup = lut_scan.LookupScorer(self.quantizer)
         self._segments: list[_Segment] = []
         self._ids = np.empty(0, np.int64)  # row -> id
         self._n = 0
@@ -468,7 +467,7 @@ class VectorIndex:
         if self.metric == "l2":
             rotated = 2 * rotated  # rank by 2⟨q, x̂⟩ − ‖x̂‖²
             projected = None if projected is None else 2 * projected
-        if self._lookup is not None and m <= lut_scan.MAX_QUERIES:
+        if m <= lut_scan.MAX_QUERIES:
             for segment, offset, rows in self._segment_rows(allowed):
                 if rows is None:
                     rows = np.arange(segment.count)
