@@ -539,25 +539,31 @@ class VectorIndex:
             top.push(scores, block.rows, q)
 
     def _rerank(self, queries: np.ndarray, top: _TopK, k: int) -> _TopK:
-        """Exact scores of the candidates from the float16 copy; keep the best k."""
+        """Exact scores of the candidates from the float16 copy; keep the best k. Candidates
+        are gathered a few queries at a time (about 16 MiB of float32 each)."""
         m, depth = top.rows.shape
-        flat = top.rows.reshape(-1)
-        valid = flat >= 0
-        vectors = np.zeros((flat.size, self.dim), np.float32)
         offsets = np.asarray(self._offsets())
-        segment_of = np.searchsorted(offsets, flat, side="right") - 1
-        for s, segment in enumerate(self._segments):
-            hit = valid & (segment_of == s)
-            vectors[hit] = segment.vectors[flat[hit] - offsets[s]]
-        vectors = vectors.reshape(m, depth, self.dim)
-        if self.metric == "l2":
-            diff = vectors - queries[:, None, :]
-            exact = -np.einsum("mrd,mrd->mr", diff, diff)
-        else:
-            exact = np.einsum("mrd,md->mr", vectors, queries)
-        exact[top.rows < 0] = -np.inf
+        step = max(1, (1 << 22) // (depth * self.dim))
+        exact = np.full((m, depth), -np.inf, np.float32)
+        for q0 in range(0, m, step):
+            rows = top.rows[q0 : q0 + step]
+            flat = rows.reshape(-1)
+            valid = flat >= 0
+            vectors = np.zeros((flat.size, self.dim), np.float32)
+            segment_of = np.searchsorted(offsets, flat, side="right") - 1
+            for s, segment in enumerate(self._segments):
+                hit = valid & (segment_of == s)
+                vectors[hit] = segment.vectors[flat[hit] - offsets[s]]
+            vectors = vectors.reshape(rows.shape[0], depth, self.dim)
+            q = queries[q0 : q0 + step]
+            if self.metric == "l2":
+                diff = vectors - q[:, None, :]
+                scores = -np.einsum("mrd,mrd->mr", diff, diff)
+            else:
+                scores = np.einsum("mrd,md->mr", vectors, q)
+            exact[q0 : q0 + step] = np.where(rows >= 0, scores, -np.inf)
         best = _TopK(m, k)
-        best.push(exact.astype(np.float32), top.rows, slice(None))
+        best.push(exact, top.rows, slice(None))
         return best
 
     def _header(self) -> dict:
