@@ -25,7 +25,7 @@ from numba import njit
 
 from .codes import Codes
 
-MAX_QUERIES = 4  # above this, decode + matrix product (BLAS) is faster (measured)
+MAX_QUERIES = 2  # above this, decode + matrix product (BLAS) is faster (measured: m = 3..4)
 _SPLIT_LOOKUPS = 1 << 18  # scans with more lookups than this are split across cores
 
 
