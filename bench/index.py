@@ -211,13 +211,15 @@ def methods(dim: int) -> Iterator[Callable[[], Method]]:
         lambda d, b: Rotaquant(d, b),
         lambda d, b: Rotaquant(d, b, rerank=True),
     ]
+    def equal_bytes(d: int, b: float) -> Method:
+        return Rotaquant(d, b, width=turbovec_width(d, b))
+
     if turbovec is not None:
-        makers.append(Turbovec)
-        makers.append(lambda d, b: Rotaquant(d, b, width=turbovec_width(d, b)))
+        makers += [Turbovec, equal_bytes]
     makers += [pq_fastscan, rabitq]
     for make in makers:
         for bits in BITS:
-            if make is makers[-1] and turbovec is not None and turbovec_width(dim, bits) == bits:
+            if make is equal_bytes and turbovec_width(dim, bits) == bits:
                 continue  # the plain rotaquant row already matches turbovec's bytes
             yield lambda make=make, bits=bits: make(dim, bits)
 
