@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rotaquant.packing import pack, packed_nbytes, unpack
+from rotaquant.packing import pack, packed_nbytes, read_values, unpack, write_values
 
 
 def reference_bitstream(values: np.ndarray, bits: int) -> np.ndarray:
@@ -42,3 +42,18 @@ def test_bad_arguments():
         unpack(np.zeros(4, np.uint8), 0, 4)
     with pytest.raises(ValueError, match="bytes"):
         unpack(np.zeros(2, np.uint8), 3, 8)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 8), st.integers(0, 40), st.integers(0, 40), st.integers(0, 2**32))
+def test_read_write_values_at_any_offset(bits, start, count, seed):
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 2**bits, 100).astype(np.uint8)
+    stream = pack(values, bits)
+    np.testing.assert_array_equal(
+        read_values(stream, start, count, bits), values[start : start + count]
+    )
+    new = rng.integers(0, 2**bits, count).astype(np.uint8)
+    write_values(stream, start, new, bits)
+    values[start : start + count] = new
+    np.testing.assert_array_equal(unpack(stream, bits, 100), values)

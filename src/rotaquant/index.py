@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +39,15 @@ import numpy as np
 
 from . import index_file, lut_scan
 from ._arrays import check_matrix, to_numpy
+from ._locking import ReadWriteLock
 from .codes import CodecConfig, Codes
 from .idmap import MAX_ROWS, IdMap
-from .packing import pack, packed_nbytes, read_values, write_values
 from .quantizer import TurboQuantizer
+from .segment import SEGMENT_ROWS, Block, Segment, capacity_for
+from .topk import TopK
 
 METRICS = ("ip", "cosine", "l2")
 MAX_ID = np.iinfo(np.int64).max
-SEGMENT_ROWS = 1 << 16  # rows per in-memory segment (a multiple of 8)
-_FIRST_CAPACITY = 64
 _ADD_CHUNK_FLOATS = 1 << 20  # rows encoded per add step: about 4 MiB of float32
 _BLOCK_FLOATS = 1 << 18  # decoded values per scan block: 1 MiB (measured best at d=50..128)
 _QUERY_BLOCK = 256  # queries scored together against one decoded block
@@ -99,12 +98,12 @@ class VectorIndex:
             norm_correction=True,
         )
         self._lookup = lut_scan.LookupScorer(self.quantizer)
-        self._segments: list[_Segment] = []
+        self._segments: list[Segment] = []
         self._ids = np.empty(0, np.int64)  # row -> id
         self._n = 0
         self._next_id = 0
         self._idmap: IdMap | None = None  # built on first use (loading stays instant)
-        self._lock = _ReadWriteLock()
+        self._lock = ReadWriteLock()
         self._save_lock = threading.Lock()  # one save at a time (searches go on meanwhile)
         self._idmap_lock = threading.Lock()
         self._commit: index_file.Commit | None = None  # the file rows [0, _synced) are in
@@ -301,7 +300,7 @@ class VectorIndex:
             )
             if index.config != config:
                 raise ValueError("codec configuration does not match its metric")
-            loaded = [_Segment.from_arrays(config, arrays) for arrays in segments]
+            loaded = [Segment.from_arrays(config, arrays) for arrays in segments]
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: invalid index header: {exc}") from exc
         index._segments = [segment for segment in loaded if segment.count]
@@ -389,17 +388,17 @@ class VectorIndex:
             self._idmap.insert(keys, np.arange(first_row, final))
         self._next_id = max(self._next_id, int(keys.max()) + 1)
 
-    def _writable_tail(self, pending: int) -> _Segment:
+    def _writable_tail(self, pending: int) -> Segment:
         """The in-memory last segment with a free row, grown or started if needed (loaded
         segments are never appended to, so in-memory capacities stay multiples of 8)."""
         tail = self._segments[-1] if self._segments and self._segments[-1].in_memory else None
         if tail is not None and tail.count < tail.capacity:
             return tail
         if tail is not None and tail.capacity < SEGMENT_ROWS:
-            grown = tail.grown(_capacity(max(2 * tail.capacity, tail.count + pending)))
+            grown = tail.grown(capacity_for(max(2 * tail.capacity, tail.count + pending)))
             self._segments[-1] = grown
             return grown
-        fresh = _Segment.allocate(self.config, _capacity(pending), self.keep_vectors)
+        fresh = Segment.allocate(self.config, capacity_for(pending), self.keep_vectors)
         self._segments.append(fresh)
         return fresh
 
@@ -441,7 +440,7 @@ class VectorIndex:
                 self._segments.pop()
         self._n = n
 
-    def _locate(self, row: int) -> tuple[_Segment, int]:
+    def _locate(self, row: int) -> tuple[Segment, int]:
         for segment in self._segments:
             if row < segment.count:
                 return segment, row
@@ -456,9 +455,9 @@ class VectorIndex:
         return offsets
 
     # ------------------------------------------------------------------ internals: scan
-    def _scan(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> _TopK:
+    def _scan(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> TopK:
         m = queries.shape[0]
-        top = _TopK(m, k)
+        top = TopK(m, k)
         if m == 0 or self._n == 0:
             return top
         rotated = self.quantizer.rotation.forward(queries)
@@ -482,7 +481,7 @@ class VectorIndex:
 
     def _segment_rows(
         self, allowed: np.ndarray | None
-    ) -> Iterator[tuple[_Segment, int, np.ndarray | None]]:
+    ) -> Iterator[tuple[Segment, int, np.ndarray | None]]:
         """(segment, its first row, its allowed local rows (sorted) or None for all)."""
         if allowed is not None:
             rows = self._id_map().find(allowed)
@@ -495,7 +494,7 @@ class VectorIndex:
             if local.size:
                 yield segment, offset, local
 
-    def _blocks(self, allowed: np.ndarray | None) -> Iterator[_Block]:
+    def _blocks(self, allowed: np.ndarray | None) -> Iterator[Block]:
         """Scan work: (codes, start, stop, rows of the block's columns, eligible columns)."""
         block_rows = max(8, _BLOCK_FLOATS // self.dim // 8 * 8)
         for segment, offset, local in self._segment_rows(allowed):
@@ -503,7 +502,7 @@ class VectorIndex:
             if local is None:
                 for start in range(0, count, block_rows):
                     stop = min(count, start + block_rows)
-                    yield _Block(codes, start, stop, np.arange(offset + start, offset + stop))
+                    yield Block(codes, start, stop, np.arange(offset + start, offset + stop))
                 continue
             groups = np.unique(local // 8)
             if groups.size * 8 * 2 < count:  # sparse: gather the 8-row groups holding them
@@ -518,10 +517,10 @@ class VectorIndex:
                 lo, hi = np.searchsorted(eligible, (start, stop))
                 if hi > lo:
                     cols = eligible[lo:hi] - start
-                    yield _Block(codes, start, stop, row_map[start:stop][cols], cols)
+                    yield Block(codes, start, stop, row_map[start:stop][cols], cols)
 
     def _score_block(
-        self, rotated: np.ndarray, projected: np.ndarray | None, block: _Block, top: _TopK
+        self, rotated: np.ndarray, projected: np.ndarray | None, block: Block, top: TopK
     ) -> None:
         codes, start, stop, cols = block.codes, block.start, block.stop, block.columns
         decoded = self.quantizer.decode_rotated(codes, start, stop)
@@ -538,7 +537,7 @@ class VectorIndex:
                 scores -= shift
             top.push(scores, block.rows, q)
 
-    def _rerank(self, queries: np.ndarray, top: _TopK, k: int) -> _TopK:
+    def _rerank(self, queries: np.ndarray, top: TopK, k: int) -> TopK:
         """Exact scores of the candidates from the float16 copy; keep the best k. Candidates
         are gathered a few queries at a time (about 16 MiB of float32 each)."""
         m, depth = top.rows.shape
@@ -562,7 +561,7 @@ class VectorIndex:
             else:
                 scores = np.einsum("mrd,md->mr", vectors, q)
             exact[q0 : q0 + step] = np.where(rows >= 0, scores, -np.inf)
-        best = _TopK(m, k)
+        best = TopK(m, k)
         best.push(exact, top.rows, slice(None))
         return best
 
@@ -585,289 +584,6 @@ class VectorIndex:
                 arrays["ids"] = self._ids[lo:hi]
                 pieces.append(arrays)
         return pieces
-
-
-# ---------------------------------------------------------------------- segments
-class _Segment:
-    """Rows ``[0, count)`` of a fixed-capacity block of codes (+ optional float16 vectors)."""
-
-    def __init__(self, codes: Codes, count: int, vectors: np.ndarray | None, in_memory: bool):
-        self.codes = codes
-        self.count = count
-        self.vectors = vectors
-        self.in_memory = in_memory
-
-    @property
-    def capacity(self) -> int:
-        return self.codes.n
-
-    @property
-    def nbytes(self) -> int:
-        return self.codes.nbytes + (self.vectors.nbytes if self.vectors is not None else 0)
-
-    @classmethod
-    def allocate(cls, config: CodecConfig, capacity: int, keep_vectors: bool) -> _Segment:
-        norm = np.dtype(config.norm_dtype)
-        streams = tuple(
-            np.zeros(packed_nbytes(capacity * g.channels, g.bits), np.uint8) for g in config.groups
-        )
-        prod = config.mode == "prod"
-        codes = Codes(
-            config,
-            capacity,
-            streams,
-            np.zeros(capacity, norm),
-            np.zeros(packed_nbytes(capacity * config.dim, 1), np.uint8) if prod else None,
-            np.zeros(capacity, norm) if prod else None,
-        )
-        vectors = np.zeros((capacity, config.dim), np.float16) if keep_vectors else None
-        return cls(codes, 0, vectors, in_memory=True)
-
-    @classmethod
-    def from_arrays(cls, config: CodecConfig, arrays: dict[str, np.ndarray]) -> _Segment:
-        """A memory-mapped segment read back from a file."""
-        n = int(arrays["ids"].size)
-        streams = tuple(arrays[f"stream{i}"] for i in range(len(config.groups)))
-        codes = Codes(
-            config,
-            n,
-            streams,
-            arrays["norms"],
-            arrays.get("qjl_signs"),
-            arrays.get("residual_norms"),
-        )
-        return cls(codes, n, arrays.get("vectors"), in_memory=False)
-
-    def grown(self, capacity: int) -> _Segment:
-        bigger = _Segment.allocate(self.codes.config, capacity, self.vectors is not None)
-        for old, new in zip(self._arrays(), bigger._arrays(), strict=True):
-            new[: old.size if old.ndim == 1 else old.shape[0]] = old
-        bigger.count = self.count
-        return bigger
-
-    def _arrays(self) -> list[np.ndarray]:
-        arrays = [arr for _, arr in self.codes._arrays()]
-        return arrays + ([self.vectors] if self.vectors is not None else [])
-
-    def _bit_streams(self) -> list[tuple[np.ndarray, int, int]]:
-        """(stream, values per row, bits) of every packed stream."""
-        config = self.codes.config
-        streams = [
-            (s, g.channels, g.bits) for s, g in zip(self.codes.streams, config.groups, strict=True)
-        ]
-        if self.codes.qjl_signs is not None:
-            streams.append((self.codes.qjl_signs, config.dim, 1))
-        return streams
-
-    def _row_arrays(self) -> list[np.ndarray]:
-        arrays = [self.codes.norms]
-        if self.codes.residual_norms is not None:
-            arrays.append(self.codes.residual_norms)
-        return arrays + ([self.vectors] if self.vectors is not None else [])
-
-    def write_rows(
-        self, row: int, codes: Codes, start: int, stop: int, vectors: np.ndarray | None
-    ) -> None:
-        """Store rows [start, stop) of ``codes`` at rows [row, …) (bytes are copied whole
-        when both ends sit on byte boundaries)."""
-        src = _Segment(codes, codes.n, vectors, in_memory=True)
-        count = stop - start
-        for (dst_stream, per_row, bits), (src_stream, _, _) in zip(
-            self._bit_streams(), src._bit_streams(), strict=True
-        ):
-            if (start * per_row * bits) % 8 == 0 and (row * per_row * bits) % 8 == 0:
-                lo = start * per_row * bits // 8
-                hi = packed_nbytes(stop * per_row, bits)
-                at = row * per_row * bits // 8
-                dst_stream[at : at + hi - lo] = src_stream[lo:hi]
-            else:  # bit-level copy (only the few rows that realign a tail take this path)
-                values = read_values(src_stream, start * per_row, count * per_row, bits)
-                write_values(dst_stream, row * per_row, values, bits)
-        for dst, src_arr in zip(self._row_arrays(), src._row_arrays(), strict=True):
-            dst[row : row + count] = src_arr[start:stop]
-
-    def copy_row(self, row: int, source: _Segment, source_row: int) -> None:
-        for (dst, per_row, bits), (src, _, _) in zip(
-            self._bit_streams(), source._bit_streams(), strict=True
-        ):
-            values = read_values(src, source_row * per_row, per_row, bits)
-            write_values(dst, row * per_row, values, bits)
-        for dst, src in zip(self._row_arrays(), source._row_arrays(), strict=True):
-            dst[row] = src[source_row]
-
-    def slice_arrays(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        """Rows [start, stop) as standalone arrays named as in ``Codes`` (for saving)."""
-        out: dict[str, np.ndarray] = {}
-        names = [name for name, _ in self.codes._arrays()]
-        for name, arr in zip(names, [a for _, a in self.codes._arrays()], strict=True):
-            stream = next((s for s in self._bit_streams() if s[0] is arr), None)
-            if stream is None:
-                out[name] = arr[start:stop]
-                continue
-            _, per_row, bits = stream
-            if start * per_row * bits % 8 == 0:
-                lo = start * per_row * bits // 8
-                out[name] = arr[lo : lo + packed_nbytes((stop - start) * per_row, bits)]
-            else:
-                values = read_values(arr, start * per_row, (stop - start) * per_row, bits)
-                out[name] = pack(values, bits)
-        if self.vectors is not None:
-            out["vectors"] = self.vectors[start:stop]
-        return out
-
-    def gather_groups(self, groups: np.ndarray) -> tuple[Codes, np.ndarray]:
-        """Codes of the 8-row groups ``groups`` (sorted) as one compact block, and the segment
-        row of each of its rows (rows past ``count`` in a last partial group are excluded
-        from ``row_map`` by being beyond any eligible row)."""
-        rows = (groups[:, None] * 8 + np.arange(8)).reshape(-1)
-        clipped = np.minimum(rows, self.count - 1)
-        streams = []
-        for stream, per_row, bits in self._bit_streams()[: len(self.codes.streams)]:
-            streams.append(_take_groups(stream, groups, per_row * bits))
-        codes = self.codes
-        signs = None
-        if codes.qjl_signs is not None:
-            signs = _take_groups(codes.qjl_signs, groups, codes.config.dim)
-        gathered = Codes(
-            codes.config,
-            rows.size,
-            tuple(streams),
-            codes.norms[clipped],
-            signs,
-            codes.residual_norms[clipped] if codes.residual_norms is not None else None,
-        )
-        return gathered, rows
-
-
-def _capacity(rows: int) -> int:
-    """Segment capacity for ``rows``: a multiple of 64 in [64, SEGMENT_ROWS]."""
-    return min(SEGMENT_ROWS, max(_FIRST_CAPACITY, -(-rows // 64) * 64))
-
-
-def _take_groups(stream: np.ndarray, groups: np.ndarray, group_bytes: int) -> np.ndarray:
-    """Bytes of 8-row groups (each ``group_bytes`` long) of a stream, zero-padding a short
-    last group."""
-    full = stream.size // group_bytes
-    out = np.zeros((groups.size, group_bytes), np.uint8)
-    inside = groups < full
-    out[inside] = stream[: full * group_bytes].reshape(full, group_bytes)[groups[inside]]
-    if not inside.all():
-        tail = stream[full * group_bytes :]
-        out[~inside, : tail.size] = tail
-    return out.reshape(-1)
-
-
-class _Block:
-    """One unit of scan work: rows [start, stop) of ``codes``; ``columns`` (or all) of them
-    are eligible and map to index rows ``rows``."""
-
-    __slots__ = ("codes", "columns", "rows", "start", "stop")
-
-    def __init__(self, codes, start, stop, rows, columns=None):
-        self.codes, self.start, self.stop, self.rows, self.columns = (
-            codes,
-            start,
-            stop,
-            rows,
-            columns,
-        )
-
-
-# ---------------------------------------------------------------------- top-k
-class _TopK:
-    """Running best ``k`` (score, row) per query; unsorted until ``sorted()``."""
-
-    def __init__(self, m: int, k: int):
-        self.k = k
-        self.scores = np.full((m, k), -np.inf, np.float32)
-        self.rows = np.full((m, k), -1, np.int64)
-
-    def push(self, scores: np.ndarray, rows: np.ndarray, queries: slice) -> None:
-        """Offer ``scores`` (mq, c) of candidates ``rows`` ((c,) or (mq, c)) for queries."""
-        best_s, best_r = self.scores[queries], self.rows[queries]
-        k = self.k
-        if scores.shape[1] > 4 * k and np.isneginf(best_s[:, -1]).any():
-            # early on nearly everything qualifies: pre-select the block's own top k
-            keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            scores = np.take_along_axis(scores, keep, axis=1)
-            rows = np.take_along_axis(
-                np.broadcast_to(rows, keep.shape[:1] + rows.shape[-1:]), keep, axis=1
-            )
-        qi, ci = _above(scores, best_s.min(axis=1))
-        if qi.size == 0:
-            return
-        touched = np.unique(qi)
-        cand_r = rows[ci] if rows.ndim == 1 else rows[qi, ci]
-        all_q = np.concatenate((np.repeat(touched, k), qi))
-        all_s = np.concatenate((best_s[touched].reshape(-1), scores[qi, ci]))
-        all_r = np.concatenate((best_r[touched].reshape(-1), cand_r))
-        order = np.lexsort((-all_s, all_q))
-        first = np.searchsorted(all_q[order], touched)
-        pick = order[first[:, None] + np.arange(k)]
-        best_s[touched] = all_s[pick]
-        best_r[touched] = all_r[pick]
-
-    def sorted(self) -> tuple[np.ndarray, np.ndarray]:
-        order = np.argsort(-self.scores, axis=1, kind="stable")
-        return (
-            np.take_along_axis(self.scores, order, axis=1),
-            np.take_along_axis(self.rows, order, axis=1),
-        )
-
-
-def _above(scores: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(row, column) of the entries of ``scores`` (m, c) above their row's ``threshold`` (m,).
-
-    Finds the set bits of the comparison mask through 64-bit words (8× less work than
-    ``np.nonzero`` when, as here once thresholds are tight, few entries qualify).
-    """
-    flat = (scores > threshold[:, None]).reshape(-1)
-    whole = flat.size // 8 * 8
-    words = np.flatnonzero(flat[:whole].view(np.uint64))
-    positions = (words[:, None] * 8 + np.arange(8)).reshape(-1)
-    positions = positions[flat[positions]]
-    if whole < flat.size:
-        positions = np.concatenate((positions, whole + np.flatnonzero(flat[whole:])))
-    return np.divmod(positions, scores.shape[1])
-
-
-# ---------------------------------------------------------------------- locking
-class _ReadWriteLock:
-    """Many readers or one writer; writers are not starved (new readers wait for them)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._waiting_writers = 0
-
-    @contextmanager
-    def reading(self):
-        with self._cond:
-            while self._writer or self._waiting_writers:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def writing(self):
-        with self._cond:
-            self._waiting_writers += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._waiting_writers -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
 
 
 # ---------------------------------------------------------------------- validation
