@@ -5,13 +5,15 @@ Lloyd–Max codebook at the actual dimension) and are searchable at once.
 
 Storage. Rows live in *segments*: fixed-capacity blocks of ``Codes`` (in memory, or memory-mapped
 copy-on-write from a saved file), plus one global id array. Each row costs ``bits·dim/8``
-bytes of packed codes, its norm (float16 by default), its 8-byte id, and 4–8 bytes of id-map
+bytes of packed codes, its norm (float16 by default), its 8-byte id, and 8–16 bytes of id-map
 slots once the id map is in use; ``nbytes`` counts all of it (and the float16 copy kept for
 re-ranking, if any).
 
-Search. Queries are rotated once; database blocks are decoded in the rotated domain (never
-rotated back) and scored with a matrix product against blocks of queries (BLAS uses every
-core); a running per-query top-k admits only scores above the current k-th best.
+Search. Queries are rotated once. Batches: database blocks are decoded in the rotated domain
+(never rotated back) and scored with a matrix product against blocks of queries (BLAS uses
+every core). One or two queries: a compiled lookup-table scan over the packed codes
+(``lut_scan``), no decoding. A running per-query top-k admits only scores above the current
+k-th best.
 Filtering (``allow``) restricts the scan to the allowed rows: sparse allow-lists gather just the
 8-row groups that hold them; dense ones mask within each block. The result is always the exact
 top-k of the allowed set under the compressed scores.
