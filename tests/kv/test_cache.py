@@ -1,11 +1,13 @@
 """TurboQuantCache in transformers generation: tiny random Llama, and SmolLM2 for real."""
 
+import copy
+
 import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from rotaquant import data
-from rotaquant.kv import TurboQuantCache
+from rotaquant.kv import TurboQuantCache, enable
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,8 @@ def test_bad_configuration(kwargs):
 
 def test_smollm2_perplexity_at_4_3_bits():
     """Real model, real text: 1,024 tokens fed in chunks of 128 so most attention reads
-    compressed tokens; (4, 3) bits within 1% of the uncompressed cache's perplexity."""
+    compressed tokens, scored by the compressed attention; (4, 3) bits within 1% of the
+    uncompressed cache's perplexity."""
     model, tokenizer = data.smollm2()
     text = " ".join(data.pydoc_sentences()[:400])
     ids = tokenizer(text, return_tensors="pt").input_ids[:, :1024]
@@ -96,7 +99,57 @@ def test_smollm2_perplexity_at_4_3_bits():
         return float(torch.exp(torch.tensor(nll / count)))
 
     base = perplexity(DynamicCache())
-    cache = TurboQuantCache(4, 3, residual_length=64)
+    cache = TurboQuantCache(4, 3, residual_length=64, attention="compressed")
+    enable(model)
     compressed = perplexity(cache)
     assert compressed / base - 1 < 0.01
     assert cache.nbytes * 2.5 < cache.fp16_nbytes  # float32 model: the hot window is float32
+
+
+@pytest.fixture(scope="module")
+def tiny_compressed(tiny):
+    model = copy.deepcopy(tiny)
+    enable(model)
+    return model
+
+
+@pytest.mark.parametrize(("key_bits", "value_bits", "residual"), [(3, 2, 5), (4, 3.5, 0)])
+def test_compressed_attention_equals_decode_then_sdpa(
+    tiny, tiny_compressed, key_bits, value_bits, residual
+):
+    """Scoring packed keys in the rotated domain and summing rotated values gives the same
+    logits as decoding everything and running SDPA, chunked prefill and decode steps alike."""
+    ids = torch.randint(0, 100, (2, 40))
+    decoded = TurboQuantCache(key_bits, value_bits, residual_length=residual)
+    compressed = TurboQuantCache(
+        key_bits, value_bits, residual_length=residual, attention="compressed"
+    )
+    steps = [ids[:, s : s + 8] for s in range(0, 40, 8)] + [ids[:, :1]] * 3
+    with torch.no_grad():
+        for chunk in steps:
+            a = tiny(chunk, cache=decoded, use_cache=True).logits
+            b = tiny_compressed(chunk, cache=compressed, use_cache=True).logits
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    assert compressed.nbytes == decoded.nbytes
+
+
+def test_compressed_attention_generates(tiny_compressed):
+    ids = torch.randint(0, 100, (1, 12))
+    cache = TurboQuantCache(8, 8, residual_length=2, attention="compressed")
+    out = tiny_compressed.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        past_key_values=cache,
+        max_new_tokens=6,
+        do_sample=False,
+    )
+    assert out.shape == (1, 18) and cache.get_seq_length() == 17
+
+
+def test_compressed_cache_without_its_attention_fails_loudly(tiny):
+    cache = TurboQuantCache(4, 4, residual_length=2, attention="compressed")
+    with torch.no_grad():
+        tiny(torch.randint(0, 100, (1, 4)), cache=cache, use_cache=True)
+        tiny(torch.randint(0, 100, (1, 1)), cache=cache, use_cache=True)  # attends hot only
+        with pytest.raises(RuntimeError, match="enable"):  # ... which the next step reports
+            tiny(torch.randint(0, 100, (1, 1)), cache=cache, use_cache=True)

@@ -2,12 +2,17 @@
 
 Per layer, the most recent ``residual_length`` tokens stay in the model's dtype (the *hot*
 tier); older tokens migrate to the *cold* tier, stored as packed codes + a float16 scale per
-(token, head) — for keys and values separately, at their own widths. ``update`` returns the
-keys and values attention needs: during prefill the exact incoming states, afterwards the cold
-tier decoded next to the hot one.
+(token, head) — for keys and values separately, at their own widths.
+
+``attention="decoded"`` (default): ``update`` returns the cold tier decoded next to the hot one
+(any attention implementation works). ``attention="compressed"``: ``update`` returns only the
+hot states, carrying a view of the cold tier that the "rotaquant" attention function
+(``rotaquant.kv.enable(model)``) scores without decoding it to full precision.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
@@ -17,16 +22,37 @@ from .codec import HeadCodec
 _MAX_BITS = 8
 
 
+@dataclass
+class ColdView:
+    """The cold tier as it stood before an update, for the compressed attention."""
+
+    key_codec: HeadCodec
+    value_codec: HeadCodec
+    key_blocks: list
+    value_blocks: list
+    length: int
+    consumed: bool = field(default=False)
+
+
 class TurboQuantLayer(DynamicLayer):
     """One layer's cache: hot tokens in the model dtype, cold tokens compressed."""
 
     is_croppable = False
 
-    def __init__(self, key_bits: float, value_bits: float, residual_length: int, seed: int):
+    def __init__(
+        self,
+        key_bits: float,
+        value_bits: float,
+        residual_length: int,
+        seed: int,
+        attention: str = "decoded",
+    ):
         super().__init__()
         self.key_bits, self.value_bits = key_bits, value_bits
         self.residual_length = residual_length
         self.seed = seed
+        self.attention = attention
+        self._last_view: ColdView | None = None
         self.cold_length = 0
         self._cold: dict[str, list] = {"keys": [], "values": []}  # [(streams, scales)] blocks
         self._codecs: dict[str, HeadCodec] = {}
@@ -47,7 +73,24 @@ class TurboQuantLayer(DynamicLayer):
         prefill = self.get_seq_length() == 0
         hot_keys = torch.cat([self.keys, key_states], dim=-2)
         hot_values = torch.cat([self.values, value_states], dim=-2)
-        if prefill:
+        if self.attention == "compressed":
+            view = self._last_view
+            if view is not None and view.length and not view.consumed:
+                raise RuntimeError(
+                    "TurboQuantCache(attention='compressed') needs the compressed attention: "
+                    "call rotaquant.kv.enable(model) before running the model"
+                )
+            view = ColdView(
+                self._codecs["keys"],
+                self._codecs["values"],
+                list(self._cold["keys"]),
+                list(self._cold["values"]),
+                self.cold_length,
+            )
+            hot_keys._rotaquant_cold = view
+            self._last_view = view
+            returned = (hot_keys, hot_values)
+        elif prefill:
             returned = (hot_keys, hot_values)
         else:
             returned = (
@@ -115,6 +158,8 @@ class TurboQuantCache(Cache):
         key_bits, value_bits: bits per value (1..8, fractional such as 3.5 allowed).
         residual_length: most recent tokens per layer kept uncompressed (≥ 0).
         seed: rotation seed (each layer and K/V get their own rotation).
+        attention: ``"decoded"`` (any attention implementation) or ``"compressed"`` (attention
+            on the packed cold tier; needs ``rotaquant.kv.enable(model)``).
     """
 
     def __init__(
@@ -123,6 +168,7 @@ class TurboQuantCache(Cache):
         value_bits: float = 3,
         residual_length: int = 128,
         seed: int = 0,
+        attention: str = "decoded",
     ):
         for name, bits in (("key_bits", key_bits), ("value_bits", value_bits)):
             if (
@@ -137,8 +183,11 @@ class TurboQuantCache(Cache):
             or (residual_length < 0)
         ):
             raise ValueError(f"residual_length must be an integer >= 0, got {residual_length!r}")
+        if attention not in ("decoded", "compressed"):
+            raise ValueError(f"attention must be 'decoded' or 'compressed', got {attention!r}")
         self.key_bits, self.value_bits = key_bits, value_bits
         self.residual_length = residual_length
+        self.attention = attention
         self._layer_count = 0
         self._seed = seed
         super().__init__(layer_class_to_replicate=self._new_layer)
@@ -146,7 +195,9 @@ class TurboQuantCache(Cache):
     def _new_layer(self) -> TurboQuantLayer:
         seed = self._seed + 2 * self._layer_count
         self._layer_count += 1
-        return TurboQuantLayer(self.key_bits, self.value_bits, self.residual_length, seed)
+        return TurboQuantLayer(
+            self.key_bits, self.value_bits, self.residual_length, seed, self.attention
+        )
 
     @property
     def nbytes(self) -> int:

@@ -1,0 +1,81 @@
+"""Attention computed on the compressed cache, registered with transformers as "rotaquant".
+
+For each layer the cache hands attention its hot tokens (model dtype) plus a view of the cold
+tier (packed codes + scales). Queries are rotated once into each key codec's domain and scored
+against cold keys decoded a chunk at a time *in the rotated domain* (never rotated back); the
+softmax weights of cold tokens multiply cold values decoded in their rotated domain, and the
+sum gets one inverse rotation per output row. No full-precision copy of the cold keys or
+values is ever built; peak extra memory is one chunk.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+NAME = "rotaquant"
+CHUNK_TOKENS = 512  # cold tokens decoded at a time
+
+
+def compressed_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """query (B, Hq, Tq, D), key/value (B, Hkv, Th, D) hot states -> (B, Tq, Hq, D)."""
+    batch, q_heads, q_len, head_dim = query.shape
+    kv_heads = key.shape[1]
+    groups = q_heads // kv_heads
+    scaling = head_dim**-0.5 if scaling is None else scaling
+    q = query.float().reshape(batch, kv_heads, groups * q_len, head_dim)
+    cold = getattr(key, "_rotaquant_cold", None)
+    scores = []
+    if cold is not None and cold.length:
+        rotated = cold.key_codec.rotate(q)
+        for streams, scales in _chunks(cold.key_blocks):
+            keys = cold.key_codec.decode(streams, scales, rotated=True)
+            scores.append(rotated @ keys.transpose(-1, -2))
+    scores.append(q @ key.float().transpose(-1, -2))
+    logits = torch.cat(scores, dim=-1) * scaling
+    length = logits.shape[-1]
+    if attention_mask is not None:
+        mask = attention_mask[..., -length:].float()  # (B, 1, Tq, L)
+        logits = (logits.view(batch, kv_heads, groups, q_len, length) + mask[:, :, None]).view(
+            batch, kv_heads, groups * q_len, length
+        )
+    weights = torch.softmax(logits, dim=-1)
+    cold_length = 0 if cold is None else cold.length
+    out = weights[..., cold_length:] @ value.float()
+    if cold_length:
+        accumulated, start = None, 0
+        for streams, scales in _chunks(cold.value_blocks):
+            values = cold.value_codec.decode(streams, scales, rotated=True)
+            part = weights[..., start : start + values.shape[-2]] @ values
+            accumulated = part if accumulated is None else accumulated + part
+            start += values.shape[-2]
+        out = out + cold.value_codec.unrotate(accumulated)
+        cold.consumed = True
+    out = out.view(batch, kv_heads, groups, q_len, -1).reshape(batch, q_heads, q_len, -1)
+    return out.transpose(1, 2).contiguous().to(query.dtype), None
+
+
+def _chunks(blocks):
+    """(streams, scales) pieces of at most CHUNK_TOKENS tokens, in token order."""
+    for streams, scales in blocks:
+        tokens = scales.shape[-1]
+        for start in range(0, tokens, CHUNK_TOKENS):
+            stop = min(tokens, start + CHUNK_TOKENS)
+            yield [s[..., start:stop, :] for s in streams], scales[..., start:stop]
+
+
+def enable(model) -> None:
+    """Register the compressed attention (and its mask) and switch ``model`` to it."""
+    AttentionInterface.register(NAME, compressed_attention)
+    AttentionMaskInterface.register(NAME, eager_mask)
+    model.set_attn_implementation(NAME)
