@@ -100,7 +100,7 @@ def _in_parallel(packed, stream: _Stream, tables, rows, scale, out) -> None:
         kernel, layout = _accumulate_bytes, (packed.reshape(-1, row_bits // 8),)
     else:
         kernel, layout = _accumulate_bits, (packed, row_bits, stream.unit_bits)
-    workers = _pool()._max_workers
+    workers = _workers()
     if workers == 1 or rows.size * stream.units_per_row < _SPLIT_LOOKUPS:
         kernel(*layout, tables, rows, scale, out)
         return
@@ -113,9 +113,13 @@ def _in_parallel(packed, stream: _Stream, tables, rows, scale, out) -> None:
         future.result()
 
 
+def _workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 @functools.lru_cache(maxsize=1)
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), "rotaquant-scan")
+    return ThreadPoolExecutor(_workers(), "rotaquant-scan")
 
 
 @njit(fastmath=True, cache=True, nogil=True)
