@@ -109,8 +109,7 @@ def _demo_index(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, widths
             index.search(row[None], k)
         single_ms = (time.perf_counter() - start) / min(20, len(queries)) * 1e3
         _, reranked = index.search(queries, k, rerank=4 * k)
-        # bytes the compressed index holds, without the float16 copy kept for re-ranking
-        compressed = index.nbytes - len(base) * base.shape[1] * 2
+        compressed = index.nbytes - index.vectors_nbytes  # without the re-ranking copy
         print(
             f"{bits:>5g} {compressed / len(base):>9.2f} {compressed / 2**20:>7.2f} "
             f"{add_rate:>10,.0f} {qps:>10,.0f} {single_ms:>10.2f} {_recall(ids, truth):>9.3f} "

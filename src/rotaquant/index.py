@@ -148,6 +148,12 @@ class VectorIndex:
         return int(held + (self._idmap.nbytes if self._idmap is not None else 0))
 
     @property
+    def vectors_nbytes(self) -> int:
+        """Bytes of the float16 copy kept for re-ranking (part of ``nbytes``; 0 without
+        ``keep_vectors``)."""
+        return int(sum(s.vectors.nbytes for s in self._segments if s.vectors is not None))
+
+    @property
     def ids(self) -> np.ndarray:
         """The ids of all stored vectors, int64 (n,), in storage order (a copy)."""
         with self._lock.reading():
@@ -239,14 +245,12 @@ class VectorIndex:
         ``metric="cosine"`` these are unit directions (the index stores no lengths)."""
         with self._lock.reading():
             keys = _as_ids(ids, None, "reconstruct", unique=False)
-            rows = self._rows_of(keys)
             out = np.empty((keys.size, self.dim), np.float32)
-            for i, row in enumerate(rows):
-                segment, local = self._locate(int(row))
-                start = local // 8 * 8
-                stop = min(start + 8, segment.capacity)
-                block = self.quantizer.decode_rotated(segment.codes, start, stop)
-                out[i] = block[local - start]
+            for segment, picked, local in self._by_segment(self._rows_of(keys)):
+                groups, where = np.unique(local // 8, return_inverse=True)
+                codes, _ = segment.gather_groups(groups)
+                decoded = self.quantizer.decode_rotated(codes, 0, codes.n)
+                out[picked] = decoded[where * 8 + local % 8]
             return self.quantizer.rotation.inverse(out)
 
     # ------------------------------------------------------------------ persistence
@@ -449,6 +453,16 @@ class VectorIndex:
             row -= segment.count
         raise IndexError(row)
 
+    def _by_segment(self, rows: np.ndarray) -> Iterator[tuple[Segment, np.ndarray, np.ndarray]]:
+        """For each segment holding some of ``rows``: (segment, positions in ``rows``, local
+        rows within the segment)."""
+        offsets = np.asarray(self._offsets(), np.int64)
+        segment_of = np.searchsorted(offsets, rows, side="right") - 1
+        for s, segment in enumerate(self._segments):
+            picked = np.flatnonzero(segment_of == s)
+            if picked.size:
+                yield segment, picked, rows[picked] - offsets[s]
+
     def _offsets(self) -> list[int]:
         offsets, total = [], 0
         for segment in self._segments:
@@ -543,18 +557,15 @@ class VectorIndex:
         """Exact scores of the candidates from the float16 copy; keep the best k. Candidates
         are gathered a few queries at a time (about 16 MiB of float32 each)."""
         m, depth = top.rows.shape
-        offsets = np.asarray(self._offsets())
         step = max(1, (1 << 22) // (depth * self.dim))
         exact = np.full((m, depth), -np.inf, np.float32)
         for q0 in range(0, m, step):
             rows = top.rows[q0 : q0 + step]
             flat = rows.reshape(-1)
-            valid = flat >= 0
             vectors = np.zeros((flat.size, self.dim), np.float32)
-            segment_of = np.searchsorted(offsets, flat, side="right") - 1
-            for s, segment in enumerate(self._segments):
-                hit = valid & (segment_of == s)
-                vectors[hit] = segment.vectors[flat[hit] - offsets[s]]
+            valid = np.flatnonzero(flat >= 0)
+            for segment, picked, local in self._by_segment(flat[valid]):
+                vectors[valid[picked]] = segment.vectors[local]
             vectors = vectors.reshape(rows.shape[0], depth, self.dim)
             q = queries[q0 : q0 + step]
             if self.metric == "l2":

@@ -17,13 +17,13 @@ matrix product beats lookups.
 from __future__ import annotations
 
 import functools
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
 
 from .codes import Codes
+from .quantizer import _workers
 
 MAX_QUERIES = 2  # above this, decode + matrix product (BLAS) is faster (measured: m = 3..4)
 _SPLIT_LOOKUPS = 1 << 18  # scans with more lookups than this are split across cores
@@ -111,10 +111,6 @@ def _in_parallel(packed, stream: _Stream, tables, rows, scale, out) -> None:
     ]
     for future in futures:
         future.result()
-
-
-def _workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 @functools.lru_cache(maxsize=1)

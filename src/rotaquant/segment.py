@@ -8,6 +8,8 @@ per-row padding) whatever ``bits · dim`` is.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .codes import CodecConfig, Codes
@@ -69,30 +71,34 @@ class Segment:
 
     def grown(self, capacity: int) -> Segment:
         bigger = Segment.allocate(self.codes.config, capacity, self.vectors is not None)
-        for old, new in zip(self._arrays(), bigger._arrays(), strict=True):
-            new[: old.size if old.ndim == 1 else old.shape[0]] = old
+        for (_, old, *_), (_, new, *_) in zip(
+            self._bit_streams(), bigger._bit_streams(), strict=True
+        ):
+            new[: old.size] = old
+        for (_, old), (_, new) in zip(self._row_arrays(), bigger._row_arrays(), strict=True):
+            new[: old.shape[0]] = old
         bigger.count = self.count
         return bigger
 
-    def _arrays(self) -> list[np.ndarray]:
-        arrays = [arr for _, arr in self.codes._arrays()]
-        return arrays + ([self.vectors] if self.vectors is not None else [])
-
-    def _bit_streams(self) -> list[tuple[np.ndarray, int, int]]:
-        """(stream, values per row, bits) of every packed stream."""
+    def _bit_streams(self) -> list[tuple[str, np.ndarray, int, int]]:
+        """(name, stream, values per row, bits) of every packed stream, groups first."""
         config = self.codes.config
         streams = [
-            (s, g.channels, g.bits) for s, g in zip(self.codes.streams, config.groups, strict=True)
+            (f"stream{i}", s, g.channels, g.bits)
+            for i, (s, g) in enumerate(zip(self.codes.streams, config.groups, strict=True))
         ]
         if self.codes.qjl_signs is not None:
-            streams.append((self.codes.qjl_signs, config.dim, 1))
+            streams.append(("qjl_signs", self.codes.qjl_signs, config.dim, 1))
         return streams
 
-    def _row_arrays(self) -> list[np.ndarray]:
-        arrays = [self.codes.norms]
+    def _row_arrays(self) -> list[tuple[str, np.ndarray]]:
+        """(name, array) of every array with one entry per row."""
+        arrays = [("norms", self.codes.norms)]
         if self.codes.residual_norms is not None:
-            arrays.append(self.codes.residual_norms)
-        return arrays + ([self.vectors] if self.vectors is not None else [])
+            arrays.append(("residual_norms", self.codes.residual_norms))
+        if self.vectors is not None:
+            arrays.append(("vectors", self.vectors))
+        return arrays
 
     def write_rows(
         self, row: int, codes: Codes, start: int, stop: int, vectors: np.ndarray | None
@@ -101,7 +107,7 @@ class Segment:
         when both ends sit on byte boundaries)."""
         src = Segment(codes, codes.n, vectors, in_memory=True)
         count = stop - start
-        for (dst_stream, per_row, bits), (src_stream, _, _) in zip(
+        for (_, dst_stream, per_row, bits), (_, src_stream, *_) in zip(
             self._bit_streams(), src._bit_streams(), strict=True
         ):
             if (start * per_row * bits) % 8 == 0 and (row * per_row * bits) % 8 == 0:
@@ -112,36 +118,30 @@ class Segment:
             else:  # bit-level copy (only the few rows that realign a tail take this path)
                 values = read_values(src_stream, start * per_row, count * per_row, bits)
                 write_values(dst_stream, row * per_row, values, bits)
-        for dst, src_arr in zip(self._row_arrays(), src._row_arrays(), strict=True):
+        for (_, dst), (_, src_arr) in zip(self._row_arrays(), src._row_arrays(), strict=True):
             dst[row : row + count] = src_arr[start:stop]
 
     def copy_row(self, row: int, source: Segment, source_row: int) -> None:
-        for (dst, per_row, bits), (src, _, _) in zip(
+        for (_, dst, per_row, bits), (_, src, *_) in zip(
             self._bit_streams(), source._bit_streams(), strict=True
         ):
             values = read_values(src, source_row * per_row, per_row, bits)
             write_values(dst, row * per_row, values, bits)
-        for dst, src in zip(self._row_arrays(), source._row_arrays(), strict=True):
+        for (_, dst), (_, src) in zip(self._row_arrays(), source._row_arrays(), strict=True):
             dst[row] = src[source_row]
 
     def slice_arrays(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """Rows [start, stop) as standalone arrays named as in ``Codes`` (for saving)."""
         out: dict[str, np.ndarray] = {}
-        names = [name for name, _ in self.codes._arrays()]
-        for name, arr in zip(names, [a for _, a in self.codes._arrays()], strict=True):
-            stream = next((s for s in self._bit_streams() if s[0] is arr), None)
-            if stream is None:
-                out[name] = arr[start:stop]
-                continue
-            _, per_row, bits = stream
+        for name, stream, per_row, bits in self._bit_streams():
             if start * per_row * bits % 8 == 0:
                 lo = start * per_row * bits // 8
-                out[name] = arr[lo : lo + packed_nbytes((stop - start) * per_row, bits)]
+                out[name] = stream[lo : lo + packed_nbytes((stop - start) * per_row, bits)]
             else:
-                values = read_values(arr, start * per_row, (stop - start) * per_row, bits)
+                values = read_values(stream, start * per_row, (stop - start) * per_row, bits)
                 out[name] = pack(values, bits)
-        if self.vectors is not None:
-            out["vectors"] = self.vectors[start:stop]
+        for name, arr in self._row_arrays():
+            out[name] = arr[start:stop]
         return out
 
     def gather_groups(self, groups: np.ndarray) -> tuple[Codes, np.ndarray]:
@@ -150,19 +150,17 @@ class Segment:
         from ``row_map`` by being beyond any eligible row)."""
         rows = (groups[:, None] * 8 + np.arange(8)).reshape(-1)
         clipped = np.minimum(rows, self.count - 1)
-        streams = []
-        for stream, per_row, bits in self._bit_streams()[: len(self.codes.streams)]:
-            streams.append(_take_groups(stream, groups, per_row * bits))
+        taken = {
+            name: _take_groups(stream, groups, per_row * bits)
+            for name, stream, per_row, bits in self._bit_streams()
+        }
         codes = self.codes
-        signs = None
-        if codes.qjl_signs is not None:
-            signs = _take_groups(codes.qjl_signs, groups, codes.config.dim)
         gathered = Codes(
             codes.config,
             rows.size,
-            tuple(streams),
+            tuple(taken[f"stream{i}"] for i in range(len(codes.streams))),
             codes.norms[clipped],
-            signs,
+            taken.get("qjl_signs"),
             codes.residual_norms[clipped] if codes.residual_norms is not None else None,
         )
         return gathered, rows
@@ -186,17 +184,12 @@ def _take_groups(stream: np.ndarray, groups: np.ndarray, group_bytes: int) -> np
     return out.reshape(-1)
 
 
-class Block:
+class Block(NamedTuple):
     """One unit of scan work: rows [start, stop) of ``codes``; ``columns`` (or all) of them
     are eligible and map to index rows ``rows``."""
 
-    __slots__ = ("codes", "columns", "rows", "start", "stop")
-
-    def __init__(self, codes, start, stop, rows, columns=None):
-        self.codes, self.start, self.stop, self.rows, self.columns = (
-            codes,
-            start,
-            stop,
-            rows,
-            columns,
-        )
+    codes: Codes
+    start: int
+    stop: int
+    rows: np.ndarray
+    columns: np.ndarray | None = None

@@ -20,6 +20,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 from .codec import HeadCodec
 
 _MAX_BITS = 8
+BLOCK_TOKENS = 512  # cold tokens per stored block (smaller blocks are merged into the last)
 
 
 @dataclass
@@ -83,8 +84,8 @@ class TurboQuantLayer(DynamicLayer):
             view = ColdView(
                 self._codecs["keys"],
                 self._codecs["values"],
-                list(self._cold["keys"]),
-                list(self._cold["values"]),
+                self._cold["keys"],
+                self._cold["values"],
                 self.cold_length,
             )
             hot_keys._rotaquant_cold = view
@@ -108,7 +109,18 @@ class TurboQuantLayer(DynamicLayer):
         return returned
 
     def _migrate(self, kind: str, states: torch.Tensor) -> None:
-        self._cold[kind].append(self._codecs[kind].encode(states))
+        """Encode tokens into the cold tier. Tokens arriving one per decode step join the last
+        block until it holds BLOCK_TOKENS, so attention walks a few large blocks rather than
+        one block per generated token (the list is replaced, never mutated: views taken
+        earlier stay valid)."""
+        streams, scales = self._codecs[kind].encode(states)
+        blocks = self._cold[kind]
+        if blocks and blocks[-1][1].shape[-1] < BLOCK_TOKENS:
+            last_streams, last_scales = blocks[-1]
+            streams = [torch.cat(pair, dim=-2) for pair in zip(last_streams, streams, strict=True)]
+            scales = torch.cat([last_scales, scales], dim=-1)
+            blocks = blocks[:-1]
+        self._cold[kind] = [*blocks, (streams, scales)]
 
     def _decoded(self, kind: str, dtype: torch.dtype) -> torch.Tensor:
         codec = self._codecs[kind]
