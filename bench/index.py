@@ -211,6 +211,7 @@ def methods(dim: int) -> Iterator[Callable[[], Method]]:
         lambda d, b: Rotaquant(d, b),
         lambda d, b: Rotaquant(d, b, rerank=True),
     ]
+
     def equal_bytes(d: int, b: float) -> Method:
         return Rotaquant(d, b, width=turbovec_width(d, b))
 

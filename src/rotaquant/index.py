@@ -20,8 +20,8 @@ top-k of the allowed set under the compressed scores.
 
 Every vector is stored with the norm-correcting scale ‖x‖/‖ĉ‖, so decoded vectors x̂ keep the
 input's exact length (up to float16). This costs a little MSE at 1–2 bits but ranks better:
-recall@10 +5.6 / +6.1 / +3.0 points on GloVe-50 at 2 / 3 / 4 bits, +2–3 on MiniLM-384,
-+1–2 on Gaussian d=128, against storing ‖x‖ (docs/index.md).
+recall@10 +5.6 / +6.1 / +3.0 points on GloVe-50 at 2 / 3 / 4 bits, +1.9–2.8 on MiniLM-384,
++0.9–2.2 on Gaussian d=128, against storing ‖x‖ (``python -m bench.index_design``).
 
 Metrics (scores returned):
 * ``"ip"``: ⟨q, x̂⟩, descending.
@@ -51,7 +51,7 @@ from .topk import TopK
 METRICS = ("ip", "cosine", "l2")
 MAX_ID = np.iinfo(np.int64).max
 _ADD_CHUNK_FLOATS = 1 << 20  # rows encoded per add step: about 4 MiB of float32
-_BLOCK_FLOATS = 1 << 18  # decoded values per scan block: 1 MiB (measured best at d=50..128)
+_BLOCK_FLOATS = 1 << 18  # decoded values per scan block (1 MiB of float32)
 _QUERY_BLOCK = 256  # queries scored together against one decoded block
 _FORMAT = "rotaquant.VectorIndex"
 

@@ -8,10 +8,10 @@ query ``q`` build, once per query,
     table[p, u] = Σ_j q[p·v + j] · centroid[(u >> j·bits) & mask]        (units per row, 2^(v·bits))
 
 and ⟨q, ĉ⟩ = Σ_p table[p, unit_p]: one lookup per unit instead of decoding ``v`` values and
-multiplying them. Works at any dimension and width (units may start at any bit). For one query
-this is several times faster than decode + matrix–vector product; numpy's gathers alone were
-no faster than the decode, so the loop is compiled. Batches of queries use BLAS instead, where a
-matrix product beats lookups.
+multiplying them. Works at any dimension and width (units may start at any bit). One query
+takes 1.9–7.1× less time than decode + matrix product, two 1.5–5.3× (``python -m
+bench.index_design``); the per-unit gather loop is compiled with numba. Larger batches use
+BLAS instead, where a matrix product beats lookups.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from numba import njit
 from .codes import Codes
 from .quantizer import _workers
 
-MAX_QUERIES = 2  # above this, decode + matrix product (BLAS) is faster (measured: m = 3..4)
+# Lookups win for m <= 2 queries on every set measured; BLAS catches up at m = 3-4
+# (python -m bench.index_design).
+MAX_QUERIES = 2
 _SPLIT_LOOKUPS = 1 << 18  # scans with more lookups than this are split across cores
 
 
@@ -92,9 +94,9 @@ class LookupScorer:
 
 
 def _in_parallel(packed, stream: _Stream, tables, rows, scale, out) -> None:
-    """Run the kernel over slices of ``rows`` on every core. The kernels drop the GIL; plain
-    threads (rather than numba's OpenMP layer, whose spinning workers starved BLAS in the
-    same process) keep concurrent searches safe."""
+    """Run the kernel over slices of ``rows`` on every core. The kernels drop the GIL, so a
+    plain thread pool runs them in parallel and stays safe when several searches call it at
+    once (numba's default parallel layer is not safe for concurrent callers)."""
     row_bits = stream.channels * stream.bits
     if stream.unit_bits == 8 and row_bits % 8 == 0:  # every unit is one whole byte
         kernel, layout = _accumulate_bytes, (packed.reshape(-1, row_bits // 8),)
@@ -121,7 +123,7 @@ def _pool() -> ThreadPoolExecutor:
 @njit(fastmath=True, cache=True, nogil=True)
 def _accumulate_bytes(packed, tables, rows, scale, out):  # pragma: no cover - compiled
     """out[q, j] += scale[j] · Σ_p tables[q, p, packed[rows[j], p]]: one byte per unit (a
-    separate kernel: without the bit arithmetic it compiles to a ~1.8× faster loop)."""
+    separate kernel: without the bit arithmetic its loop runs 2.3× faster, bench.index_design)."""
     m, units = tables.shape[0], tables.shape[1]
     for j in range(rows.size):
         row = packed[rows[j]]

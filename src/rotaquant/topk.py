@@ -49,8 +49,9 @@ class TopK:
 def _above(scores: np.ndarray, threshold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) of the entries of ``scores`` (m, c) above their row's ``threshold`` (m,).
 
-    Finds the set bits of the comparison mask through 64-bit words (8× less work than
-    ``np.nonzero`` when, as here once thresholds are tight, few entries qualify).
+    Finds the set bits of the comparison mask through 64-bit words: one pass over an eighth
+    as many elements as ``np.nonzero`` would scan, then only the few non-zero words (once
+    thresholds are tight, few entries qualify).
     """
     flat = (scores > threshold[:, None]).reshape(-1)
     whole = flat.size // 8 * 8

@@ -1,0 +1,216 @@
+"""The measurements behind VectorIndex's design choices (docs/index.md cites these tables).
+
+1. norm: recall@10 when each vector stores ‖x‖ (the codec's default), ‖x‖/‖ĉ‖ (norm
+   correction, what the index stores) or the least-squares gain ⟨x, ĉ⟩/‖ĉ‖².
+2. seeds: spread of VectorIndex recall@10 over five rotation seeds (GloVe, as bench.index).
+3. paths: search time for m queries through the lookup-table kernel and through decode +
+   BLAS, which sets ``lut_scan.MAX_QUERIES``; and the byte-unit kernel against the general
+   bit-offset kernel on the same 4-bit stream.
+4. idmap: inserting and finding one million random ids.
+
+    python -m bench.index_design [--out index_design]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rotaquant import TurboQuantizer, VectorIndex, data, lut_scan
+from rotaquant.idmap import IdMap
+
+from ._common import Column, best_of, format_table, metadata, unit_gaussian, write_json
+
+BITS = (2, 3, 4)
+
+
+def exact_top(db: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
+    scores = queries @ db.T
+    return np.argpartition(-scores, k - 1, axis=1)[:, :k]
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
+
+
+def norm_storage(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
+    """Same codes, three per-vector scales; top-10 by ⟨q, scale·ĉ⟩ in the rotated domain."""
+    rows = []
+    for name, (db, queries) in sets.items():
+        truth = exact_top(db, queries)
+        dim = db.shape[1]
+        for bits in BITS:
+            q = TurboQuantizer(dim, bits)
+            codes = q.encode(db)
+            unit_codes = (
+                q.decode_rotated(codes, 0, codes.n) / codes.norms.astype(np.float32)[:, None]
+            )
+            lengths = np.linalg.norm(db, axis=1)
+            units = q.rotation.forward(db / lengths[:, None])
+            squared = np.einsum("ij,ij->i", unit_codes, unit_codes)
+            scales = {
+                "store |x|": np.ones_like(squared),
+                "store |x|/|c| (index)": 1 / np.sqrt(squared),
+                "least-squares gain": np.einsum("ij,ij->i", units, unit_codes) / squared,
+            }
+            base = q.rotation.forward(queries) @ unit_codes.T
+            row: dict[str, Any] = {"data": name, "bits": bits}
+            for label, scale in scales.items():
+                found = np.argpartition(-(base * (lengths * scale)), 9, axis=1)[:, :10]
+                row[label] = recall(found, truth)
+            rows.append(row)
+    return rows
+
+
+def seed_spread(db: np.ndarray, queries: np.ndarray, seeds: int = 5) -> list[dict[str, Any]]:
+    truth = exact_top(db, queries)
+    rows = []
+    for bits in BITS:
+        values = []
+        for seed in range(seeds):
+            index = VectorIndex(db.shape[1], bits, seed=seed)
+            index.add(db)
+            values.append(recall(index.search(queries, 10)[1], truth))
+        rows.append(
+            {
+                "bits": bits,
+                "min": min(values),
+                "mean": float(np.mean(values)),
+                "max": max(values),
+                "seeds": values,
+            }
+        )
+    return rows
+
+
+def search_paths(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
+    """Milliseconds per search call of m queries, lookup kernel vs decode + BLAS."""
+    rows = []
+    default = lut_scan.MAX_QUERIES
+    try:
+        for name, (db, queries) in sets.items():
+            for bits in BITS:
+                index = VectorIndex(db.shape[1], bits)
+                index.add(db)
+                for m in (1, 2, 3, 4, 8):
+                    row: dict[str, Any] = {"data": name, "bits": bits, "m": m}
+                    for label, limit in (("lookup ms", 1 << 30), ("decode+BLAS ms", 0)):
+                        lut_scan.MAX_QUERIES = limit
+                        batch = queries[:m]
+                        seconds, _ = best_of(
+                            lambda batch=batch, index=index: index.search(batch, 10),
+                            repeat=5,
+                            warmup=lambda batch=batch, index=index: index.search(batch, 10),
+                        )
+                        row[label] = seconds * 1e3
+                    row["default path"] = "lookup" if m <= default else "decode+BLAS"
+                    rows.append(row)
+    finally:
+        lut_scan.MAX_QUERIES = default
+    return rows
+
+
+def kernels(db: np.ndarray) -> dict[str, Any]:
+    """The byte-unit kernel and the bit-offset kernel on one 4-bit stream."""
+    q = TurboQuantizer(db.shape[1], 4)
+    codes = q.encode(db)
+    per_row = db.shape[1] // 2
+    tables = np.random.default_rng(0).standard_normal((1, per_row, 256)).astype(np.float32)
+    rows, scale = np.arange(codes.n), np.ones(codes.n, np.float32)
+    out = np.zeros((1, codes.n), np.float32)
+    stream = codes.streams[0]
+    byte_args = (stream.reshape(codes.n, per_row), tables, rows, scale, out)
+    bit_args = (stream, per_row * 8, 8, tables, rows, scale, out)
+    byte_s, _ = best_of(lambda: lut_scan._accumulate_bytes(*byte_args), 5)
+    bit_s, _ = best_of(lambda: lut_scan._accumulate_bits(*bit_args), 5)
+    return {"rows": codes.n, "bytes_kernel_ms": byte_s * 1e3, "bits_kernel_ms": bit_s * 1e3}
+
+
+def idmap_speed(n: int = 1_000_000) -> dict[str, Any]:
+    ids = np.random.default_rng(0).choice(2**62, n, replace=False).astype(np.int64)
+    idmap = IdMap(lambda rows: ids[rows])
+    start = time.perf_counter()
+    idmap.insert(ids, np.arange(n))
+    inserted = time.perf_counter() - start
+    start = time.perf_counter()
+    found = idmap.find(ids)
+    looked_up = time.perf_counter() - start
+    assert (found == np.arange(n)).all()
+    return {"ids": n, "insert_s": inserted, "find_s": looked_up, "bytes_per_id": idmap.nbytes / n}
+
+
+NORM_COLUMNS: list[Column] = [
+    ("data", "data", ""),
+    ("bits", "b", "d"),
+    ("store |x|", "store |x|", ".3f"),
+    ("store |x|/|c| (index)", "store |x|/|c| (index)", ".3f"),
+    ("least-squares gain", "least-squares gain", ".3f"),
+]
+SEED_COLUMNS: list[Column] = [
+    ("bits", "b", "d"),
+    ("min", "min R@10", ".3f"),
+    ("mean", "mean", ".3f"),
+    ("max", "max", ".3f"),
+]
+PATH_COLUMNS: list[Column] = [
+    ("data", "data", ""),
+    ("bits", "b", "d"),
+    ("m", "m", "d"),
+    ("lookup ms", "lookup ms", ".2f"),
+    ("decode+BLAS ms", "decode+BLAS ms", ".2f"),
+    ("default path", "default", ""),
+]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="index_design", help="JSON path or name in bench/results")
+    args = parser.parse_args(argv)
+
+    glove = np.asarray(data.glove_50d(), dtype=np.float32)
+    minilm = data.minilm_embeddings(data.wordnet_glosses(), progress=True)
+    gaussian = unit_gaussian(20_500, 128, seed=0)
+    norm_sets = {
+        "Gaussian-128 20k": (gaussian[:-500], gaussian[-500:]),
+        "GloVe-50 100k": (glove[:99_500], glove[99_500:100_000]),
+        "MiniLM-384 50k": (minilm[:50_000], minilm[-500:]),
+    }
+    big_sets = {
+        "GloVe-50 399k": (glove[:-1000], glove[-1000:]),
+        "MiniLM-384 117k": (minilm[:-1000], minilm[-1000:]),
+    }
+    norm = norm_storage(norm_sets)
+    print(format_table(norm, NORM_COLUMNS), "\n", flush=True)
+    seeds = seed_spread(*big_sets["GloVe-50 399k"])
+    print("VectorIndex recall@10 over rotation seeds 0-4, GloVe-50 399k, 1,000 queries:")
+    print(format_table(seeds, SEED_COLUMNS), "\n", flush=True)
+    paths = search_paths(big_sets)
+    print(format_table(paths, PATH_COLUMNS), "\n", flush=True)
+    kernel = kernels(big_sets["MiniLM-384 117k"][0])
+    print(
+        f"4-bit lookup over {kernel['rows']:,} MiniLM rows, one core: byte-unit kernel "
+        f"{kernel['bytes_kernel_ms']:.2f} ms, bit-offset kernel {kernel['bits_kernel_ms']:.2f} ms"
+    )
+    ids = idmap_speed()
+    print(
+        f"IdMap, {ids['ids']:,} random ids: insert {ids['insert_s']:.3f} s, find "
+        f"{ids['find_s']:.3f} s, {ids['bytes_per_id']:.1f} bytes/id"
+    )
+    payload = {
+        "meta": metadata(),
+        "norm": norm,
+        "seeds": seeds,
+        "paths": paths,
+        "kernels": kernel,
+        "idmap": ids,
+    }
+    print(f"wrote {write_json(args.out, payload)}")
+
+
+if __name__ == "__main__":
+    main()
