@@ -42,6 +42,7 @@ _CHUNK_FLOATS = 1 << 18
 _SCORE_BLOCK_FLOATS = 1 << 22
 
 
+@functools.cache
 def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 

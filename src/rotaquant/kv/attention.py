@@ -15,7 +15,8 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 NAME = "rotaquant"
-CHUNK_TOKENS = 512  # cold tokens decoded at a time
+CHUNK_TOKENS = 512  # cold tokens decoded at a time (the decode path)
+LOOKUP_QUERIES = 16  # query rows per KV head up to which the CPU scores by table lookup
 
 
 def compressed_attention(
@@ -35,14 +36,21 @@ def compressed_attention(
     scaling = head_dim**-0.5 if scaling is None else scaling
     q = query.float().reshape(batch, kv_heads, groups * q_len, head_dim)
     cold = getattr(key, "_rotaquant_cold", None)
+    cold_length = 0 if cold is None else cold.length
+    lookup = cold_length and query.device.type == "cpu" and groups * q_len <= LOOKUP_QUERIES
     scores = []
-    if cold is not None and cold.length:
-        rotated = cold.key_codec.rotate(q)
-        for streams, scales in _chunks(cold.key_blocks):
-            keys = cold.key_codec.decode(streams, scales, rotated=True)
-            scores.append(rotated @ keys.transpose(-1, -2))
+    if cold_length:
+        domains = cold.keys.codec.query_domains(q)
+        if lookup:
+            scores.append(cold.keys.scores(domains))
+        else:
+            rotated = domains["rotated"]  # decoded prod keys carry their QJL term
+            scores.extend(rotated @ k.transpose(-1, -2) for k in cold.keys.decoded(CHUNK_TOKENS))
     scores.append(q @ key.float().transpose(-1, -2))
     logits = torch.cat(scores, dim=-1) * scaling
+    softcap = kwargs.get("softcap")
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
     length = logits.shape[-1]
     if attention_mask is not None:
         mask = attention_mask[..., -length:].float()  # (B, 1, Tq, L)
@@ -50,28 +58,21 @@ def compressed_attention(
             batch, kv_heads, groups * q_len, length
         )
     weights = torch.softmax(logits, dim=-1)
-    cold_length = 0 if cold is None else cold.length
     out = weights[..., cold_length:] @ value.float()
     if cold_length:
-        accumulated, start = None, 0
-        for streams, scales in _chunks(cold.value_blocks):
-            values = cold.value_codec.decode(streams, scales, rotated=True)
-            part = weights[..., start : start + values.shape[-2]] @ values
-            accumulated = part if accumulated is None else accumulated + part
-            start += values.shape[-2]
-        out = out + cold.value_codec.unrotate(accumulated)
+        cold_weights = weights[..., :cold_length]
+        if lookup:
+            accumulated = cold.values.weighted_sum(cold_weights)
+        else:
+            accumulated, start = 0, 0
+            for values in cold.values.decoded(CHUNK_TOKENS):
+                stop = start + values.shape[-2]
+                accumulated = accumulated + cold_weights[..., start:stop] @ values
+                start = stop
+        out = out + cold.values.codec.unrotate(accumulated)
         cold.consumed = True
     out = out.view(batch, kv_heads, groups, q_len, -1).reshape(batch, q_heads, q_len, -1)
     return out.transpose(1, 2).contiguous().to(query.dtype), None
-
-
-def _chunks(blocks):
-    """(streams, scales) pieces of at most CHUNK_TOKENS tokens, in token order."""
-    for streams, scales in blocks:
-        tokens = scales.shape[-1]
-        for start in range(0, tokens, CHUNK_TOKENS):
-            stop = min(tokens, start + CHUNK_TOKENS)
-            yield [s[..., start:stop, :] for s in streams], scales[..., start:stop]
 
 
 def enable(model) -> None:

@@ -12,31 +12,42 @@ hot states, carrying a view of the cold tier that the "rotaquant" attention func
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer, get_layer_types_and_kwargs
 
 from .codec import HeadCodec
+from .cold import ColdSnapshot, ColdTier
 
 _MAX_BITS = 8
-BLOCK_TOKENS = 512  # cold tokens per stored block (smaller blocks are merged into the last)
+MIGRATE_TOKENS = 16  # decode steps move hot tokens to the cold tier this many at a time
 
 
 @dataclass
 class ColdView:
-    """The cold tier as it stood before an update, for the compressed attention."""
+    """Both cold tiers as they stood before an update, for the compressed attention."""
 
-    key_codec: HeadCodec
-    value_codec: HeadCodec
-    key_blocks: list
-    value_blocks: list
-    length: int
-    consumed: bool = field(default=False)
+    keys: ColdSnapshot
+    values: ColdSnapshot
+    consumed: bool = False
+
+    @property
+    def length(self) -> int:
+        return self.keys.length
 
 
 class TurboQuantLayer(DynamicLayer):
-    """One layer's cache: hot tokens in the model dtype, cold tokens compressed."""
+    """One layer's cache: hot tokens in the model dtype, cold tokens compressed.
+
+    After a multi-token forward (prefill) exactly the last ``residual_length`` tokens are hot;
+    decode steps let up to ``MIGRATE_TOKENS − 1`` more accumulate before encoding them
+    together (one encode per 16 steps instead of one per step; none with residual_length 0).
+
+    ``limit`` caps the tokens kept between forward passes (``max_tokens``, or
+    ``sliding_window − 1`` for a sliding-window layer); the oldest tokens after the first
+    ``sink_tokens`` go first.
+    """
 
     is_croppable = False
 
@@ -47,23 +58,45 @@ class TurboQuantLayer(DynamicLayer):
         residual_length: int,
         seed: int,
         attention: str = "decoded",
+        key_mode: str = "mse",
+        limit: int | None = None,
+        sink_tokens: int = 0,
+        sliding_window: int | None = None,
     ):
         super().__init__()
         self.key_bits, self.value_bits = key_bits, value_bits
         self.residual_length = residual_length
         self.seed = seed
         self.attention = attention
+        self.key_mode = key_mode
+        self.is_sliding = sliding_window is not None
+        self.sliding_window = sliding_window
+        self.limit = sliding_window - 1 if sliding_window is not None else limit
+        self.sink_tokens = 0 if sliding_window is not None else sink_tokens
+        self.cumulative_length = 0
         self._last_view: ColdView | None = None
-        self.cold_length = 0
-        self._cold: dict[str, list] = {"keys": [], "values": []}  # [(streams, scales)] blocks
-        self._codecs: dict[str, HeadCodec] = {}
+        self.cold: dict[str, ColdTier] = {}
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
-        head_dim = key_states.shape[-1]
-        self._codecs = {
-            "keys": HeadCodec(head_dim, self.key_bits, self.seed),
-            "values": HeadCodec(value_states.shape[-1], self.value_bits, self.seed + 1),
+        self.cold = {
+            "keys": ColdTier(
+                HeadCodec(
+                    key_states.shape[-1],
+                    self.key_bits,
+                    self.seed,
+                    self.key_mode,
+                    _outliers(key_states, self.key_bits),
+                )
+            ),
+            "values": ColdTier(
+                HeadCodec(
+                    value_states.shape[-1],
+                    self.value_bits,
+                    self.seed + 1,
+                    outliers=_outliers(value_states, self.value_bits),
+                )
+            ),
         }
 
     def update(
@@ -71,107 +104,141 @@ class TurboQuantLayer(DynamicLayer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        prefill = self.get_seq_length() == 0
         hot_keys = torch.cat([self.keys, key_states], dim=-2)
         hot_values = torch.cat([self.values, value_states], dim=-2)
+        keys, values = self.cold["keys"].snapshot(), self.cold["values"].snapshot()
         if self.attention == "compressed":
-            view = self._last_view
-            if view is not None and view.length and not view.consumed:
-                raise RuntimeError(
-                    "TurboQuantCache(attention='compressed') needs the compressed attention: "
-                    "call rotaquant.kv.enable(model) before running the model"
-                )
-            view = ColdView(
-                self._codecs["keys"],
-                self._codecs["values"],
-                self._cold["keys"],
-                self._cold["values"],
-                self.cold_length,
-            )
-            hot_keys._rotaquant_cold = view
-            self._last_view = view
+            self.check_consumed()
+            self._last_view = ColdView(keys, values)
+            hot_keys._rotaquant_cold = self._last_view
             returned = (hot_keys, hot_values)
-        elif prefill:
+        elif keys.length == 0:
             returned = (hot_keys, hot_values)
         else:
             returned = (
-                torch.cat([self._decoded("keys", key_states.dtype), hot_keys], dim=-2),
-                torch.cat([self._decoded("values", value_states.dtype), hot_values], dim=-2),
+                torch.cat([keys.decode().to(key_states.dtype), hot_keys], dim=-2),
+                torch.cat([values.decode().to(value_states.dtype), hot_values], dim=-2),
             )
+        self.cumulative_length += key_states.shape[-2]
         overflow = hot_keys.shape[-2] - self.residual_length
-        if overflow > 0:
-            self._migrate("keys", hot_keys[..., :overflow, :])
-            self._migrate("values", hot_values[..., :overflow, :])
-            self.cold_length += overflow
+        batch = MIGRATE_TOKENS if self.residual_length and key_states.shape[-2] == 1 else 1
+        if overflow >= batch:
+            self.cold["keys"].append(hot_keys[..., :overflow, :])
+            self.cold["values"].append(hot_values[..., :overflow, :])
             hot_keys = hot_keys[..., overflow:, :].clone()
             hot_values = hot_values[..., overflow:, :].clone()
         self.keys, self.values = hot_keys, hot_values
+        self._evict()
         return returned
 
-    def _migrate(self, kind: str, states: torch.Tensor) -> None:
-        """Encode tokens into the cold tier. Tokens arriving one per decode step join the last
-        block until it holds BLOCK_TOKENS, so attention walks a few large blocks rather than
-        one block per generated token (the list is replaced, never mutated: views taken
-        earlier stay valid)."""
-        streams, scales = self._codecs[kind].encode(states)
-        blocks = self._cold[kind]
-        if blocks and blocks[-1][1].shape[-1] < BLOCK_TOKENS:
-            last_streams, last_scales = blocks[-1]
-            streams = [torch.cat(pair, dim=-2) for pair in zip(last_streams, streams, strict=True)]
-            scales = torch.cat([last_scales, scales], dim=-1)
-            blocks = blocks[:-1]
-        self._cold[kind] = [*blocks, (streams, scales)]
+    def check_consumed(self) -> None:
+        """Raise if the attention ignored the cold tier handed out by the last update."""
+        view = self._last_view
+        if view is not None and view.length and not view.consumed:
+            raise RuntimeError(
+                "TurboQuantCache(attention='compressed') needs the compressed attention: "
+                "call rotaquant.kv.enable(model) before running the model"
+            )
 
-    def _decoded(self, kind: str, dtype: torch.dtype) -> torch.Tensor:
-        codec = self._codecs[kind]
-        blocks = [codec.decode(streams, scales) for streams, scales in self._cold[kind]]
-        if not blocks:
-            shape = (*self.keys.shape[:-2], 0, self.keys.shape[-1])
-            return torch.zeros(shape, dtype=dtype, device=self.keys.device)
-        return torch.cat(blocks, dim=-2).to(dtype)
+    def _evict(self) -> None:
+        """Drop the oldest non-sink tokens beyond ``limit`` (cold ones first)."""
+        excess = self.held_length - (self.limit if self.limit is not None else self.held_length)
+        if excess <= 0:
+            return
+        cold = self.cold["keys"].length
+        from_cold = min(excess, max(0, cold - self.sink_tokens))
+        for tier in self.cold.values():
+            tier.evict(min(self.sink_tokens, cold), from_cold)
+        rest = excess - from_cold
+        if rest:
+            self.keys = self.keys[..., rest:, :].clone()
+            self.values = self.values[..., rest:, :].clone()
+
+    @property
+    def held_length(self) -> int:
+        """Tokens held (cold + hot); below ``get_seq_length()`` once tokens were evicted."""
+        hot = 0 if not self.is_initialized else self.keys.shape[-2]
+        return (self.cold["keys"].length if self.cold else 0) + hot
 
     def get_seq_length(self) -> int:
-        hot = 0 if not self.is_initialized or self.keys.numel() == 0 else self.keys.shape[-2]
-        return self.cold_length + hot
+        return self.cumulative_length
+
+    def get_max_length(self) -> int:
+        return -1 if self.limit is None else self.limit
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.get_seq_length() + query_length, 0
+        held = self.held_length
+        return held + query_length, self.cumulative_length - held
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: cold codes and scales, and the hot tensors."""
-        cold = sum(
-            sum(s.nbytes for s in streams) + scales.nbytes
-            for blocks in self._cold.values()
-            for streams, scales in blocks
-        )
+        """Bytes held: cold codes and scales (spare rows included), and the hot tensors."""
+        cold = sum(tier.nbytes for tier in self.cold.values())
         hot = 0 if not self.is_initialized else self.keys.nbytes + self.values.nbytes
         return int(cold + hot)
 
     @property
     def fp16_nbytes(self) -> int:
-        """What float16 keys and values would take for the same tokens."""
-        if not self.is_initialized or self.get_seq_length() == 0:
+        """What float16 keys and values would take for the tokens held."""
+        if not self.is_initialized:
             return 0
         batch, heads, _, head_dim = self.keys.shape
         value_dim = self.values.shape[-1]
-        return int(2 * batch * heads * self.get_seq_length() * (head_dim + value_dim))
+        return int(2 * batch * heads * self.held_length * (head_dim + value_dim))
 
     def reset(self) -> None:
         super().reset()
-        self.cold_length = 0
-        self._cold = {"keys": [], "values": []}
+        self.cumulative_length = 0
+        self._last_view = None
+        self.cold = {}
+
+    def _map_batch(self, fn) -> None:
+        if self.is_initialized:
+            self.keys, self.values = fn(self.keys), fn(self.values)
+            for tier in self.cold.values():
+                tier.map_batch(fn)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self._map_batch(lambda t: t.index_select(0, beam_idx.to(t.device)))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._map_batch(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._map_batch(lambda t: t[indices, ...])
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("TurboQuantCache cannot be cropped (compressed tokens)")
+
+
+def _outliers(states: torch.Tensor, bits: float) -> torch.Tensor | None:
+    """For a fractional width: per head, the channels of highest RMS over the tokens seen
+    ((heads, count) indices; count = channels coded at the higher width), else None."""
+    if float(bits).is_integer():
+        return None
+    head_dim = states.shape[-1]
+    count = round((bits - int(bits)) * head_dim)
+    rms = states.float().square().mean(dim=(0, 2))  # (heads, head_dim)
+    return rms.topk(count, dim=-1).indices.sort(dim=-1).values
 
 
 class TurboQuantCache(Cache):
     """A transformers cache storing keys and values with TurboQuant.
 
     Args:
-        key_bits, value_bits: bits per value (1..8, fractional such as 3.5 allowed).
+        key_bits, value_bits: bits per value (1..8; fractional such as 3.5 splits channels,
+            the highest-RMS channels seen at prefill getting the higher width).
         residual_length: most recent tokens per layer kept uncompressed (≥ 0).
         seed: rotation seed (each layer and K/V get their own rotation).
         attention: ``"decoded"`` (any attention implementation) or ``"compressed"`` (attention
             on the packed cold tier; needs ``rotaquant.kv.enable(model)``).
+        key_mode: ``"mse"`` (all key bits to Lloyd–Max) or ``"prod"`` (one bit to a QJL
+            residual sketch: unbiased scores, higher variance).
+        max_tokens: keep at most this many tokens per layer between forward passes, dropping
+            the oldest after the first ``sink_tokens`` (None: keep all).
+        boundary_layers, boundary_bits: the first and last ``boundary_layers`` layers use
+            ``boundary_bits`` (a width or a (key, value) pair); needs ``config``.
+        config: the model's config; sliding-window layers then keep only their window.
     """
 
     def __init__(
@@ -181,35 +248,85 @@ class TurboQuantCache(Cache):
         residual_length: int = 128,
         seed: int = 0,
         attention: str = "decoded",
+        key_mode: str = "mse",
+        max_tokens: int | None = None,
+        sink_tokens: int = 0,
+        boundary_layers: int = 0,
+        boundary_bits: float | tuple[float, float] = 8,
+        config=None,
     ):
-        for name, bits in (("key_bits", key_bits), ("value_bits", value_bits)):
-            if (
-                isinstance(bits, bool)
-                or not isinstance(bits, (int, float))
-                or not (1 <= bits <= _MAX_BITS)
-            ):
-                raise ValueError(f"{name} must be a number in [1, {_MAX_BITS}], got {bits!r}")
-        if (
-            isinstance(residual_length, bool)
-            or not isinstance(residual_length, int)
-            or (residual_length < 0)
+        pair = boundary_bits if isinstance(boundary_bits, tuple) else (boundary_bits,) * 2
+        for name, bits in (
+            ("key_bits", key_bits),
+            ("value_bits", value_bits),
+            ("boundary_bits", pair[0]),
+            ("boundary_bits", pair[1]),
         ):
-            raise ValueError(f"residual_length must be an integer >= 0, got {residual_length!r}")
+            _check_bits(name, bits)
+        if key_mode not in ("mse", "prod"):
+            raise ValueError(f"key_mode must be 'mse' or 'prod', got {key_mode!r}")
+        if key_mode == "prod" and min(key_bits, pair[0]) < 2:
+            raise ValueError("key_mode='prod' needs key bits >= 2 (one bit goes to QJL)")
+        _check_count("residual_length", residual_length)
+        _check_count("sink_tokens", sink_tokens)
+        _check_count("boundary_layers", boundary_layers)
+        if max_tokens is not None:
+            _check_count("max_tokens", max_tokens)
+            if max_tokens <= sink_tokens:
+                raise ValueError(
+                    f"max_tokens ({max_tokens}) must exceed sink_tokens ({sink_tokens})"
+                )
         if attention not in ("decoded", "compressed"):
             raise ValueError(f"attention must be 'decoded' or 'compressed', got {attention!r}")
+        if boundary_layers and config is None:
+            raise ValueError("boundary_layers needs config= (the model's) to know the last layers")
         self.key_bits, self.value_bits = key_bits, value_bits
         self.residual_length = residual_length
-        self.attention = attention
-        self._layer_count = 0
+        self.attention, self.key_mode = attention, key_mode
+        self.max_tokens, self.sink_tokens = max_tokens, sink_tokens
+        self.boundary_layers, self.boundary_bits = boundary_layers, pair
         self._seed = seed
-        super().__init__(layer_class_to_replicate=self._new_layer)
+        if config is None:
+            self._layer_count = 0
+            super().__init__(layer_class_to_replicate=self._next_layer)
+            return
+        text = config.get_text_config(decoder=True)
+        layer_types, per_layer = get_layer_types_and_kwargs(text)
+        layers = []
+        for index, (kind, kwargs) in enumerate(zip(layer_types, per_layer, strict=True)):
+            if kind not in ("full_attention", "sliding_attention"):
+                raise ValueError(f"unsupported layer type {kind!r} at layer {index}")
+            window = kwargs.get("sliding_window") if kind == "sliding_attention" else None
+            layers.append(self._layer(index, len(layer_types), window))
+        super().__init__(layers=layers)
 
-    def _new_layer(self) -> TurboQuantLayer:
-        seed = self._seed + 2 * self._layer_count
+    def _next_layer(self) -> TurboQuantLayer:
         self._layer_count += 1
-        return TurboQuantLayer(
-            self.key_bits, self.value_bits, self.residual_length, seed, self.attention
+        return self._layer(self._layer_count - 1, None, None)
+
+    def _layer(self, index: int, count: int | None, window: int | None) -> TurboQuantLayer:
+        edge = self.boundary_layers and (
+            index < self.boundary_layers or index >= count - self.boundary_layers
         )
+        key_bits, value_bits = self.boundary_bits if edge else (self.key_bits, self.value_bits)
+        return TurboQuantLayer(
+            key_bits,
+            value_bits,
+            self.residual_length,
+            self._seed + 2 * index,
+            self.attention,
+            self.key_mode,
+            self.max_tokens,
+            self.sink_tokens,
+            window,
+        )
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.attention == "compressed" and 0 < layer_idx <= len(self.layers):
+            self.layers[layer_idx - 1].check_consumed()  # within the same forward pass
+        return super().update(key_states, value_states, layer_idx, *args, **kwargs)
 
     @property
     def nbytes(self) -> int:
@@ -220,3 +337,13 @@ class TurboQuantCache(Cache):
     def fp16_nbytes(self) -> int:
         """What float16 keys and values would take for the same tokens."""
         return sum(layer.fp16_nbytes for layer in self.layers)
+
+
+def _check_bits(name: str, bits) -> None:
+    if isinstance(bits, bool) or not isinstance(bits, (int, float)) or not 1 <= bits <= _MAX_BITS:
+        raise ValueError(f"{name} must be a number in [1, {_MAX_BITS}], got {bits!r}")
+
+
+def _check_count(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")

@@ -1,12 +1,29 @@
 """TurboQuant for attention heads, in torch: the codec of ``rotaquant`` on (..., head_dim)
 tensors, on the tensors' own device.
 
-Each head vector x is stored as bit-packed Lloyd–Max codes of its rotated unit direction plus
-one float16 scale ‖x‖/‖ĉ‖ (norm correction: the decoded vector keeps x's length), exactly the
-layout ``rotaquant.Codes`` uses for one channel group: 8 values of b bits fill b bytes.
+A head vector x is rotated (x @ M), split into channel groups, and each group is stored as
+bit-packed Lloyd–Max codes (8 values of b bits fill b bytes, the layout of
+``rotaquant.packing``) plus a float16 *scale* that restores the length (norm correction).
+
+- Integer widths: M is one randomized Hadamard matrix, one group, one scale per vector.
+- Fractional widths (2.5, 3.5, ...) with ``outliers`` (head, channels) given: M first moves
+  each head's outlier channels (the highest pre-rotation RMS, chosen by the cache at prefill)
+  to the front, then rotates outliers and the rest by separate Hadamard matrices; each group is
+  coded at its own width with its own scale (two scales per vector). Without ``outliers`` the
+  split is made in the rotated domain and one scale serves both groups.
+- ``mode="prod"`` (TurboQuant_prod): the groups carry ``bits − 1``; one more stream holds the
+  signs of S·r for the rotated residual r (S Gaussian, head_dim²) with scale ‖r‖·√(π/2)/d,
+  making ⟨q, k̂⟩ an unbiased estimate of ⟨q, k⟩.
+
+Every stream is described by a :class:`StreamLayout`; attention kernels read streams through
+those layouts, scoring queries in the stream's domain (``"rotated"``: q @ M, ``"projected"``:
+(q @ M) @ Sᵀ).
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,75 +33,205 @@ from ..codes import CodecConfig
 from ..rotation import make_rotation
 
 
+@dataclass(frozen=True)
+class StreamLayout:
+    """Channels ``[start, stop)`` of the query domain ``domain`` at ``bits`` each, decoding to
+    ``values[code]`` (float32, 2**bits) times the per-vector scale number ``scale``."""
+
+    start: int
+    stop: int
+    bits: int
+    values: np.ndarray
+    domain: str
+    scale: int
+
+    @property
+    def channels(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def nbytes(self) -> int:
+        """Packed bytes per vector."""
+        return self.channels * self.bits // 8
+
+
 class HeadCodec:
     """Encode/decode head vectors of dimension ``head_dim`` at ``bits`` (1..8 or fractional).
 
-    ``encode(x)`` takes (..., head_dim) and returns ``(streams, scales)``: one uint8 tensor
-    (..., channels·bits/8) per channel group and float16 scales (...). ``decode`` inverts it,
-    optionally staying in the rotated domain (for attention that rotates queries instead).
+    ``encode(x)`` takes (..., heads, tokens, head_dim) and returns ``(packed, scales)``: one
+    uint8 tensor (..., tokens, stream bytes) per entry of ``layouts`` and float16 scales
+    (..., tokens), ``scale_count`` of them. ``outliers`` (heads, channels) selects, per head,
+    the channels coded at the higher of a fractional width's two widths.
     """
 
-    def __init__(self, head_dim: int, bits: float, seed: int = 0):
-        config = CodecConfig(head_dim, bits, seed=seed)
-        self.head_dim, self.bits = head_dim, config.bits
-        self.groups = config.groups
-        for group in self.groups:
+    def __init__(
+        self,
+        head_dim: int,
+        bits: float,
+        seed: int = 0,
+        mode: str = "mse",
+        outliers: torch.Tensor | None = None,
+    ):
+        if mode not in ("mse", "prod"):
+            raise ValueError(f"mode must be 'mse' or 'prod', got {mode!r}")
+        config = CodecConfig(head_dim, bits, seed=seed, mode=mode)
+        self.head_dim, self.bits, self.mode = head_dim, config.bits, mode
+        groups = config.groups
+        for group in groups:
             if group.channels % 8:
                 raise ValueError(
                     f"head_dim={head_dim} at bits={bits}: channel groups must hold a multiple "
                     f"of 8 channels (got {group.channels})"
                 )
-        basis = make_rotation("hadamard", head_dim, seed).forward(
-            np.eye(head_dim, dtype=np.float32)
-        )
-        self._rotation = torch.from_numpy(np.ascontiguousarray(basis, np.float32))
-        books = [lloyd_max(head_dim, group.bits) for group in self.groups]
-        self._centroids = [torch.from_numpy(b.centroids.astype(np.float32)) for b in books]
-        self._boundaries = [torch.from_numpy(b.boundaries.astype(np.float32)) for b in books]
+        split = outliers is not None and len(groups) > 1
+        layouts = []
+        for index, group in enumerate(groups):
+            book = lloyd_max(group.channels if split else head_dim, group.bits)
+            layouts.append(
+                StreamLayout(
+                    group.start,
+                    group.stop,
+                    group.bits,
+                    book.centroids.astype(np.float32),
+                    "rotated",
+                    index if split else 0,
+                )
+            )
+        self.scale_count = len(groups) if split else 1
+        self._projection = None
+        if mode == "prod":
+            rng = np.random.default_rng([seed, *b"qjl"])
+            self._projection = torch.from_numpy(
+                rng.standard_normal((head_dim, head_dim), dtype=np.float32)
+            )
+            layouts.append(
+                StreamLayout(
+                    0, head_dim, 1, np.array([-1.0, 1.0], np.float32), "projected", self.scale_count
+                )
+            )
+            self.scale_count += 1
+        self.layouts = tuple(layouts)
+        self._slots = [(g.start, g.stop) for g in groups] if split else [(0, head_dim)]
+        self._rotation = self._rotation_matrix(groups, seed, outliers if split else None)
+        self._values = [torch.from_numpy(layout.values) for layout in layouts]
+        self._boundaries = [  # one per Lloyd–Max stream (the first len(groups) layouts)
+            torch.from_numpy(
+                lloyd_max(g.channels if split else head_dim, g.bits).boundaries
+            ).float()
+            for g in groups
+        ]
+
+    def _rotation_matrix(self, groups, seed: int, outliers: torch.Tensor | None) -> torch.Tensor:
+        """(head_dim, head_dim), or (heads, head_dim, head_dim) with per-head outliers."""
+
+        def hadamard(n: int, stream: int) -> np.ndarray:
+            rotation = make_rotation("hadamard", n, seed + 1000 * stream)
+            return rotation.forward(np.eye(n, dtype=np.float32))
+
+        d = self.head_dim
+        if outliers is None:
+            return torch.from_numpy(np.ascontiguousarray(hadamard(d, 0), np.float32))
+        block = np.zeros((d, d), np.float32)
+        for index, group in enumerate(groups):
+            block[group.start : group.stop, group.start : group.stop] = hadamard(
+                group.channels, index
+            )
+        outliers = outliers.cpu().long()
+        heads, count = outliers.shape
+        if count != groups[0].channels:
+            raise ValueError(f"expected {groups[0].channels} outlier channels, got {count}")
+        matrices = np.zeros((heads, d, d), np.float32)
+        for head in range(heads):
+            chosen = outliers[head].tolist()
+            rest = [c for c in range(d) if c not in set(chosen)]
+            order = np.array(chosen + rest)
+            matrices[head, order] = block  # row `channel` of M is row `position` of the block
+        return torch.from_numpy(matrices)
+
+    def from_domain(self, domain: str, y: np.ndarray) -> np.ndarray:
+        """Map (..., head_dim) rows of a stream's decoded contribution to the rotated domain."""
+        return y if domain == "rotated" else y @ self._projection.cpu().numpy()
 
     def bytes_per_vector(self) -> int:
-        """Packed code bytes plus the float16 scale, per head vector."""
-        return sum(g.channels * g.bits // 8 for g in self.groups) + 2
+        """Packed code bytes plus the float16 scales, per head vector."""
+        return sum(layout.nbytes for layout in self.layouts) + 2 * self.scale_count
 
-    def _on(self, device: torch.device):
+    def _on(self, device: torch.device) -> None:
         if self._rotation.device != device:
             self._rotation = self._rotation.to(device)
-            self._centroids = [c.to(device) for c in self._centroids]
+            self._values = [v.to(device) for v in self._values]
             self._boundaries = [b.to(device) for b in self._boundaries]
+            if self._projection is not None:
+                self._projection = self._projection.to(device)
+
+    def _matrix(self, x: torch.Tensor) -> torch.Tensor:
+        """M broadcastable against (..., heads, tokens, head_dim)."""
+        self._on(x.device)
+        return self._rotation if self._rotation.dim() == 2 else self._rotation[:, None]
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """x @ R in float32: the domain the codes live in."""
-        self._on(x.device)
-        return x.float() @ self._rotation
+        """x @ M in float32: (..., heads, tokens, head_dim), the domain codes live in."""
+        return torch.matmul(x.float(), self._matrix(x))
 
     def unrotate(self, y: torch.Tensor) -> torch.Tensor:
-        self._on(y.device)
-        return y @ self._rotation.T
+        return torch.matmul(y, self._matrix(y).transpose(-1, -2))
 
-    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def query_domains(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Queries in every domain a stream is scored in: {"rotated": q @ M[, "projected": ...]}."""
         rotated = self.rotate(x)
-        lengths = rotated.norm(dim=-1, keepdim=True)
-        unit = rotated / lengths.clamp_min(torch.finfo(torch.float32).tiny)
-        streams, decoded_sq = [], torch.zeros_like(lengths)
-        for group, centroids, boundaries in zip(
-            self.groups, self._centroids, self._boundaries, strict=True
-        ):
-            part = unit[..., group.start : group.stop].contiguous()
-            codes = torch.bucketize(part, boundaries)
-            decoded_sq += centroids[codes].square().sum(dim=-1, keepdim=True)
-            streams.append(pack(codes, group.bits))
-        scales = lengths / decoded_sq.sqrt().clamp_min(torch.finfo(torch.float32).tiny)
-        return streams, scales.squeeze(-1).to(torch.float16)
+        domains = {"rotated": rotated}
+        if self._projection is not None:
+            domains["projected"] = rotated @ self._projection.T
+        return domains
+
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        rotated = self.rotate(x)
+        tiny = torch.finfo(torch.float32).tiny
+        packed, scales = [], []
+        decoded = torch.empty_like(rotated)
+        for start, stop in self._slots:
+            part = rotated[..., start:stop]
+            length = part.norm(dim=-1, keepdim=True)
+            unit = part / length.clamp_min(tiny)
+            squares = torch.zeros_like(length)
+            count = len(self._boundaries)  # Lloyd–Max streams (the QJL sketch comes after)
+            mse_streams = zip(
+                self.layouts[:count], self._values[:count], self._boundaries, strict=True
+            )
+            for layout, values, boundaries in mse_streams:
+                if not start <= layout.start < stop:
+                    continue
+                part_unit = unit[..., layout.start - start : layout.stop - start]
+                codes = torch.bucketize(part_unit.contiguous(), boundaries)
+                centroids = values[codes]
+                squares += centroids.square().sum(dim=-1, keepdim=True)
+                decoded[..., layout.start : layout.stop] = centroids
+                packed.append(pack(codes, layout.bits))
+            scale = length / squares.sqrt().clamp_min(tiny)
+            decoded[..., start:stop] *= scale
+            scales.append(scale.squeeze(-1).to(torch.float16))
+        if self._projection is not None:
+            residual = rotated - decoded
+            packed.append(pack((residual @ self._projection.T >= 0).to(torch.int64), 1))
+            scales.append(
+                (residual.norm(dim=-1) * math.sqrt(math.pi / 2) / self.head_dim).to(torch.float16)
+            )
+        return packed, scales
 
     def decode(
-        self, streams: list[torch.Tensor], scales: torch.Tensor, rotated: bool = False
+        self, packed: list[torch.Tensor], scales: list[torch.Tensor], rotated: bool = False
     ) -> torch.Tensor:
-        """(..., head_dim) float32."""
-        parts = []
-        for group, centroids, stream in zip(self.groups, self._centroids, streams, strict=True):
-            self._on(stream.device)
-            parts.append(centroids[unpack(stream, group.bits, group.channels)])
-        y = torch.cat(parts, dim=-1) * scales.float().unsqueeze(-1)
+        """(..., tokens, head_dim) float32; ``rotated=True`` stays in the rotated domain."""
+        first = packed[0]
+        self._on(first.device)
+        y = torch.zeros((*first.shape[:-1], self.head_dim), device=first.device)
+        for layout, values, stream in zip(self.layouts, self._values, packed, strict=True):
+            part = values[unpack(stream, layout.bits, layout.channels)]
+            part = part * scales[layout.scale].float().unsqueeze(-1)
+            if layout.domain == "projected":
+                y += part @ self._projection
+            else:
+                y[..., layout.start : layout.stop] = part
         return y if rotated else self.unrotate(y)
 
 

@@ -1,0 +1,225 @@
+"""The compressed (cold) tier of one layer's keys or values.
+
+Per codec stream a (batch, heads, capacity, stream bytes) uint8 buffer and per scale a
+(batch, heads, capacity) float16 buffer; tokens are appended in place and the live rows are a
+list of row ranges (evicting tokens cuts a range; the buffer is compacted into a new one once
+more than half of it is dead). Capacity grows in steps of ``GROWTH`` tokens, so at most
+``GROWTH − 1`` spare rows are ever held — and counted by ``nbytes``.
+
+A :class:`ColdSnapshot` is the tier as it stood at one moment. It stays valid while the tier
+changes: appends write past its rows, eviction replaces the range list, growth and compaction
+allocate new buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..quantizer import _workers
+from . import kernels
+from .codec import HeadCodec
+
+GROWTH = 64  # tokens added to the capacity at a time
+
+
+@dataclass(frozen=True)
+class ColdSnapshot:
+    """Packed streams and scales (see module docstring) and the live row ``ranges``."""
+
+    codec: HeadCodec
+    packed: tuple[torch.Tensor, ...]
+    scales: tuple[torch.Tensor, ...]
+    ranges: tuple[tuple[int, int], ...]
+
+    @property
+    def length(self) -> int:
+        return sum(stop - start for start, stop in self.ranges)
+
+    def chunks(self, tokens: int):
+        """Row ranges of consecutive live tokens, at most ``tokens`` per chunk."""
+        for start, stop in self.ranges:
+            for first in range(start, stop, tokens):
+                yield first, min(stop, first + tokens)
+
+    def decoded(self, tokens: int, rotated: bool = True):
+        """Live tokens decoded a chunk at a time: (batch, heads, ≤ tokens, head_dim) float32."""
+        for first, last in self.chunks(tokens):
+            if self.packed[0].device.type == "cpu":
+                y = self._decode_rows(((first, last),))
+                yield y if rotated else self.codec.unrotate(y)
+            else:
+                packed = [p[..., first:last, :] for p in self.packed]
+                scales = [s[..., first:last] for s in self.scales]
+                yield self.codec.decode(packed, scales, rotated)
+
+    def decode(self, rotated: bool = False) -> torch.Tensor:
+        """All live tokens decoded: (batch, heads, length, head_dim) float32."""
+        return torch.cat(list(self.decoded(1 << 30, rotated)), dim=-2)
+
+    # Compiled readers (CPU): every head's rows as tasks; see rotaquant.kv.kernels.
+
+    def _heads(self) -> int:
+        return self.scales[0][..., 0].numel()
+
+    def _layout(self, ranges):
+        """(packed arrays (heads, rows·bytes), scale columns (heads, tokens) per scale)."""
+        heads = self._heads()
+        packed = [p.reshape(heads, -1).numpy() for p in self.packed]
+        scales = [
+            torch.cat([s[..., a:b] for a, b in ranges], dim=-1).float().reshape(heads, -1).numpy()
+            for s in self.scales
+        ]
+        return packed, scales
+
+    def _decode_rows(self, ranges) -> torch.Tensor:
+        """Rotated-domain decode of ``ranges``: (batch, heads, tokens, head_dim) float32."""
+        heads, codec = self._heads(), self.codec
+        tokens = sum(b - a for a, b in ranges)
+        packed, scales = self._layout(ranges)
+        tasks = kernels.make_tasks(heads, ranges, _pieces(heads))
+        out = np.zeros((heads, tokens, codec.head_dim), np.float32)
+        for layout, stream in zip(codec.layouts, packed, strict=True):
+            target = out if layout.domain == "rotated" else np.zeros_like(out)
+            args = (stream, layout.bits, layout.values, scales[layout.scale])
+            part = target[:, :, layout.start : layout.stop]
+            kernels.run(kernels.decode, tasks, layout.channels, args, part)
+            if target is not out:
+                out += codec.from_domain(layout.domain, target)
+        return torch.from_numpy(out).reshape(*self.scales[0].shape[:-1], tokens, -1)
+
+    def scores(self, domains: dict[str, torch.Tensor]) -> torch.Tensor:
+        """⟨q, k̂⟩ of queries (batch, heads, queries, head_dim), given in every stream domain,
+        against all live tokens: (batch, heads, queries, length) float32."""
+        heads, codec = self._heads(), self.codec
+        packed, scales = self._layout(self.ranges)
+        tasks = kernels.make_tasks(heads, self.ranges, _pieces(heads))
+        first = domains["rotated"]
+        queries = first.shape[-2]
+        out = np.zeros((heads, queries, self.length), np.float32)
+        for layout, stream in zip(codec.layouts, packed, strict=True):
+            part = domains[layout.domain][..., layout.start : layout.stop]
+            part = part.reshape(heads, queries, layout.channels).contiguous().numpy()
+            args = (stream, layout.bits, layout.values, part, scales[layout.scale])
+            kernels.run(kernels.scores, tasks, layout.channels * queries, args, out)
+        return torch.from_numpy(out).reshape(*first.shape[:-1], -1)
+
+    def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
+        """Σ_t weights[..., t] · v̂_t in the rotated domain: weights (batch, heads, queries,
+        length) -> (batch, heads, queries, head_dim) float32."""
+        heads, codec = self._heads(), self.codec
+        packed, scales = self._layout(self.ranges)
+        tasks = kernels.make_tasks(heads, self.ranges, _pieces(heads))
+        queries = weights.shape[-2]
+        w = weights.float().reshape(heads, queries, -1).contiguous().numpy()
+        out = np.zeros((heads, queries, codec.head_dim), np.float32)
+        for layout, stream in zip(codec.layouts, packed, strict=True):
+            partial = np.zeros((len(tasks), queries, layout.channels), np.float32)
+            args = (stream, layout.bits, layout.values, w, scales[layout.scale])
+            kernels.run(kernels.weighted_sum, tasks, layout.channels * queries, args, partial, True)
+            part = np.zeros((heads, queries, layout.channels), np.float32)
+            np.add.at(part, tasks[:, 0], partial)
+            if layout.domain == "rotated":
+                out[:, :, layout.start : layout.stop] += part
+            else:
+                out += codec.from_domain(layout.domain, part)
+        return torch.from_numpy(out).reshape(*weights.shape[:-1], -1)
+
+
+def _pieces(heads: int) -> int:
+    """Row pieces per head so that every core gets about two tasks."""
+    return max(1, -(-2 * _workers() // heads))
+
+
+class ColdTier:
+    """Compressed tokens of one kind (keys or values) of one layer."""
+
+    def __init__(self, codec: HeadCodec):
+        self.codec = codec
+        self._packed: list[torch.Tensor] = []
+        self._scales: list[torch.Tensor] = []
+        self._ranges: tuple[tuple[int, int], ...] = ()
+        self._rows = 0  # rows of the buffers in use (live or dead)
+
+    @property
+    def length(self) -> int:
+        return sum(stop - start for start, stop in self._ranges)
+
+    def snapshot(self) -> ColdSnapshot:
+        return ColdSnapshot(self.codec, tuple(self._packed), tuple(self._scales), self._ranges)
+
+    def append(self, states: torch.Tensor) -> None:
+        """Encode (batch, heads, tokens, head_dim) and store them after the live tokens."""
+        packed, scales = self.codec.encode(states)
+        tokens = states.shape[-2]
+        if not self._packed:
+            self._packed = [p.new_empty((*p.shape[:-2], 0, p.shape[-1])) for p in packed]
+            self._scales = [s.new_empty((*s.shape[:-1], 0)) for s in scales]
+        if self._rows + tokens > self._packed[0].shape[-2]:
+            self._reallocate(self._rows + tokens)
+        end = self._rows + tokens
+        for buffer, part in zip(self._packed, packed, strict=True):
+            buffer[..., self._rows : end, :] = part
+        for buffer, part in zip(self._scales, scales, strict=True):
+            buffer[..., self._rows : end] = part
+        if self._ranges and self._ranges[-1][1] == self._rows:
+            self._ranges = (*self._ranges[:-1], (self._ranges[-1][0], end))
+        else:
+            self._ranges = (*self._ranges, (self._rows, end))
+        self._rows = end
+
+    def evict(self, keep: int, count: int) -> None:
+        """Drop ``count`` live tokens that follow the first ``keep`` live tokens."""
+        if count <= 0:
+            return
+        kept, dropped, skip, remove = [], 0, keep, count
+        for start, stop in self._ranges:
+            first = start + min(skip, stop - start)
+            skip -= first - start
+            if first > start:
+                kept.append((start, first))
+            cut = min(remove, stop - first)
+            remove -= cut
+            dropped += cut
+            if stop > first + cut:
+                kept.append((first + cut, stop))
+        if dropped != count:
+            raise ValueError(f"cannot evict {count} tokens after {keep}: only {self.length} held")
+        self._ranges = tuple(kept)
+        if self._rows > 2 * self.length + 2 * GROWTH:
+            self._reallocate(self.length)
+
+    def _reallocate(self, needed: int) -> None:
+        """New buffers of capacity ≥ ``needed`` holding the live rows back to back."""
+        capacity = -(-needed // GROWTH) * GROWTH
+        moved, self._rows = list(self._ranges), 0
+        self._ranges = ()
+        for kind in ("_packed", "_scales"):
+            fresh = []
+            for buffer in getattr(self, kind):
+                shape = list(buffer.shape)
+                axis = buffer.dim() - (2 if kind == "_packed" else 1)
+                shape[axis] = capacity
+                new = buffer.new_empty(shape)
+                row = 0
+                for start, stop in moved:
+                    new.narrow(axis, row, stop - start).copy_(
+                        buffer.narrow(axis, start, stop - start)
+                    )
+                    row += stop - start
+                fresh.append(new)
+            setattr(self, kind, fresh)
+        self._rows = sum(stop - start for start, stop in moved)
+        self._ranges = ((0, self._rows),) if self._rows else ()
+
+    def map_batch(self, fn) -> None:
+        """Apply ``fn`` (a batch-dimension selection) to every buffer."""
+        self._packed = [fn(p) for p in self._packed]
+        self._scales = [fn(s) for s in self._scales]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the buffers, spare capacity included."""
+        return int(sum(t.nbytes for t in (*self._packed, *self._scales)))
