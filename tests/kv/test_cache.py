@@ -4,7 +4,13 @@ import copy
 
 import pytest
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    DynamicCache,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 from rotaquant import data
 from rotaquant.kv import TurboQuantCache, enable
@@ -72,6 +78,13 @@ def test_residual_zero_and_reset(tiny):
         {"key_bits": "4"},
         {"residual_length": -1},
         {"residual_length": 2.5},
+        {"key_mode": "qjl"},
+        {"key_mode": "prod", "key_bits": 1},
+        {"max_tokens": 4, "sink_tokens": 4},
+        {"sink_tokens": -1},
+        {"boundary_layers": 2},
+        {"boundary_bits": 0},
+        {"attention": "sdpa"},
     ],
 )
 def test_bad_configuration(kwargs):
@@ -140,7 +153,7 @@ def test_compressed_attention_generates(tiny_compressed):
     out = tiny_compressed.generate(
         ids,
         attention_mask=torch.ones_like(ids),
-        past_key_values=cache,
+        cache=cache,
         max_new_tokens=6,
         do_sample=False,
     )
@@ -153,3 +166,134 @@ def test_compressed_cache_without_its_attention_fails_loudly(tiny):
         tiny(torch.randint(0, 100, (1, 4)), cache=cache, use_cache=True)
         with pytest.raises(RuntimeError, match="enable"):  # layer 0 ignored its cold tokens,
             tiny(torch.randint(0, 100, (1, 1)), cache=cache, use_cache=True)  # layer 1 reports
+
+
+def test_eviction_keeps_sinks_and_the_most_recent_tokens(tiny):
+    """max_tokens=20 with 4 sinks: after 50 tokens each layer holds tokens 0-3 and the newest
+    ones (8-bit codes: decoded keys match the uncompressed cache's at those positions)."""
+    ids = torch.randint(0, 100, (1, 50))
+    reference = DynamicCache()
+    cache = TurboQuantCache(8, 8, residual_length=6, max_tokens=20, sink_tokens=4)
+    with torch.no_grad():
+        tiny(ids, cache=reference, use_cache=True)
+        for start in range(0, 50, 10):
+            tiny(ids[:, start : start + 10], cache=cache, use_cache=True)
+    layer = cache.layers[0]
+    assert layer.held_length == 20 and cache.get_seq_length() == 50
+    assert cache.get_mask_sizes(3, 0) == (23, 30)
+    held = torch.cat([layer.cold["keys"].snapshot().decode(), layer.keys], dim=-2)
+    expected = reference.layers[0].keys[..., list(range(4)) + list(range(34, 50)), :]
+    torch.testing.assert_close(held, expected, rtol=0.05, atol=0.05)
+    assert cache.fp16_nbytes == 2 * 1 * 2 * 20 * 32 * 2
+
+
+def test_eviction_generates_like_the_decoded_path(tiny, tiny_compressed):
+    ids = torch.randint(0, 100, (1, 30))
+    kwargs = {"residual_length": 4, "max_tokens": 16, "sink_tokens": 2}
+    a = tiny.generate(ids, cache=TurboQuantCache(4, 4, **kwargs), max_new_tokens=8, do_sample=False)
+    b = tiny_compressed.generate(
+        ids,
+        cache=TurboQuantCache(4, 4, attention="compressed", **kwargs),
+        max_new_tokens=8,
+        do_sample=False,
+    )
+    assert torch.equal(a, b)
+
+
+def test_left_padded_batch_matches_dynamic_cache(tiny, tiny_compressed):
+    ids = torch.randint(1, 100, (2, 24))
+    mask = torch.ones_like(ids)
+    mask[1, :9] = 0  # the second prompt is 9 tokens shorter (left padding)
+    ref = tiny.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
+    for model, attention in ((tiny, "decoded"), (tiny_compressed, "compressed")):
+        cache = TurboQuantCache(8, 8, residual_length=3, attention=attention)
+        out = model.generate(
+            ids, attention_mask=mask, cache=cache, max_new_tokens=8, do_sample=False
+        )
+        assert torch.equal(out, ref)
+
+
+def test_beam_search_reorders_every_tier(tiny):
+    ids = torch.randint(0, 100, (1, 16))
+    ref = tiny.generate(ids, num_beams=3, max_new_tokens=6, do_sample=False)
+    cache = TurboQuantCache(8, 8, residual_length=2)
+    out = tiny.generate(ids, num_beams=3, max_new_tokens=6, do_sample=False, cache=cache)
+    assert torch.equal(out, ref)
+
+
+def test_boundary_layers_and_prod_keys(tiny):
+    cache = TurboQuantCache(
+        3,
+        2,
+        residual_length=0,
+        key_mode="prod",
+        boundary_layers=1,
+        boundary_bits=(6, 5),
+        config=tiny.config,
+    )
+    with torch.no_grad():
+        tiny(torch.randint(0, 100, (1, 16)), cache=cache, use_cache=True)
+    first, second = cache.layers  # two layers: both are boundary layers
+    assert first.cold["keys"].codec.bits == 6 and first.cold["values"].codec.bits == 5
+    assert first.cold["keys"].codec.mode == "prod"
+    four = TurboQuantCache(4, 3, boundary_layers=1, config=_config(num_hidden_layers=4))
+    assert [layer.key_bits for layer in four.layers] == [8, 4, 4, 8]
+
+
+def _config(**overrides):
+    values = dict(
+        vocab_size=100,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+    )
+    values.update(overrides)
+    return LlamaConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma():
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=100,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=32,
+        sliding_window=8,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+    )
+    return Gemma3ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("attention", ["decoded", "compressed"])
+def test_sliding_window_layers_keep_their_window(tiny_gemma, attention):
+    """Gemma-3 layout: with config, sliding layers hold at most window - 1 tokens between
+    steps and generation equals the uncompressed cache's at 8 bits."""
+    model = copy.deepcopy(tiny_gemma)
+    if attention == "compressed":
+        enable(model)
+    ids = torch.randint(0, 100, (1, 20))
+    ref = tiny_gemma.generate(ids, max_new_tokens=10, do_sample=False)
+    cache = TurboQuantCache(8, 8, residual_length=2, attention=attention, config=tiny_gemma.config)
+    out = model.generate(ids, cache=cache, max_new_tokens=10, do_sample=False)
+    assert torch.equal(out, ref)
+    assert [layer.is_sliding for layer in cache.layers] == [True, True, False]
+    assert cache.layers[0].held_length == 7 and cache.layers[2].held_length == 29
+
+
+def test_sliding_window_model_without_config_still_masks_right(tiny_gemma):
+    ids = torch.randint(0, 100, (1, 20))
+    ref = tiny_gemma.generate(ids, max_new_tokens=6, do_sample=False)
+    out = tiny_gemma.generate(
+        ids,
+        cache=TurboQuantCache(8, 8, residual_length=2),
+        max_new_tokens=6,
+        do_sample=False,
+    )
+    assert torch.equal(out, ref)

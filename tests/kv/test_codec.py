@@ -39,3 +39,75 @@ def test_bad_layouts_are_refused():
         HeadCodec(12, 4)
     with pytest.raises(ValueError):
         HeadCodec(64, 9)
+
+
+def _heads(x: torch.Tensor) -> torch.Tensor:
+    """(n, d) -> (1, 1, n, d): one head, n tokens."""
+    return x[None, None]
+
+
+def test_outlier_channels_get_the_higher_width_and_their_own_scale():
+    """With per-head outliers, the chosen channels are rotated and coded apart at the higher
+    width: vectors living only on them are coded like a 4-bit codec at their dimension."""
+    torch.manual_seed(0)
+    outliers = torch.arange(0, 64, 2)[None]  # the even channels
+    codec = HeadCodec(64, 3.5, outliers=outliers)
+    assert codec.scale_count == 2 and codec.bytes_per_vector() == 28 + 4
+    matrix = codec._rotation[0]
+    torch.testing.assert_close(matrix @ matrix.T, torch.eye(64), atol=1e-5, rtol=0)
+    x = torch.zeros(4000, 64)
+    x[:, 0::2] = torch.randn(4000, 32)
+    packed, scales = codec.encode(_heads(x))
+    y = codec.decode(packed, scales)[0, 0]
+    mse = (((x - y) ** 2).sum(-1) / (x**2).sum(-1)).mean().item()
+    optimum = rq.TurboQuantizer(32, 4, norm_correction=True).mse_optimum
+    assert mse == pytest.approx(optimum, rel=0.08)
+    assert (y[:, 1::2].abs() < 1e-6).all()  # nothing leaks into the other group
+    torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1), rtol=2e-3, atol=1e-3)
+
+
+def test_outliers_cut_error_on_channel_skewed_vectors():
+    """Keys have a few loud channels: giving exactly those the higher width beats a split made
+    in the rotated domain, where every coordinate looks alike."""
+    torch.manual_seed(1)
+    loudness = torch.ones(64)
+    loudness[torch.randperm(64)[:8]] = 12.0
+    x = torch.randn(4000, 64) * loudness
+    outliers = loudness.topk(32).indices.sort().values[None]
+
+    def error(codec):
+        packed, scales = codec.encode(_heads(x))
+        return ((x - codec.decode(packed, scales)[0, 0]) ** 2).sum().item()
+
+    assert error(HeadCodec(64, 2.5, outliers=outliers)) < 0.8 * error(HeadCodec(64, 2.5))
+
+
+def test_prod_mode_inner_products_are_unbiased():
+    """TurboQuant_prod: averaged over QJL projections (seeds), ⟨q, k̂⟩ converges to ⟨q, k⟩;
+    MSE-only codes at the same width keep a bias of the same order as the spread."""
+    torch.manual_seed(2)
+    x = torch.randn(64, 64)
+    q = torch.randn(64)
+    exact = x @ q
+    estimates = []
+    for seed in range(300):
+        codec = HeadCodec(64, 2, seed=seed, mode="prod")
+        packed, scales = codec.encode(_heads(x))
+        estimates.append(codec.decode(packed, scales)[0, 0] @ q)
+    estimates = torch.stack(estimates)
+    spread = estimates.std(dim=0) / 300**0.5
+    assert ((estimates.mean(dim=0) - exact).abs() < 4.5 * spread).float().mean() > 0.97
+    codec = HeadCodec(64, 2, mode="prod")
+    assert codec.bytes_per_vector() == 8 + 8 + 2 + 2  # 1-bit codes, signs, scale, ‖r‖
+    mse_biased = [
+        HeadCodec(64, 2, seed=s).decode(*HeadCodec(64, 2, seed=s).encode(_heads(x)))[0, 0] @ q
+        for s in range(50)
+    ]
+    assert (torch.stack(mse_biased).mean(0) - exact).abs().mean() > 0.5 * spread.mean()
+
+
+def test_bad_modes_and_outlier_counts_are_refused():
+    with pytest.raises(ValueError, match="mode"):
+        HeadCodec(64, 4, mode="qjl")
+    with pytest.raises(ValueError, match="outlier"):
+        HeadCodec(64, 3.5, outliers=torch.arange(16)[None])
