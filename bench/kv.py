@@ -1,135 +1,406 @@
-"""KV cache (first part of issue 4): perplexity, bytes and decode speed on SmolLM2-135M.
+"""KV cache benchmark (issue 4): TurboQuantCache against DynamicCache and HF QuantizedCache.
 
-Real text (Python's documentation sentences) is fed through the cache in chunks, so most
-attention reads compressed tokens; perplexity of TurboQuantCache (compressed attention) at
-several (key, value) widths against DynamicCache, the cache's real bytes against float16, and
-greedy decode tokens/s after a 1k-token prompt for DynamicCache and both TurboQuantCache
-attention modes. HF QuantizedCache, needles and Gemma-3 are not measured yet.
+Sections (all by default; ``--sections`` picks):
 
-    python -m bench.kv [--tokens 2048] [--chunk 256]
+- ``quality``: SmolLM2-135M perplexity of ``--tokens`` tokens of Python's documentation fed in
+  ``--chunk``-token pieces (most attention reads cached, i.e. compressed, tokens): TurboQuant
+  at (8,8) … (2,2), fractional widths with and without outlier channels, QJL ("prod") keys,
+  boundary layers; QuantizedCache (quanto, HQQ) at 4 and 2 bits. Real bytes held vs float16.
+- ``needle``: pass-key retrieval at 1k / 2k / 4k tokens × depths 0.1 / 0.5 / 0.9.
+- ``speed``: decode tokens/s and bytes after 1k- and 4k-token prompts.
+- ``gemma``: Gemma-3-270M (head_dim 256, sliding-window layers) perplexity, the stress case.
+
+    python -m bench.kv [--sections quality needle speed gemma] [--tokens 2048] [--chunk 256]
+
+Writes bench/results/kv.{txt,json} and docs/kv_ppl_bits.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, QuantizedCache
 
 from rotaquant import data
 from rotaquant.kv import TurboQuantCache, enable
+from rotaquant.kv.evaluate import decode_rate, needle_found, needle_prompt, perplexity
 
 from ._common import Column, format_table, metadata, write_json
 
-WIDTHS = ((8, 8), (4, 4), (4, 3), (3.5, 3.5), (3, 3), (2.5, 2.5), (2, 2))
 RESIDUAL = 128
+WIDTHS = ((8, 8), (4, 4), (4, 3), (3.5, 3.5), (3, 3), (2.5, 2.5), (2, 2))
+# (label, TurboQuantCache kwargs) beyond the plain widths above
+VARIANTS = (
+    ("rotated split", {"key_bits": 3.5, "value_bits": 3.5, "outliers": False}),
+    ("rotated split", {"key_bits": 2.5, "value_bits": 2.5, "outliers": False}),
+    ("prod keys", {"key_bits": 4, "value_bits": 3, "key_mode": "prod"}),
+    ("prod keys", {"key_bits": 3, "value_bits": 3, "key_mode": "prod"}),
+    ("prod keys", {"key_bits": 2.5, "value_bits": 2.5, "key_mode": "prod"}),
+    ("boundary 2@8", {"key_bits": 2.5, "value_bits": 2.5, "boundary_layers": 2}),
+    ("boundary 2@8", {"key_bits": 2, "value_bits": 2, "boundary_layers": 2}),
+)
+# HF QuantizedCache: one group per (token, head) over head_dim (HQQ needs axis=1 for that: its
+# default axis=0 groups values numel/64 apart and loses badly); "K per-channel" is KIVI-style.
+PEERS = (
+    ("quanto", 4, 0, 0),
+    ("quanto", 2, 0, 0),
+    ("quanto", 2, -1, 0),
+    ("HQQ", 4, 1, 1),
+    ("HQQ", 2, 1, 1),
+)
+CONTEXTS = (1024, 2048, 4096)
+DEPTHS = (0.1, 0.5, 0.9)
+NEEDLE_KEY = 71432
 
-
-def perplexity(model, ids: torch.Tensor, cache, chunk: int) -> float:
-    nll, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, ids.shape[1], chunk):
-            piece = ids[:, start : start + chunk]
-            logits = model(piece, cache=cache, use_cache=True).logits[:, :-1]
-            nll += torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), piece[:, 1:].reshape(-1), reduction="sum"
-            ).item()
-            count += piece.shape[1] - 1
-    return float(torch.exp(torch.tensor(nll / count)))
-
-
-def decode_rate(model, ids: torch.Tensor, cache, context: int, steps: int) -> float:
-    """Tokens/s of single-token forward steps after a ``context``-token prompt."""
-    with torch.no_grad():
-        model(ids[:, :context], cache=cache, use_cache=True)
-        token = ids[:, context : context + 1]
-        start = time.perf_counter()
-        for _ in range(steps):
-            model(token, cache=cache, use_cache=True)
-        return steps / (time.perf_counter() - start)
-
-
-COLUMNS: list[Column] = [
+QUALITY_COLUMNS: list[Column] = [
+    ("model", "model", ""),
     ("cache", "cache", ""),
     ("key_bits", "K bits", "g"),
     ("value_bits", "V bits", "g"),
+    ("variant", "variant", ""),
     ("ppl", "ppl", ".3f"),
     ("ppl_change_pct", "vs dynamic %", "+.2f"),
     ("mbytes", "cache MB", ".2f"),
-    ("fp16_mbytes", "fp16 MB", ".2f"),
     ("fp16_ratio", "fp16/cache", ".2f"),
+    ("bits_per_value", "bits/value", ".2f"),
 ]
-
+NEEDLE_COLUMNS: list[Column] = [("cache", "cache", "")] + [
+    (f"{c}@{d}", f"{c // 1024}k@{d}", "") for c in CONTEXTS for d in DEPTHS
+]
 SPEED_COLUMNS: list[Column] = [
     ("cache", "cache", ""),
     ("context", "context", "d"),
     ("tokens_per_s", "decode tok/s", ".1f"),
     ("vs_dynamic", "vs dynamic", ".2f"),
+    ("mbytes", "cache MB", ".2f"),
+    ("fp16_ratio", "fp16/cache", ".2f"),
 ]
+
+
+def quantized_cache(model, backend: str, bits: int, key_axis: int, value_axis: int):
+    return QuantizedCache(
+        backend.lower(),
+        model.config,
+        nbits=bits,
+        axis_key=key_axis,
+        axis_value=value_axis,
+        q_group_size=64,
+        residual_length=RESIDUAL,
+    )
+
+
+def _storage_leaves(tensor):
+    """Plain tensors backing ``tensor`` (quanto's packed tensors are tensor subclasses)."""
+    if type(tensor) is torch.Tensor or not hasattr(tensor, "__tensor_flatten__"):
+        yield tensor
+        return
+    for name in tensor.__tensor_flatten__()[0]:
+        yield from _storage_leaves(getattr(tensor, name))
+
+
+def quantized_cache_nbytes(cache) -> int:
+    """Bytes a QuantizedCache really holds: packed codes, per-group scales and zero points (in
+    the model dtype) and the residual tensors, each storage counted once."""
+    seen, total = set(), 0
+    pending = []
+    for layer in cache.layers:
+        for quantized in (layer._quantized_keys, layer._quantized_values):
+            if isinstance(quantized, tuple):  # HQQ: (codes, meta)
+                codes, meta = quantized
+                pending += [codes, meta.get("scale"), meta.get("zero")]
+            elif quantized is not None:
+                pending.append(quantized)
+        if layer.is_initialized:
+            pending += [layer.keys, layer.values]
+    for tensor in pending:
+        if not isinstance(tensor, torch.Tensor) or tensor.numel() == 0:
+            continue
+        for leaf in _storage_leaves(tensor):
+            storage = leaf.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+    return total
+
+
+def fp16_nbytes(config, tokens: int) -> int:
+    text = config.get_text_config(decoder=True)
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return 2 * 2 * tokens * text.num_hidden_layers * text.num_key_value_heads * head_dim
+
+
+def cache_nbytes(cache, config, tokens: int) -> tuple[int, int]:
+    """(bytes held, float16 bytes for the same tokens) for any of the caches measured."""
+    if isinstance(cache, TurboQuantCache):
+        return cache.nbytes, cache.fp16_nbytes
+    if isinstance(cache, QuantizedCache):
+        return quantized_cache_nbytes(cache), fp16_nbytes(config, tokens)
+    held = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+    return held, fp16_nbytes(config, tokens)
+
+
+def _row(model_name, cache_name, cache, config, tokens, ppl, base, **extra) -> dict:
+    held, fp16 = cache_nbytes(cache, config, tokens)
+    return {
+        "model": model_name,
+        "cache": cache_name,
+        "ppl": ppl,
+        "ppl_change_pct": 100 * (ppl / base - 1),
+        "mbytes": held / 1e6,
+        "fp16_ratio": fp16 / held,
+        "bits_per_value": 16 * held / fp16,
+        **extra,
+    }
+
+
+def quality(model, compressed, ids, chunk) -> list[dict]:
+    config, tokens = model.config, ids.shape[1]
+    dynamic = DynamicCache()
+    base = perplexity(model, ids, dynamic, chunk)
+    rows = [_row("SmolLM2", "DynamicCache", dynamic, config, tokens, base, base)]
+    settings = [("", {"key_bits": k, "value_bits": v}) for k, v in WIDTHS] + list(VARIANTS)
+    for variant, kwargs in settings:
+        cache = TurboQuantCache(
+            residual_length=RESIDUAL, attention="compressed", config=config, **kwargs
+        )
+        ppl = perplexity(compressed, ids, cache, chunk)
+        rows.append(
+            _row(
+                "SmolLM2",
+                "TurboQuantCache",
+                cache,
+                config,
+                tokens,
+                ppl,
+                base,
+                key_bits=kwargs["key_bits"],
+                value_bits=kwargs["value_bits"],
+                variant=variant or "mse",
+            )
+        )
+        print(f"TurboQuant {kwargs}: ppl {ppl:.3f}", flush=True)
+    for backend, bits, key_axis, value_axis in PEERS:
+        cache = quantized_cache(model, backend, bits, key_axis, value_axis)
+        ppl = perplexity(model, ids, cache, chunk)
+        variant = f"{backend}" + (" K per-channel" if key_axis == -1 else "")
+        rows.append(
+            _row(
+                "SmolLM2",
+                "QuantizedCache",
+                cache,
+                config,
+                tokens,
+                ppl,
+                base,
+                key_bits=bits,
+                value_bits=bits,
+                variant=variant,
+            )
+        )
+        print(f"QuantizedCache {variant} {bits}: ppl {ppl:.3f}", flush=True)
+    return rows
+
+
+NEEDLE_CACHES = (
+    ("DynamicCache", None),
+    ("TurboQuant (4,3)", {"key_bits": 4, "value_bits": 3}),
+    ("TurboQuant (3.5,3.5)", {"key_bits": 3.5, "value_bits": 3.5}),
+    ("TurboQuant (2.5,2.5)", {"key_bits": 2.5, "value_bits": 2.5}),
+    ("TurboQuant (2,2)", {"key_bits": 2, "value_bits": 2}),
+    ("QuantizedCache quanto 4", ("quanto", 4, 0, 0)),
+    ("QuantizedCache quanto 2", ("quanto", 2, 0, 0)),
+)
+
+
+def _make(model, compressed, spec):
+    """(model to run, fresh cache) for a cache spec of NEEDLE_CACHES / the speed table."""
+    if spec is None:
+        return model, DynamicCache()
+    if isinstance(spec, tuple):
+        return model, quantized_cache(model, *spec)
+    attention = spec.get("attention", "compressed")
+    kwargs = {k: v for k, v in spec.items() if k != "attention"}
+    cache = TurboQuantCache(residual_length=RESIDUAL, attention=attention, **kwargs)
+    return (compressed if attention == "compressed" else model), cache
+
+
+def needles(model, compressed, tokenizer) -> list[dict]:
+    rows = []
+    for name, spec in NEEDLE_CACHES:
+        row = {"cache": name}
+        for context in CONTEXTS:
+            for depth in DEPTHS:
+                ids = needle_prompt(tokenizer, context, depth, NEEDLE_KEY)
+                which, cache = _make(model, compressed, spec)
+                found = needle_found(which, tokenizer, ids, NEEDLE_KEY, cache)
+                row[f"{context}@{depth}"] = "pass" if found else "FAIL"
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+SPEED_CACHES = (
+    ("DynamicCache", None),
+    ("TurboQuant (4,3) compressed", {"key_bits": 4, "value_bits": 3}),
+    ("TurboQuant (4,3) decoded", {"key_bits": 4, "value_bits": 3, "attention": "decoded"}),
+    ("QuantizedCache quanto 4", ("quanto", 4, 0, 0)),
+)
+
+
+def speed(model, compressed, ids, contexts, steps) -> list[dict]:
+    rows = []
+    for context in contexts:
+        first = len(rows)
+        for name, spec in SPEED_CACHES:
+            which, cache = _make(model, compressed, spec)
+            rate = decode_rate(which, ids, cache, context, steps)
+            held, fp16 = cache_nbytes(cache, model.config, context + steps + 2)
+            rows.append(
+                {
+                    "cache": name,
+                    "context": context,
+                    "tokens_per_s": rate,
+                    "mbytes": held / 1e6,
+                    "fp16_ratio": fp16 / held,
+                }
+            )
+            print(rows[-1], flush=True)
+        for row in rows[first:]:
+            row["vs_dynamic"] = row["tokens_per_s"] / rows[first]["tokens_per_s"]
+    return rows
+
+
+def gemma(tokens: int, chunk: int) -> list[dict]:
+    model, tokenizer = data.gemma3()
+    compressed = copy.deepcopy(model)
+    enable(compressed)
+    ids = tokenizer(" ".join(data.pydoc_sentences()), return_tensors="pt").input_ids[:, :tokens]
+    config = model.config
+    dynamic = DynamicCache(config=config)
+    base = perplexity(model, ids, dynamic, chunk)
+    rows = [_row("Gemma-3-270M", "DynamicCache", dynamic, config, ids.shape[1], base, base)]
+    for variant, kwargs in (
+        ("", {"key_bits": 8, "value_bits": 8}),
+        ("", {"key_bits": 4, "value_bits": 4}),
+        ("", {"key_bits": 4, "value_bits": 3}),
+        ("", {"key_bits": 3.5, "value_bits": 3.5}),
+        ("", {"key_bits": 2.5, "value_bits": 2.5}),
+        ("rotated split", {"key_bits": 3.5, "value_bits": 3.5, "outliers": False}),
+        ("prod keys", {"key_bits": 4, "value_bits": 3, "key_mode": "prod"}),
+    ):
+        cache = TurboQuantCache(
+            residual_length=RESIDUAL, attention="compressed", config=config, **kwargs
+        )
+        ppl = perplexity(compressed, ids, cache, chunk)
+        rows.append(
+            _row(
+                "Gemma-3-270M",
+                "TurboQuantCache",
+                cache,
+                config,
+                ids.shape[1],
+                ppl,
+                base,
+                key_bits=kwargs["key_bits"],
+                value_bits=kwargs["value_bits"],
+                variant=variant or "mse",
+            )
+        )
+        print(f"Gemma TurboQuant {kwargs}: ppl {ppl:.3f}", flush=True)
+    return rows
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    groups = {}
+    for row in rows:
+        if row["model"] == "SmolLM2" and row["cache"] != "DynamicCache":
+            label = f"{row['cache']} ({row['variant']})"
+            groups.setdefault(label, []).append(row)
+    for label, points in groups.items():
+        points.sort(key=lambda r: r["bits_per_value"])
+        ax.plot(
+            [p["bits_per_value"] for p in points],
+            [max(p["ppl_change_pct"], 0.01) for p in points],
+            marker="o",
+            label=label,
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("bits per value held (codes, scales, hot window; float16 = 16)")
+    ax.set_ylabel("perplexity increase over DynamicCache, %")
+    ax.set_title("SmolLM2-135M, 2k tokens of Python docs")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["quality", "needle", "speed", "gemma"],
+        choices=["quality", "needle", "speed", "gemma"],
+    )
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--chunk", type=int, default=256)
-    parser.add_argument("--context", type=int, default=1024)
+    parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--out", default="kv", help="JSON path or name in bench/results")
     args = parser.parse_args(argv)
 
     model, tokenizer = data.smollm2()
-    compressed_model = copy.deepcopy(model)
-    enable(compressed_model)
+    compressed = copy.deepcopy(model)
+    enable(compressed)
     text = " ".join(data.pydoc_sentences())
-    ids = tokenizer(text, return_tensors="pt").input_ids[:, : args.tokens]
-
-    base = perplexity(model, ids, DynamicCache(), args.chunk)
-    rows = [{"cache": "DynamicCache", "ppl": base}]
-    for key_bits, value_bits in WIDTHS:
-        cache = TurboQuantCache(key_bits, value_bits, RESIDUAL, attention="compressed")
-        ppl = perplexity(compressed_model, ids, cache, args.chunk)
-        rows.append(
-            {
-                "cache": "TurboQuantCache",
-                "key_bits": key_bits,
-                "value_bits": value_bits,
-                "ppl": ppl,
-                "ppl_change_pct": 100 * (ppl / base - 1),
-                "mbytes": cache.nbytes / 1e6,
-                "fp16_mbytes": cache.fp16_nbytes / 1e6,
-                "fp16_ratio": cache.fp16_nbytes / cache.nbytes,
-            }
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    payload: dict = {}
+    report = []
+    if "quality" in args.sections or "gemma" in args.sections:
+        rows = []
+        if "quality" in args.sections:
+            rows += quality(model, compressed, ids[:, : args.tokens], args.chunk)
+        if "gemma" in args.sections:
+            rows += gemma(args.tokens, args.chunk)
+        payload["quality"] = rows
+        report.append(format_table(rows, QUALITY_COLUMNS))
+        report.append(
+            f"\nPerplexity of {args.tokens} pydoc tokens fed in chunks of {args.chunk} (float32 "
+            f"models); residual_length={RESIDUAL}; TurboQuant scored by the compressed attention. "
+            "cache MB: bytes really held (codes, scales, zero points, hot window in float32, "
+            "spare rows); fp16/cache: float16 bytes for the same tokens / bytes held."
         )
-        print(f"({key_bits}, {value_bits}): ppl {ppl:.3f}", flush=True)
-
-    caches = {
-        "DynamicCache": (model, DynamicCache),
-        "TurboQuant (4,3) decoded": (model, lambda: TurboQuantCache(4, 3, RESIDUAL)),
-        "TurboQuant (4,3) compressed": (
-            compressed_model,
-            lambda: TurboQuantCache(4, 3, RESIDUAL, attention="compressed"),
-        ),
-    }
-    speed = []
-    for name, (which, make) in caches.items():
-        rate = decode_rate(which, ids, make(), args.context, args.steps)
-        speed.append({"cache": name, "context": args.context, "tokens_per_s": rate})
-    for row in speed:
-        row["vs_dynamic"] = row["tokens_per_s"] / speed[0]["tokens_per_s"]
-
-    print(format_table(rows, COLUMNS))
-    print()
-    print(format_table(speed, SPEED_COLUMNS))
-    print(
-        f"\nSmolLM2-135M-Instruct (float32), {ids.shape[1]} tokens of pydoc text in chunks of "
-        f"{args.chunk}; residual_length={RESIDUAL} (hot window in the model dtype, counted); "
-        f"decode: {args.steps} single-token steps after a {args.context}-token prompt."
-    )
-    meta = metadata(torch=torch.__version__, tokens=int(ids.shape[1]), chunk=args.chunk)
-    print(f"wrote {write_json(args.out, {'meta': meta, 'rows': rows, 'speed': speed})}")
+        if "quality" in args.sections:
+            plot(rows, Path(__file__).resolve().parents[1] / "docs" / "kv_ppl_bits.png")
+    if "needle" in args.sections:
+        payload["needle"] = needles(model, compressed, tokenizer)
+        report.append(format_table(payload["needle"], NEEDLE_COLUMNS))
+        report.append(
+            f"\nPass-key retrieval (key {NEEDLE_KEY}), SmolLM2, context × depth of the needle; "
+            "greedy, 8 new tokens."
+        )
+    if "speed" in args.sections:
+        payload["speed"] = speed(model, compressed, ids, args.contexts, args.steps)
+        report.append(format_table(payload["speed"], SPEED_COLUMNS))
+        report.append(
+            f"\nDecode: {args.steps} single-token steps after the prompt (SmolLM2, float32, "
+            f"{torch.get_num_threads()} torch threads); bytes after the last step."
+        )
+    print("\n\n".join(report))
+    meta = metadata(torch=torch.__version__, tokens=args.tokens, chunk=args.chunk)
+    path = write_json(args.out, {"meta": meta, **payload})
+    path.with_suffix(".txt").write_text("\n\n".join(report) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

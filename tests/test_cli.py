@@ -8,7 +8,7 @@ from .conftest import unit_gaussian
 
 
 def test_demo_reports_distortion_bytes_and_recall(capsys):
-    main(["demo", "--bits", "2", "4", "--queries", "40"])
+    main(["demo", "--bits", "2", "4", "--queries", "40", "--no-kv"])
     out, index_out = capsys.readouterr().out.split("VectorIndex")
     assert "399,960 database vectors" in out
     rows = [line.split() for line in out.splitlines() if line.strip()[:2] in ("2 ", "4 ")]

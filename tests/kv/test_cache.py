@@ -14,6 +14,7 @@ from transformers import (
 
 from rotaquant import data
 from rotaquant.kv import TurboQuantCache, enable
+from rotaquant.kv.evaluate import needle_found, needle_prompt
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,10 @@ def test_smollm2_perplexity_at_4_3_bits():
     compressed = perplexity(cache)
     assert compressed / base - 1 < 0.01
     assert cache.nbytes * 2.5 < cache.fp16_nbytes  # float32 model: the hot window is float32
+    # and a pass key hidden halfway through 2k tokens is still found through the cache
+    key = 40917
+    ids = needle_prompt(tokenizer, 2048, 0.5, key)
+    assert needle_found(model, tokenizer, ids, key, TurboQuantCache(4, 3, attention="compressed"))
 
 
 @pytest.fixture(scope="module")

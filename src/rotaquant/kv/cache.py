@@ -62,8 +62,10 @@ class TurboQuantLayer(DynamicLayer):
         limit: int | None = None,
         sink_tokens: int = 0,
         sliding_window: int | None = None,
+        outliers: bool = True,
     ):
         super().__init__()
+        self.outliers = outliers
         self.key_bits, self.value_bits = key_bits, value_bits
         self.residual_length = residual_length
         self.seed = seed
@@ -86,7 +88,7 @@ class TurboQuantLayer(DynamicLayer):
                     self.key_bits,
                     self.seed,
                     self.key_mode,
-                    _outliers(key_states, self.key_bits),
+                    _outliers(key_states, self.key_bits) if self.outliers else None,
                 )
             ),
             "values": ColdTier(
@@ -94,7 +96,7 @@ class TurboQuantLayer(DynamicLayer):
                     value_states.shape[-1],
                     self.value_bits,
                     self.seed + 1,
-                    outliers=_outliers(value_states, self.value_bits),
+                    outliers=_outliers(value_states, self.value_bits) if self.outliers else None,
                 )
             ),
         }
@@ -239,6 +241,9 @@ class TurboQuantCache(Cache):
         boundary_layers, boundary_bits: the first and last ``boundary_layers`` layers use
             ``boundary_bits`` (a width or a (key, value) pair); needs ``config``.
         config: the model's config; sliding-window layers then keep only their window.
+        outliers: for fractional widths, give the higher width to each head's highest-RMS
+            channels seen at prefill (rotated apart, two scales per vector); False splits the
+            rotated coordinates instead (one scale).
     """
 
     def __init__(
@@ -254,6 +259,7 @@ class TurboQuantCache(Cache):
         boundary_layers: int = 0,
         boundary_bits: float | tuple[float, float] = 8,
         config=None,
+        outliers: bool = True,
     ):
         pair = boundary_bits if isinstance(boundary_bits, tuple) else (boundary_bits,) * 2
         for name, bits in (
@@ -285,6 +291,7 @@ class TurboQuantCache(Cache):
         self.attention, self.key_mode = attention, key_mode
         self.max_tokens, self.sink_tokens = max_tokens, sink_tokens
         self.boundary_layers, self.boundary_bits = boundary_layers, pair
+        self.outliers = outliers
         self._seed = seed
         if config is None:
             self._layer_count = 0
@@ -319,6 +326,7 @@ class TurboQuantCache(Cache):
             self.max_tokens,
             self.sink_tokens,
             window,
+            self.outliers,
         )
 
     def update(

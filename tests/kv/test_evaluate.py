@@ -1,0 +1,52 @@
+"""Evaluation helpers: the pass-key prompt, agreement, and the eval-kv command on SmolLM2."""
+
+import pytest
+import torch
+
+from rotaquant import data
+from rotaquant.cli import main
+from rotaquant.kv.evaluate import agreement, needle_prompt
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return data.smollm2()[1]
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.5, 1.0])
+def test_needle_prompt_has_the_length_and_the_key_at_its_depth(tokenizer, depth):
+    ids = needle_prompt(tokenizer, 1024, depth, 52817)
+    assert ids.shape == (1, 1024)
+    text = tokenizer.decode(ids[0])
+    assert text.count("52817") == 2 and text.rstrip().endswith("The pass key is")
+    position = text.index("52817") / len(text)
+    assert abs(position - depth) < 0.12
+
+
+def test_agreement_counts_equal_positions_and_the_first_difference():
+    assert agreement(torch.tensor([1, 2, 3, 4]), torch.tensor([1, 2, 0, 4])) == (3, 2)
+    assert agreement(torch.tensor([1, 2]), torch.tensor([1, 2])) == (2, 2)
+
+
+def test_eval_kv_reports_perplexity_memory_agreement_and_the_needle(capsys):
+    main(
+        [
+            "eval-kv",
+            "--tokens",
+            "512",
+            "--chunk",
+            "128",
+            "--new-tokens",
+            "8",
+            "--needle-tokens",
+            "1024",
+            "--residual",
+            "64",
+        ]
+    )
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("TurboQuantCache(4, 3)"))
+    change, held, ratio = row.split()[-3], float(row.split()[-2]), float(row.split()[-1])
+    assert abs(float(change.rstrip("%"))) < 2 and held > 0 and ratio > 2
+    assert "tokens equal to the uncompressed cache's" in out
+    assert "found through the compressed cache" in out and "NOT found" not in out
