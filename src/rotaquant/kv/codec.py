@@ -165,9 +165,10 @@ class HeadCodec:
                 self._projection = self._projection.to(device)
 
     def _matrix(self, x: torch.Tensor) -> torch.Tensor:
-        """M broadcastable against (..., heads, tokens, head_dim)."""
+        """M: (head_dim, head_dim), or (heads, head_dim, head_dim), which broadcasts against
+        (..., heads, tokens, head_dim) head by head."""
         self._on(x.device)
-        return self._rotation if self._rotation.dim() == 2 else self._rotation[:, None]
+        return self._rotation
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         """x @ M in float32: (..., heads, tokens, head_dim), the domain codes live in."""
