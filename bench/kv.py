@@ -6,7 +6,8 @@ Sections (all by default; ``--sections`` picks):
   ``--chunk``-token pieces (most attention reads cached, i.e. compressed, tokens): TurboQuant
   at (8,8) … (2,2), fractional widths with and without outlier channels, QJL ("prod") keys,
   boundary layers; QuantizedCache (quanto, HQQ) at 4 and 2 bits. Real bytes held vs float16.
-- ``needle``: pass-key retrieval at 1k / 2k / 4k tokens × depths 0.1 / 0.5 / 0.9.
+- ``needle``: pass-key retrieval at 1k / 2k / 4k tokens × depths 0.1 / 0.5 / 0.9 (SmolLM2
+  and Gemma-3).
 - ``speed``: decode tokens/s and bytes after 1k- and 4k-token prompts.
 - ``gemma``: Gemma-3-270M (head_dim 256, sliding-window layers) perplexity, the stress case.
 
@@ -210,28 +211,33 @@ NEEDLE_CACHES = (
     ("TurboQuant (4,3)", {"key_bits": 4, "value_bits": 3}),
     ("TurboQuant (3.5,3.5)", {"key_bits": 3.5, "value_bits": 3.5}),
     ("TurboQuant (2.5,2.5)", {"key_bits": 2.5, "value_bits": 2.5}),
-    ("TurboQuant (2,2)", {"key_bits": 2, "value_bits": 2}),
     ("QuantizedCache quanto 4", ("quanto", 4, 0, 0)),
-    ("QuantizedCache quanto 2", ("quanto", 2, 0, 0)),
+)
+GEMMA_NEEDLE_CACHES = (
+    ("DynamicCache", None),
+    ("TurboQuant (4,3)", {"key_bits": 4, "value_bits": 3}),
+    ("TurboQuant (6,4)", {"key_bits": 6, "value_bits": 4}),
 )
 
 
 def _make(model, compressed, spec):
     """(model to run, fresh cache) for a cache spec of NEEDLE_CACHES / the speed table."""
     if spec is None:
-        return model, DynamicCache()
+        return model, DynamicCache(config=model.config)
     if isinstance(spec, tuple):
         return model, quantized_cache(model, *spec)
     attention = spec.get("attention", "compressed")
     kwargs = {k: v for k, v in spec.items() if k != "attention"}
-    cache = TurboQuantCache(residual_length=RESIDUAL, attention=attention, **kwargs)
+    cache = TurboQuantCache(
+        residual_length=RESIDUAL, attention=attention, config=model.config, **kwargs
+    )
     return (compressed if attention == "compressed" else model), cache
 
 
-def needles(model, compressed, tokenizer) -> list[dict]:
+def needles(name, model, compressed, tokenizer, caches) -> list[dict]:
     rows = []
-    for name, spec in NEEDLE_CACHES:
-        row = {"cache": name}
+    for label, spec in caches:
+        row = {"cache": f"{name} {label}"}
         for context in CONTEXTS:
             for depth in DEPTHS:
                 ids = needle_prompt(tokenizer, context, depth, NEEDLE_KEY)
@@ -289,6 +295,9 @@ def gemma(tokens: int, chunk: int) -> list[dict]:
         ("", {"key_bits": 4, "value_bits": 3}),
         ("", {"key_bits": 3.5, "value_bits": 3.5}),
         ("", {"key_bits": 2.5, "value_bits": 2.5}),
+        ("", {"key_bits": 5, "value_bits": 4}),
+        ("", {"key_bits": 6, "value_bits": 4}),
+        ("", {"key_bits": 8, "value_bits": 3}),
         ("rotated split", {"key_bits": 3.5, "value_bits": 3.5, "outliers": False}),
         ("prod keys", {"key_bits": 4, "value_bits": 3, "key_mode": "prod"}),
     ):
@@ -383,11 +392,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "quality" in args.sections:
             plot(rows, Path(__file__).resolve().parents[1] / "docs" / "kv_ppl_bits.png")
     if "needle" in args.sections:
-        payload["needle"] = needles(model, compressed, tokenizer)
+        payload["needle"] = needles("SmolLM2", model, compressed, tokenizer, NEEDLE_CACHES)
+        gemma_model, gemma_tokenizer = data.gemma3()
+        gemma_compressed = copy.deepcopy(gemma_model)
+        enable(gemma_compressed)
+        payload["needle"] += needles(
+            "Gemma-3", gemma_model, gemma_compressed, gemma_tokenizer, GEMMA_NEEDLE_CACHES
+        )
         report.append(format_table(payload["needle"], NEEDLE_COLUMNS))
         report.append(
-            f"\nPass-key retrieval (key {NEEDLE_KEY}), SmolLM2, context × depth of the needle; "
-            "greedy, 8 new tokens."
+            f"\nPass-key retrieval (key {NEEDLE_KEY}), context × depth of the needle; greedy, 8 "
+            "new tokens (rotaquant.kv.evaluate.needle_prompt)."
         )
     if "speed" in args.sections:
         payload["speed"] = speed(model, compressed, ids, args.contexts, args.steps)
