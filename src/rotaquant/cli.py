@@ -165,7 +165,7 @@ def _kv_report(
     from transformers import DynamicCache
 
     from .kv import TurboQuantCache, enable
-    from .kv.evaluate import agreement, greedy, needle_found, needle_prompt, perplexity
+    from .kv.evaluate import agreement, greedy, needle_found, needle_prompt, score_text
 
     model, tokenizer = data.gemma3() if model_name == "gemma3" else data.smollm2()
     config = model.config
@@ -188,9 +188,9 @@ def _kv_report(
         f"key_mode={key_mode!r}"
     )
     dynamic = DynamicCache(config=config)
-    base = perplexity(model, ids, dynamic, chunk)
+    base, base_predictions = score_text(model, ids, dynamic, chunk)
     cache = turboquant()
-    ppl = perplexity(tq_model, ids, cache, chunk)
+    ppl, predictions = score_text(tq_model, ids, cache, chunk)
     held = sum(layer.keys.nbytes + layer.values.nbytes for layer in dynamic.layers)
     header = f"{'cache':<26} {'perplexity':>10} {'change':>8} {'MiB held':>9} {'x vs fp16':>9}"
     print(header + "\n" + "-" * len(header))
@@ -203,12 +203,16 @@ def _kv_report(
             f"{name:<26} {value:>10.3f} {100 * (value / base - 1):>+7.2f}% "
             f"{nbytes / 2**20:>9.2f} {fp16 / nbytes:>9.2f}"
         )
+    same = (predictions == base_predictions).float().mean().item()
+    print(
+        f"\nnext-token top-1 agreement with the uncompressed cache (same text): {100 * same:.1f}%"
+    )
     prompt = ids[:, : tokens // 2]
     reference = greedy(model, prompt, DynamicCache(config=config), new_tokens)
     continuation = greedy(tq_model, prompt, turboquant(), new_tokens)
     same, first = agreement(continuation, reference)
     print(
-        f"\ngreedy continuation of a {prompt.shape[1]}-token prompt: {same}/{new_tokens} tokens "
+        f"greedy continuation of a {prompt.shape[1]}-token prompt: {same}/{new_tokens} tokens "
         f"equal to the uncompressed cache's (first difference at token {first})"
     )
     print(f"  uncompressed: {tokenizer.decode(reference)!r}")

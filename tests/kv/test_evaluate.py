@@ -49,4 +49,6 @@ def test_eval_kv_reports_perplexity_memory_agreement_and_the_needle(capsys):
     change, held, ratio = row.split()[-3], float(row.split()[-2]), float(row.split()[-1])
     assert abs(float(change.rstrip("%"))) < 2 and held > 0 and ratio > 2
     assert "tokens equal to the uncompressed cache's" in out
+    top1 = float(out.split("(same text): ")[1].split("%")[0])
+    assert top1 > 90
     assert "found through the compressed cache" in out and "NOT found" not in out

@@ -8,23 +8,36 @@ from __future__ import annotations
 
 import math
 import time
+from typing import NamedTuple
 
 import torch
 
 
+class TextScore(NamedTuple):
+    perplexity: float
+    predictions: torch.Tensor  # (scored positions,) int64: the argmax next token at each
+
+
 @torch.no_grad()
-def perplexity(model, ids: torch.Tensor, cache, chunk: int) -> float:
+def score_text(model, ids: torch.Tensor, cache, chunk: int) -> TextScore:
     """Perplexity of ``ids`` (1, n) fed through ``cache`` ``chunk`` tokens at a time, so most
-    attention reads tokens already in the cache (compressed ones, for a compressed cache)."""
-    nll, count = 0.0, 0
+    attention reads tokens already in the cache (compressed ones, for a compressed cache), and
+    the model's top-1 prediction at every scored position (teacher-forced)."""
+    nll, count, predictions = 0.0, 0, []
     for start in range(0, ids.shape[1], chunk):
         piece = ids[:, start : start + chunk]
         logits = model(piece, cache=cache, use_cache=True).logits[:, :-1].float()
         nll += torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), piece[:, 1:].reshape(-1), reduction="sum"
         ).item()
+        predictions.append(logits.argmax(dim=-1).reshape(-1))
         count += piece.shape[1] - 1
-    return math.exp(nll / count)
+    return TextScore(math.exp(nll / count), torch.cat(predictions))
+
+
+def perplexity(model, ids: torch.Tensor, cache, chunk: int) -> float:
+    """:func:`score_text`'s perplexity."""
+    return score_text(model, ids, cache, chunk).perplexity
 
 
 @torch.no_grad()
