@@ -10,6 +10,7 @@ Sections (all by default; ``--sections`` picks):
   and Gemma-3).
 - ``speed``: decode tokens/s and bytes after 1k- and 4k-token prompts.
 - ``gemma``: Gemma-3-270M (head_dim 256, sliding-window layers) perplexity, the stress case.
+- ``bytes``: (4, 3) bytes against float16 at 1k / 4k tokens, float32 and bfloat16 model.
 
     python -m bench.kv [--sections quality needle speed gemma] [--tokens 2048] [--chunk 256]
 
@@ -140,8 +141,8 @@ def cache_nbytes(cache, config, tokens: int) -> tuple[int, int]:
         return cache.nbytes, cache.fp16_nbytes
     if isinstance(cache, QuantizedCache):
         return quantized_cache_nbytes(cache), fp16_nbytes(config, tokens)
-    held = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
-    return held, fp16_nbytes(config, tokens)
+    tensors = [t for layer in cache.layers for t in (layer.keys, layer.values)]
+    return sum(t.nbytes for t in tensors), sum(2 * t.numel() for t in tensors)
 
 
 def _row(model_name, cache_name, cache, config, tokens, ppl, base, **extra) -> dict:
@@ -280,6 +281,43 @@ def speed(model, compressed, ids, contexts, steps) -> list[dict]:
     return rows
 
 
+BYTES_COLUMNS: list[Column] = [
+    ("dtype", "model dtype", ""),
+    ("context", "context", "d"),
+    ("residual", "residual", "d"),
+    ("mbytes", "cache MB", ".2f"),
+    ("fp16_mbytes", "fp16 MB", ".2f"),
+    ("fp16_ratio", "fp16/cache", ".3f"),
+]
+
+
+def bytes_held(ids: torch.Tensor) -> list[dict]:
+    """TurboQuantCache(4, 3) bytes after prefilling 1k / 4k tokens, float32 and bfloat16 model
+    (the hot window is held in the model dtype), residual 128 and 64."""
+    rows = []
+    for dtype in ("float32", "bfloat16"):
+        model, _ = data.smollm2(dtype)
+        enable(model)
+        for context in (1024, 4096):
+            for residual in (128, 64):
+                cache = TurboQuantCache(4, 3, residual, attention="compressed")
+                with torch.no_grad():
+                    for start in range(0, context, 512):
+                        model(ids[:, start : start + 512], cache=cache, use_cache=True)
+                rows.append(
+                    {
+                        "dtype": dtype,
+                        "context": context,
+                        "residual": residual,
+                        "mbytes": cache.nbytes / 1e6,
+                        "fp16_mbytes": cache.fp16_nbytes / 1e6,
+                        "fp16_ratio": cache.fp16_nbytes / cache.nbytes,
+                    }
+                )
+                print(rows[-1], flush=True)
+    return rows
+
+
 def gemma(tokens: int, chunk: int) -> list[dict]:
     model, tokenizer = data.gemma3()
     compressed = copy.deepcopy(model)
@@ -410,6 +448,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         report.append(
             f"\nDecode: {args.steps} single-token steps after the prompt (SmolLM2, float32, "
             f"{torch.get_num_threads()} torch threads); bytes after the last step."
+        )
+    if "bytes" in args.sections:
+        payload["bytes"] = bytes_held(ids)
+        report.append(format_table(payload["bytes"], BYTES_COLUMNS))
+        report.append(
+            "\nTurboQuantCache(4, 3) after prefilling the context in 512-token chunks (SmolLM2); "
+            "bytes held include codes, float16 scales, spare rows and the hot window."
         )
     print("\n\n".join(report))
     meta = metadata(torch=torch.__version__, tokens=args.tokens, chunk=args.chunk)

@@ -302,3 +302,13 @@ def test_sliding_window_model_without_config_still_masks_right(tiny_gemma):
         do_sample=False,
     )
     assert torch.equal(out, ref)
+
+
+def test_unsupported_layouts_are_refused():
+    odd = LlamaForCausalLM(_config(head_dim=12, hidden_size=48)).eval()
+    with torch.no_grad(), pytest.raises(ValueError, match="head_dim=12"):
+        odd(torch.randint(0, 100, (1, 4)), cache=TurboQuantCache(4, 3), use_cache=True)
+    chunked = _config(layer_types=["full_attention", "chunked_attention"])
+    chunked.attention_chunk_size = 8  # (Llama 4 style chunked attention)
+    with pytest.raises(ValueError, match="chunked_attention"):
+        TurboQuantCache(4, 3, config=chunked)
