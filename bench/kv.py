@@ -34,6 +34,7 @@ from rotaquant.kv.evaluate import decode_rate, needle_found, needle_prompt, perp
 from ._common import Column, format_table, metadata, write_json
 
 RESIDUAL = 128
+SECTIONS = ("quality", "needle", "speed", "gemma", "bytes")
 WIDTHS = ((8, 8), (4, 4), (4, 3), (3.5, 3.5), (3, 3), (2.5, 2.5), (2, 2))
 # (label, TurboQuantCache kwargs) beyond the plain widths above
 VARIANTS = (
@@ -396,8 +397,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--sections",
         nargs="+",
-        default=["quality", "needle", "speed", "gemma"],
-        choices=["quality", "needle", "speed", "gemma"],
+        default=list(SECTIONS),
+        choices=SECTIONS,
     )
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--chunk", type=int, default=256)
