@@ -312,3 +312,13 @@ def test_unsupported_layouts_are_refused():
     chunked.attention_chunk_size = 8  # (Llama 4 style chunked attention)
     with pytest.raises(ValueError, match="chunked_attention"):
         TurboQuantCache(4, 3, config=chunked)
+
+
+def test_attention_defaults_to_compressed_for_an_enabled_model(tiny, tiny_compressed):
+    assert TurboQuantCache(4, 3).attention == "decoded"
+    assert TurboQuantCache(4, 3, config=tiny.config).attention == "decoded"
+    cache = TurboQuantCache(4, 3, residual_length=2, config=tiny_compressed.config)
+    assert cache.attention == "compressed" and cache.layers[0].attention == "compressed"
+    ids = torch.randint(0, 100, (1, 12))
+    out = tiny_compressed.generate(ids, cache=cache, max_new_tokens=4, do_sample=False)
+    assert out.shape == (1, 16)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import Cache, DynamicLayer, get_layer_types_and_kwargs
 
+from .attention import NAME as ATTENTION_NAME
 from .codec import HeadCodec
 from .cold import ColdSnapshot, ColdTier
 
@@ -233,7 +234,8 @@ class TurboQuantCache(Cache):
         residual_length: most recent tokens per layer kept uncompressed (≥ 0).
         seed: rotation seed (each layer and K/V get their own rotation).
         attention: ``"decoded"`` (any attention implementation) or ``"compressed"`` (attention
-            on the packed cold tier; needs ``rotaquant.kv.enable(model)``).
+            on the packed cold tier; needs ``rotaquant.kv.enable(model)``). Default: compressed
+            when ``config`` belongs to a model ``enable`` switched, else decoded.
         key_mode: ``"mse"`` (all key bits to Lloyd–Max) or ``"prod"`` (one bit to a QJL
             residual sketch: unbiased scores, higher variance).
         max_tokens: keep at most this many tokens per layer between forward passes, dropping
@@ -252,7 +254,7 @@ class TurboQuantCache(Cache):
         value_bits: float = 3,
         residual_length: int = 128,
         seed: int = 0,
-        attention: str = "decoded",
+        attention: str | None = None,
         key_mode: str = "mse",
         max_tokens: int | None = None,
         sink_tokens: int = 0,
@@ -282,6 +284,9 @@ class TurboQuantCache(Cache):
                 raise ValueError(
                     f"max_tokens ({max_tokens}) must exceed sink_tokens ({sink_tokens})"
                 )
+        if attention is None:  # the fast path when the model was switched to it
+            enabled = getattr(config, "_attn_implementation", None) == ATTENTION_NAME
+            attention = "compressed" if enabled else "decoded"
         if attention not in ("decoded", "compressed"):
             raise ValueError(f"attention must be 'decoded' or 'compressed', got {attention!r}")
         if boundary_layers and config is None:
