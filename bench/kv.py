@@ -29,12 +29,18 @@ from transformers import DynamicCache, QuantizedCache
 
 from rotaquant import data
 from rotaquant.kv import TurboQuantCache, enable
-from rotaquant.kv.evaluate import decode_rate, needle_found, needle_prompt, perplexity
+from rotaquant.kv.evaluate import (
+    decode_rate,
+    held_nbytes,
+    needle_found,
+    needle_prompt,
+    perplexity,
+)
 
 from ._common import Column, format_table, metadata, write_json
 
 RESIDUAL = 128
-SECTIONS = ("quality", "needle", "speed", "gemma", "bytes")
+SECTIONS = ("quality", "needle", "speed", "gemma", "bytes", "profile")
 WIDTHS = ((8, 8), (4, 4), (4, 3), (3.5, 3.5), (3, 3), (2.5, 2.5), (2, 2))
 # (label, TurboQuantCache kwargs) beyond the plain widths above
 VARIANTS = (
@@ -138,12 +144,9 @@ def fp16_nbytes(config, tokens: int) -> int:
 
 def cache_nbytes(cache, config, tokens: int) -> tuple[int, int]:
     """(bytes held, float16 bytes for the same tokens) for any of the caches measured."""
-    if isinstance(cache, TurboQuantCache):
-        return cache.nbytes, cache.fp16_nbytes
     if isinstance(cache, QuantizedCache):
         return quantized_cache_nbytes(cache), fp16_nbytes(config, tokens)
-    tensors = [t for layer in cache.layers for t in (layer.keys, layer.values)]
-    return sum(t.nbytes for t in tensors), sum(2 * t.numel() for t in tensors)
+    return held_nbytes(cache)
 
 
 def _row(model_name, cache_name, cache, config, tokens, ppl, base, **extra) -> dict:
@@ -160,12 +163,13 @@ def _row(model_name, cache_name, cache, config, tokens, ppl, base, **extra) -> d
     }
 
 
-def quality(model, compressed, ids, chunk) -> list[dict]:
+def turboquant_rows(name, model, compressed, ids, chunk, settings) -> tuple[list[dict], float]:
+    """The DynamicCache row and one TurboQuantCache row per (variant, kwargs) setting, and the
+    DynamicCache perplexity."""
     config, tokens = model.config, ids.shape[1]
-    dynamic = DynamicCache()
+    dynamic = DynamicCache(config=config)
     base = perplexity(model, ids, dynamic, chunk)
-    rows = [_row("SmolLM2", "DynamicCache", dynamic, config, tokens, base, base)]
-    settings = [("", {"key_bits": k, "value_bits": v}) for k, v in WIDTHS] + list(VARIANTS)
+    rows = [_row(name, "DynamicCache", dynamic, config, tokens, base, base)]
     for variant, kwargs in settings:
         cache = TurboQuantCache(
             residual_length=RESIDUAL, attention="compressed", config=config, **kwargs
@@ -173,7 +177,7 @@ def quality(model, compressed, ids, chunk) -> list[dict]:
         ppl = perplexity(compressed, ids, cache, chunk)
         rows.append(
             _row(
-                "SmolLM2",
+                name,
                 "TurboQuantCache",
                 cache,
                 config,
@@ -185,7 +189,14 @@ def quality(model, compressed, ids, chunk) -> list[dict]:
                 variant=variant or "mse",
             )
         )
-        print(f"TurboQuant {kwargs}: ppl {ppl:.3f}", flush=True)
+        print(f"{name} TurboQuant {kwargs}: ppl {ppl:.3f}", flush=True)
+    return rows, base
+
+
+def quality(model, compressed, ids, chunk) -> list[dict]:
+    config, tokens = model.config, ids.shape[1]
+    settings = [("", {"key_bits": k, "value_bits": v}) for k, v in WIDTHS] + list(VARIANTS)
+    rows, base = turboquant_rows("SmolLM2", model, compressed, ids, chunk, settings)
     for backend, bits, key_axis, value_axis in PEERS:
         cache = quantized_cache(model, backend, bits, key_axis, value_axis)
         ppl = perplexity(model, ids, cache, chunk)
@@ -259,6 +270,62 @@ SPEED_CACHES = (
 )
 
 
+PROFILE_COLUMNS: list[Column] = [
+    ("kernel_threads", "kernel threads", ""),
+    ("tokens_per_s", "tok/s (no profiler)", ".1f"),
+    ("ms_per_token", "ms/token (profiled)", ".1f"),
+    ("linear_ms", "linear layers ms", ".1f"),
+    ("cold_ms", "cold-tier readers ms", ".1f"),
+    ("cold_ns_per_row", "ns per token row", ".0f"),
+]
+
+
+def profile(compressed, ids, context: int, steps: int) -> list[dict]:
+    """Where a decode step at ``context`` tokens goes (TurboQuant (4,3), compressed attention):
+    cProfile time in the model's linear layers and in the cold-tier readers, with the kernels
+    split over the thread pool and kept on the calling thread."""
+    import cProfile
+    import pstats
+
+    from rotaquant.kv import cold, kernels
+
+    rows, original = [], kernels._SPLIT_VALUES
+    config = compressed.config.get_text_config(decoder=True)
+    token_rows = 2 * context * config.num_hidden_layers * config.num_key_value_heads
+    for threads, split in (("pool", original), ("1", 1 << 62)):
+        kernels._SPLIT_VALUES = split
+        cache = TurboQuantCache(4, 3, RESIDUAL, attention="compressed")
+        rate = decode_rate(compressed, ids, cache, context, steps)
+        profiler = cProfile.Profile()
+        token = ids[:, context : context + 1]
+        with torch.no_grad():
+            profiler.enable()
+            for _ in range(steps):
+                compressed(token, cache=cache, use_cache=True)
+            profiler.disable()
+        stats = pstats.Stats(profiler).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+        total = sum(tt for _, _, tt, _, _ in stats.values())
+        linear = sum(v[2] for k, v in stats.items() if k[2].endswith("_nn.linear>"))
+        readers = sum(
+            v[3]
+            for k, v in stats.items()
+            if k[0] == cold.__file__ and k[2] in ("scores", "weighted_sum")
+        )
+        rows.append(
+            {
+                "kernel_threads": threads,
+                "tokens_per_s": rate,
+                "ms_per_token": 1e3 * total / steps,
+                "linear_ms": 1e3 * linear / steps,
+                "cold_ms": 1e3 * readers / steps,
+                "cold_ns_per_row": 1e9 * readers / steps / token_rows,
+            }
+        )
+        print(rows[-1], flush=True)
+    kernels._SPLIT_VALUES = original
+    return rows
+
+
 def speed(model, compressed, ids, contexts, steps) -> list[dict]:
     rows = []
     for context in contexts:
@@ -319,47 +386,27 @@ def bytes_held(ids: torch.Tensor) -> list[dict]:
     return rows
 
 
+GEMMA_SETTINGS = (
+    ("", {"key_bits": 8, "value_bits": 8}),
+    ("", {"key_bits": 4, "value_bits": 4}),
+    ("", {"key_bits": 4, "value_bits": 3}),
+    ("", {"key_bits": 3.5, "value_bits": 3.5}),
+    ("", {"key_bits": 2.5, "value_bits": 2.5}),
+    ("", {"key_bits": 5, "value_bits": 4}),
+    ("", {"key_bits": 6, "value_bits": 4}),
+    ("", {"key_bits": 8, "value_bits": 3}),
+    ("", {"key_bits": 4, "value_bits": 8}),
+    ("rotated split", {"key_bits": 3.5, "value_bits": 3.5, "outliers": False}),
+    ("prod keys", {"key_bits": 4, "value_bits": 3, "key_mode": "prod"}),
+)
+
+
 def gemma(tokens: int, chunk: int) -> list[dict]:
     model, tokenizer = data.gemma3()
     compressed = copy.deepcopy(model)
     enable(compressed)
     ids = tokenizer(" ".join(data.pydoc_sentences()), return_tensors="pt").input_ids[:, :tokens]
-    config = model.config
-    dynamic = DynamicCache(config=config)
-    base = perplexity(model, ids, dynamic, chunk)
-    rows = [_row("Gemma-3-270M", "DynamicCache", dynamic, config, ids.shape[1], base, base)]
-    for variant, kwargs in (
-        ("", {"key_bits": 8, "value_bits": 8}),
-        ("", {"key_bits": 4, "value_bits": 4}),
-        ("", {"key_bits": 4, "value_bits": 3}),
-        ("", {"key_bits": 3.5, "value_bits": 3.5}),
-        ("", {"key_bits": 2.5, "value_bits": 2.5}),
-        ("", {"key_bits": 5, "value_bits": 4}),
-        ("", {"key_bits": 6, "value_bits": 4}),
-        ("", {"key_bits": 8, "value_bits": 3}),
-        ("rotated split", {"key_bits": 3.5, "value_bits": 3.5, "outliers": False}),
-        ("prod keys", {"key_bits": 4, "value_bits": 3, "key_mode": "prod"}),
-    ):
-        cache = TurboQuantCache(
-            residual_length=RESIDUAL, attention="compressed", config=config, **kwargs
-        )
-        ppl = perplexity(compressed, ids, cache, chunk)
-        rows.append(
-            _row(
-                "Gemma-3-270M",
-                "TurboQuantCache",
-                cache,
-                config,
-                ids.shape[1],
-                ppl,
-                base,
-                key_bits=kwargs["key_bits"],
-                value_bits=kwargs["value_bits"],
-                variant=variant or "mse",
-            )
-        )
-        print(f"Gemma TurboQuant {kwargs}: ppl {ppl:.3f}", flush=True)
-    return rows
+    return turboquant_rows("Gemma-3-270M", model, compressed, ids, chunk, GEMMA_SETTINGS)[0]
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -449,6 +496,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         report.append(
             f"\nDecode: {args.steps} single-token steps after the prompt (SmolLM2, float32, "
             f"{torch.get_num_threads()} torch threads); bytes after the last step."
+        )
+    if "profile" in args.sections:
+        payload["profile"] = profile(compressed, ids, max(args.contexts), args.steps)
+        report.append(format_table(payload["profile"], PROFILE_COLUMNS))
+        report.append(
+            f"\nOne decode step after {max(args.contexts)} tokens, TurboQuantCache(4, 3), SmolLM2, "
+            f"{args.steps} steps under cProfile; ns per token row: cold-tier reader time over "
+            "(keys + values) × layers × KV heads × tokens."
         )
     if "bytes" in args.sections:
         payload["bytes"] = bytes_held(ids)

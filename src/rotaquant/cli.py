@@ -165,7 +165,14 @@ def _kv_report(
     from transformers import DynamicCache
 
     from .kv import TurboQuantCache, enable
-    from .kv.evaluate import agreement, greedy, needle_found, needle_prompt, score_text
+    from .kv.evaluate import (
+        agreement,
+        greedy,
+        held_nbytes,
+        needle_found,
+        needle_prompt,
+        score_text,
+    )
 
     model, tokenizer = data.gemma3() if model_name == "gemma3" else data.smollm2()
     config = model.config
@@ -191,21 +198,20 @@ def _kv_report(
     base, base_predictions = score_text(model, ids, dynamic, chunk)
     cache = turboquant()
     ppl, predictions = score_text(tq_model, ids, cache, chunk)
-    held = sum(layer.keys.nbytes + layer.values.nbytes for layer in dynamic.layers)
     header = f"{'cache':<26} {'perplexity':>10} {'change':>8} {'MiB held':>9} {'x vs fp16':>9}"
     print(header + "\n" + "-" * len(header))
-    fp16 = cache.fp16_nbytes
-    for name, value, nbytes in (
-        (f"DynamicCache ({model.dtype})".replace("torch.", ""), base, held),
-        (label, ppl, cache.nbytes),
+    for name, value, held in (
+        (f"DynamicCache ({model.dtype})".replace("torch.", ""), base, dynamic),
+        (label, ppl, cache),
     ):
+        nbytes, fp16 = held_nbytes(held)
         print(
             f"{name:<26} {value:>10.3f} {100 * (value / base - 1):>+7.2f}% "
             f"{nbytes / 2**20:>9.2f} {fp16 / nbytes:>9.2f}"
         )
-    same = (predictions == base_predictions).float().mean().item()
+    top1 = (predictions == base_predictions).float().mean().item()
     print(
-        f"\nnext-token top-1 agreement with the uncompressed cache (same text): {100 * same:.1f}%"
+        f"\nnext-token top-1 agreement with the uncompressed cache (same text): {100 * top1:.1f}%"
     )
     prompt = ids[:, : tokens // 2]
     reference = greedy(model, prompt, DynamicCache(config=config), new_tokens)

@@ -14,13 +14,11 @@ from transformers import (
 
 from rotaquant import data
 from rotaquant.kv import TurboQuantCache, enable
-from rotaquant.kv.evaluate import needle_found, needle_prompt
+from rotaquant.kv.evaluate import needle_found, needle_prompt, perplexity
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    config = LlamaConfig(
+def _config(**overrides):
+    values = dict(
         vocab_size=100,
         hidden_size=64,
         intermediate_size=128,
@@ -29,7 +27,14 @@ def tiny():
         num_key_value_heads=2,
         head_dim=16,
     )
-    return LlamaForCausalLM(config).eval()
+    values.update(overrides)
+    return LlamaConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return LlamaForCausalLM(_config()).eval()
 
 
 def test_generate_at_8_bits_matches_dynamic_cache(tiny):
@@ -101,22 +106,10 @@ def test_smollm2_perplexity_at_4_3_bits():
     text = " ".join(data.pydoc_sentences()[:400])
     ids = tokenizer(text, return_tensors="pt").input_ids[:, :1024]
 
-    def perplexity(cache):
-        nll, count = 0.0, 0
-        with torch.no_grad():
-            for start in range(0, ids.shape[1], 128):
-                chunk = ids[:, start : start + 128]
-                logits = model(chunk, cache=cache, use_cache=True).logits[:, :-1]
-                nll += torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum"
-                ).item()
-                count += chunk.shape[1] - 1
-        return float(torch.exp(torch.tensor(nll / count)))
-
-    base = perplexity(DynamicCache())
+    base = perplexity(model, ids, DynamicCache(), 128)
     cache = TurboQuantCache(4, 3, residual_length=64, attention="compressed")
     enable(model)
-    compressed = perplexity(cache)
+    compressed = perplexity(model, ids, cache, 128)
     assert compressed / base - 1 < 0.01
     assert cache.nbytes * 2.5 < cache.fp16_nbytes  # float32 model: the hot window is float32
     # and a pass key hidden halfway through 2k tokens is still found through the cache
@@ -243,20 +236,6 @@ def test_boundary_layers_and_prod_keys(tiny):
     assert first.cold["keys"].codec.mode == "prod"
     four = TurboQuantCache(4, 3, boundary_layers=1, config=_config(num_hidden_layers=4))
     assert [layer.key_bits for layer in four.layers] == [8, 4, 4, 8]
-
-
-def _config(**overrides):
-    values = dict(
-        vocab_size=100,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-    )
-    values.update(overrides)
-    return LlamaConfig(**values)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 NAME = "rotaquant"
 CHUNK_TOKENS = 512  # cold tokens decoded at a time (the decode path)
-LOOKUP_QUERIES = 16  # query rows per KV head up to which the CPU scores by table lookup
+ROW_KERNEL_QUERIES = 16  # query rows per KV head up to which the CPU uses the row kernels
 
 
 def compressed_attention(
@@ -37,11 +37,13 @@ def compressed_attention(
     q = query.float().reshape(batch, kv_heads, groups * q_len, head_dim)
     cold = getattr(key, "_rotaquant_cold", None)
     cold_length = 0 if cold is None else cold.length
-    lookup = cold_length and query.device.type == "cpu" and groups * q_len <= LOOKUP_QUERIES
+    row_kernels = (
+        cold_length and query.device.type == "cpu" and groups * q_len <= ROW_KERNEL_QUERIES
+    )
     scores = []
     if cold_length:
         domains = cold.keys.codec.query_domains(q)
-        if lookup:
+        if row_kernels:
             scores.append(cold.keys.scores(domains))
         else:
             rotated = domains["rotated"]  # decoded prod keys carry their QJL term
@@ -61,7 +63,7 @@ def compressed_attention(
     out = weights[..., cold_length:] @ value.float()
     if cold_length:
         cold_weights = weights[..., :cold_length]
-        if lookup:
+        if row_kernels:
             accumulated = cold.values.weighted_sum(cold_weights)
         else:
             accumulated, start = 0, 0

@@ -145,7 +145,7 @@ class TurboQuantLayer(DynamicLayer):
 
     def _evict(self) -> None:
         """Drop the oldest non-sink tokens beyond ``limit`` (cold ones first)."""
-        excess = self.held_length - (self.limit if self.limit is not None else self.held_length)
+        excess = 0 if self.limit is None else self.held_length - self.limit
         if excess <= 0:
             return
         cold = self.cold["keys"].length

@@ -84,9 +84,9 @@ class HeadCodec:
                     f"of 8 channels (got {group.channels})"
                 )
         split = outliers is not None and len(groups) > 1
+        books = [lloyd_max(g.channels if split else head_dim, g.bits) for g in groups]
         layouts = []
-        for index, group in enumerate(groups):
-            book = lloyd_max(group.channels if split else head_dim, group.bits)
+        for index, (group, book) in enumerate(zip(groups, books, strict=True)):
             layouts.append(
                 StreamLayout(
                     group.start,
@@ -114,12 +114,8 @@ class HeadCodec:
         self._slots = [(g.start, g.stop) for g in groups] if split else [(0, head_dim)]
         self._rotation = self._rotation_matrix(groups, seed, outliers if split else None)
         self._values = [torch.from_numpy(layout.values) for layout in layouts]
-        self._boundaries = [  # one per Lloyd–Max stream (the first len(groups) layouts)
-            torch.from_numpy(
-                lloyd_max(g.channels if split else head_dim, g.bits).boundaries
-            ).float()
-            for g in groups
-        ]
+        # one per Lloyd–Max stream (the first len(groups) layouts)
+        self._boundaries = [torch.from_numpy(book.boundaries).float() for book in books]
 
     def _rotation_matrix(self, groups, seed: int, outliers: torch.Tensor | None) -> torch.Tensor:
         """(head_dim, head_dim), or (heads, head_dim, head_dim) with per-head outliers."""

@@ -61,25 +61,22 @@ class ColdSnapshot:
 
     # Compiled readers (CPU): every head's rows as tasks; see rotaquant.kv.kernels.
 
-    def _heads(self) -> int:
-        return self.scales[0][..., 0].numel()
-
-    def _layout(self, ranges):
-        """(packed arrays (heads, rows·bytes), scale columns (heads, tokens) per scale)."""
-        heads = self._heads()
+    def _kernel_inputs(self, ranges):
+        """(heads, packed arrays (heads, rows·bytes) per stream, scale columns (heads, tokens)
+        per scale, tasks covering ``ranges``) — what every compiled reader takes."""
+        heads = self.scales[0][..., 0].numel()
         packed = [p.reshape(heads, -1).numpy() for p in self.packed]
         scales = [
             torch.cat([s[..., a:b] for a, b in ranges], dim=-1).float().reshape(heads, -1).numpy()
             for s in self.scales
         ]
-        return packed, scales
+        return heads, packed, scales, kernels.make_tasks(heads, ranges, _pieces(heads))
 
     def _decode_rows(self, ranges) -> torch.Tensor:
         """Rotated-domain decode of ``ranges``: (batch, heads, tokens, head_dim) float32."""
-        heads, codec = self._heads(), self.codec
+        codec = self.codec
         tokens = sum(b - a for a, b in ranges)
-        packed, scales = self._layout(ranges)
-        tasks = kernels.make_tasks(heads, ranges, _pieces(heads))
+        heads, packed, scales, tasks = self._kernel_inputs(ranges)
         out = np.zeros((heads, tokens, codec.head_dim), np.float32)
         for layout, stream in zip(codec.layouts, packed, strict=True):
             target = out if layout.domain == "rotated" else np.zeros_like(out)
@@ -93,9 +90,8 @@ class ColdSnapshot:
     def scores(self, domains: dict[str, torch.Tensor]) -> torch.Tensor:
         """⟨q, k̂⟩ of queries (batch, heads, queries, head_dim), given in every stream domain,
         against all live tokens: (batch, heads, queries, length) float32."""
-        heads, codec = self._heads(), self.codec
-        packed, scales = self._layout(self.ranges)
-        tasks = kernels.make_tasks(heads, self.ranges, _pieces(heads))
+        codec = self.codec
+        heads, packed, scales, tasks = self._kernel_inputs(self.ranges)
         first = domains["rotated"]
         queries = first.shape[-2]
         out = np.zeros((heads, queries, self.length), np.float32)
@@ -109,9 +105,8 @@ class ColdSnapshot:
     def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
         """Σ_t weights[..., t] · v̂_t in the rotated domain: weights (batch, heads, queries,
         length) -> (batch, heads, queries, head_dim) float32."""
-        heads, codec = self._heads(), self.codec
-        packed, scales = self._layout(self.ranges)
-        tasks = kernels.make_tasks(heads, self.ranges, _pieces(heads))
+        codec = self.codec
+        heads, packed, scales, tasks = self._kernel_inputs(self.ranges)
         queries = weights.shape[-2]
         w = weights.float().reshape(heads, queries, -1).contiguous().numpy()
         out = np.zeros((heads, queries, codec.head_dim), np.float32)

@@ -13,6 +13,15 @@ from typing import NamedTuple
 import torch
 
 
+def held_nbytes(cache) -> tuple[int, int]:
+    """(bytes held, float16 bytes for the same tokens) of a TurboQuantCache or of a cache whose
+    layers hold plain ``keys``/``values`` tensors (DynamicCache)."""
+    if hasattr(cache, "fp16_nbytes"):
+        return cache.nbytes, cache.fp16_nbytes
+    tensors = [t for layer in cache.layers for t in (layer.keys, layer.values)]
+    return sum(t.nbytes for t in tensors), sum(2 * t.numel() for t in tensors)
+
+
 class TextScore(NamedTuple):
     perplexity: float
     predictions: torch.Tensor  # (scored positions,) int64: the argmax next token at each
@@ -76,9 +85,8 @@ def decode_rate(model, ids: torch.Tensor, cache, context: int, steps: int) -> fl
     return steps / (time.perf_counter() - start)
 
 
-# Passkey retrieval. The prompt shape matters for a 135M model: the classic one-line prompt
-# fails on SmolLM2 even uncompressed at 2k tokens; a pass key announced up front, the needle in
-# its own paragraph and a "Question/Answer" ending is found at 1k-4k tokens, every depth.
+# Passkey retrieval, shaped for 135M-270M models: the pass key announced up front, the needle in
+# its own paragraph and a "Question/Answer" ending (python -m bench.kv --sections needle).
 NEEDLE_INTRO = (
     "Below is a long text. Somewhere inside it there is a pass key, a five-digit number. "
     "Find the pass key and remember it; after the text I will ask you what the pass key is.\n\n"
