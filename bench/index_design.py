@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from rotaquant import TurboQuantizer, VectorIndex, data, lut_scan
-from rotaquant.idmap import IdMap
+from rotaquant import TurboQuantizer, VectorIndex, data
+from rotaquant.index import lut_scan
+from rotaquant.index.idmap import IdMap
 
 from ._common import Column, best_of, format_table, metadata, unit_gaussian, write_json
 

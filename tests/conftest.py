@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from rotaquant import data
+
+FIXTURES = Path(__file__).parent / "fixtures"  # files written by earlier versions
 
 
 def unit_gaussian(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -22,3 +26,10 @@ def glove() -> np.ndarray:
     vectors = data.glove_50d()
     rows = np.random.default_rng(0).choice(vectors.shape[0], 20_000, replace=False)
     return np.asarray(vectors[np.sort(rows)], dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def v1_expected() -> dict[str, np.ndarray]:
+    """Results computed by the version that wrote the format-v1 fixtures (tests/fixtures)."""
+    with np.load(FIXTURES / "v1_expected.npz") as f:
+        return dict(f)

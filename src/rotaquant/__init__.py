@@ -1,5 +1,8 @@
 """rotaquant: TurboQuant vector quantization (random rotation + Lloyd–Max + QJL).
 
+One codec (``rotaquant.codec``), two products: a compressed vector index
+(``rotaquant.index``) and a KV cache for transformers (``rotaquant.kv``, the ``[kv]`` extra).
+
 >>> import numpy as np, rotaquant as rq
 >>> q = rq.TurboQuantizer(dim=128, bits=4)
 >>> codes = q.encode(np.random.default_rng(0).standard_normal((10, 128), dtype=np.float32))
@@ -7,10 +10,17 @@
 660
 """
 
-from .codebook import Codebook, lloyd_max
-from .codes import CodecConfig, Codes
+from . import data
+from .codec import Codebook, CodecConfig, Codes, TurboQuantizer, lloyd_max
 from .index import VectorIndex
-from .quantizer import TurboQuantizer
 
-__all__ = ["Codebook", "CodecConfig", "Codes", "TurboQuantizer", "VectorIndex", "lloyd_max"]
+__all__ = [
+    "Codebook",
+    "CodecConfig",
+    "Codes",
+    "TurboQuantizer",
+    "VectorIndex",
+    "data",
+    "lloyd_max",
+]
 __version__ = "0.1.0"

@@ -15,10 +15,9 @@ import numpy as np
 from tqdm import tqdm
 
 from . import data
-from .codes import Codes
+from ._atomic import atomic_write
+from .codec import Codes, TurboQuantizer
 from .index import VectorIndex
-from .quantizer import TurboQuantizer
-from .storage import atomic_write
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:

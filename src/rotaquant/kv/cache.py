@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import Cache, DynamicLayer, get_layer_types_and_kwargs
 
+from ..codec.codebook import MAX_BITS
 from .attention import NAME as ATTENTION_NAME
-from .codec import HeadCodec
+from .codec import HeadCodec, outlier_channels
 from .cold import ColdSnapshot, ColdTier
 
-_MAX_BITS = 8
 MIGRATE_TOKENS = 16  # decode steps move hot tokens to the cold tier this many at a time
 
 
@@ -82,23 +82,17 @@ class TurboQuantLayer(DynamicLayer):
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
+        key_outliers = value_outliers = None
+        if self.outliers:
+            key_outliers = outlier_channels(key_states, self.key_bits, self.key_mode)
+            value_outliers = outlier_channels(value_states, self.value_bits)
+        key_dim, value_dim = key_states.shape[-1], value_states.shape[-1]
         self.cold = {
             "keys": ColdTier(
-                HeadCodec(
-                    key_states.shape[-1],
-                    self.key_bits,
-                    self.seed,
-                    self.key_mode,
-                    _outliers(key_states, self.key_bits) if self.outliers else None,
-                )
+                HeadCodec(key_dim, self.key_bits, self.seed, self.key_mode, key_outliers)
             ),
             "values": ColdTier(
-                HeadCodec(
-                    value_states.shape[-1],
-                    self.value_bits,
-                    self.seed + 1,
-                    outliers=_outliers(value_states, self.value_bits) if self.outliers else None,
-                )
+                HeadCodec(value_dim, self.value_bits, self.seed + 1, "mse", value_outliers)
             ),
         }
 
@@ -212,17 +206,6 @@ class TurboQuantLayer(DynamicLayer):
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("TurboQuantCache cannot be cropped (compressed tokens)")
-
-
-def _outliers(states: torch.Tensor, bits: float) -> torch.Tensor | None:
-    """For a fractional width: per head, the channels of highest RMS over the tokens seen
-    ((heads, count) indices; count = channels coded at the higher width), else None."""
-    if float(bits).is_integer():
-        return None
-    head_dim = states.shape[-1]
-    count = round((bits - int(bits)) * head_dim)
-    rms = states.float().square().mean(dim=(0, 2))  # (heads, head_dim)
-    return rms.topk(count, dim=-1).indices.sort(dim=-1).values
 
 
 class TurboQuantCache(Cache):
@@ -353,8 +336,8 @@ class TurboQuantCache(Cache):
 
 
 def _check_bits(name: str, bits) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, (int, float)) or not 1 <= bits <= _MAX_BITS:
-        raise ValueError(f"{name} must be a number in [1, {_MAX_BITS}], got {bits!r}")
+    if isinstance(bits, bool) or not isinstance(bits, (int, float)) or not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"{name} must be a number in [1, {MAX_BITS}], got {bits!r}")
 
 
 def _check_count(name: str, value) -> None:

@@ -1,5 +1,22 @@
-"""TurboQuant for attention heads, in torch: the codec of ``rotaquant`` on (..., head_dim)
-tensors, on the tensors' own device.
+"""TurboQuant for attention heads, in torch: the codec of ``rotaquant.codec`` on
+(..., head_dim) tensors, on the tensors' own device.
+
+Shared with ``rotaquant.codec`` (imported from there, never re-derived): the Lloyd–Max
+codebooks (``codebook.lloyd_max``), the randomized Hadamard rotations (``rotation``), the
+bit layout (``packing.pack_rows``), the channel split of fractional widths
+(``CodecConfig.groups``) and the QJL projection and scale (``qjl.QJLSketch``).
+
+What differs from ``TurboQuantizer`` (numpy), and why:
+
+- torch on the cache's device, no host round trip: the KV cache encodes on every forward pass;
+- one row of bytes per (token, head), so channel groups must hold multiples of 8 channels: the
+  attention kernels address a token's codes directly and tiers grow and evict by whole rows
+  (``TurboQuantizer`` packs a batch as one stream, any dimension, no per-row padding);
+- the stored scale is always norm-corrected float16 (attention wants decoded keys and values
+  at their original length; the index makes the same choice, plain codes may store ‖x‖);
+- fractional widths may give the higher width to per-head *outlier channels* chosen from real
+  keys at prefill (rotated apart from the rest, a scale per group): attention heads have
+  persistent high-RMS channels, arbitrary vectors do not.
 
 A head vector x is rotated (x @ M), split into channel groups, and each group is stored as
 bit-packed Lloyd–Max codes (8 values of b bits fill b bytes, the layout of
@@ -22,15 +39,16 @@ those layouts, scoring queries in the stream's domain (``"rotated"``: q @ M, ``"
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..codebook import lloyd_max
-from ..codes import CodecConfig
-from ..rotation import make_rotation
+from ..codec.codebook import lloyd_max
+from ..codec.codes import CodecConfig
+from ..codec.packing import pack_rows, unpack_rows
+from ..codec.qjl import QJLSketch
+from ..codec.rotation import make_rotation
 
 
 @dataclass(frozen=True)
@@ -100,10 +118,9 @@ class HeadCodec:
         self.scale_count = len(groups) if split else 1
         self._projection = None
         if mode == "prod":
-            rng = np.random.default_rng([seed, *b"qjl"])
-            self._projection = torch.from_numpy(
-                rng.standard_normal((head_dim, head_dim), dtype=np.float32)
-            )
+            qjl = QJLSketch(head_dim, seed)  # the codec's projection S and estimator scale
+            self._projection = torch.from_numpy(qjl.projection)
+            self._qjl_scale = float(qjl.scale)
             layouts.append(
                 StreamLayout(
                     0, head_dim, 1, np.array([-1.0, 1.0], np.float32), "projected", self.scale_count
@@ -120,9 +137,8 @@ class HeadCodec:
     def _rotation_matrix(self, groups, seed: int, outliers: torch.Tensor | None) -> torch.Tensor:
         """(head_dim, head_dim), or (heads, head_dim, head_dim) with per-head outliers."""
 
-        def hadamard(n: int, stream: int) -> np.ndarray:
-            rotation = make_rotation("hadamard", n, seed + 1000 * stream)
-            return rotation.forward(np.eye(n, dtype=np.float32))
+        def hadamard(n: int, stream: int) -> np.ndarray:  # M with x @ M = forward(x)
+            return make_rotation("hadamard", n, seed + 1000 * stream).matrix.T
 
         d = self.head_dim
         if outliers is None:
@@ -203,16 +219,14 @@ class HeadCodec:
                 centroids = values[codes]
                 squares += centroids.square().sum(dim=-1, keepdim=True)
                 decoded[..., layout.start : layout.stop] = centroids
-                packed.append(pack(codes, layout.bits))
+                packed.append(pack_rows(codes, layout.bits))
             scale = length / squares.sqrt().clamp_min(tiny)
             decoded[..., start:stop] *= scale
             scales.append(scale.squeeze(-1).to(torch.float16))
         if self._projection is not None:
             residual = rotated - decoded
-            packed.append(pack((residual @ self._projection.T >= 0).to(torch.int64), 1))
-            scales.append(
-                (residual.norm(dim=-1) * math.sqrt(math.pi / 2) / self.head_dim).to(torch.float16)
-            )
+            packed.append(pack_rows(residual @ self._projection.T >= 0, 1))
+            scales.append((residual.norm(dim=-1) * self._qjl_scale).to(torch.float16))
         return packed, scales
 
     def decode(
@@ -223,7 +237,7 @@ class HeadCodec:
         self._on(first.device)
         y = torch.zeros((*first.shape[:-1], self.head_dim), device=first.device)
         for layout, values, stream in zip(self.layouts, self._values, packed, strict=True):
-            part = values[unpack(stream, layout.bits, layout.channels)]
+            part = values[unpack_rows(stream, layout.bits, layout.channels)]
             part = part * scales[layout.scale].float().unsqueeze(-1)
             if layout.domain == "projected":
                 y += part @ self._projection
@@ -232,22 +246,12 @@ class HeadCodec:
         return y if rotated else self.unrotate(y)
 
 
-def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """(..., c) integer codes < 2**bits, c a multiple of 8 -> (..., c·bits/8) uint8, the
-    little-endian bit stream of ``rotaquant.packing``."""
-    *lead, c = codes.shape
-    lanes = codes.reshape(*lead, c // 8, 8).to(torch.int64)
-    shifts = torch.arange(8, device=codes.device, dtype=torch.int64) * bits
-    words = (lanes << shifts).sum(dim=-1, keepdim=True)
-    byte_shifts = torch.arange(bits, device=codes.device, dtype=torch.int64) * 8
-    return ((words >> byte_shifts) & 0xFF).to(torch.uint8).reshape(*lead, c * bits // 8)
-
-
-def unpack(packed: torch.Tensor, bits: int, c: int) -> torch.Tensor:
-    """Inverse of :func:`pack`: (..., c·bits/8) uint8 -> (..., c) int64 codes."""
-    *lead, _ = packed.shape
-    chunks = packed.reshape(*lead, c // 8, bits).to(torch.int64)
-    byte_shifts = torch.arange(bits, device=packed.device, dtype=torch.int64) * 8
-    words = (chunks << byte_shifts).sum(dim=-1, keepdim=True)
-    shifts = torch.arange(8, device=packed.device, dtype=torch.int64) * bits
-    return ((words >> shifts) & ((1 << bits) - 1)).reshape(*lead, c)
+def outlier_channels(states: torch.Tensor, bits: float, mode: str = "mse") -> torch.Tensor | None:
+    """For a fractional width, each head's channels of highest RMS over the tokens of
+    ``states`` (batch, heads, tokens, head_dim): (heads, count) sorted indices, ``count``
+    being the channels the codec's split codes at the higher width. None for integer widths."""
+    high = CodecConfig(states.shape[-1], bits, mode=mode).groups
+    if len(high) < 2:
+        return None
+    rms = states.float().square().mean(dim=(0, 2))  # (heads, head_dim)
+    return rms.topk(high[0].channels, dim=-1).indices.sort(dim=-1).values

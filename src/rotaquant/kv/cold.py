@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..quantizer import _workers
+from .._parallel import workers
 from . import kernels
 from .codec import HeadCodec
 
@@ -125,7 +125,7 @@ class ColdSnapshot:
 
 def _pieces(heads: int) -> int:
     """Row pieces per head so that every core gets about two tasks."""
-    return max(1, -(-2 * _workers() // heads))
+    return max(1, -(-2 * workers() // heads))
 
 
 class ColdTier:

@@ -2,7 +2,7 @@
 full-precision copy of the cache.
 
 Each token's row of a stream (8 codes of ``bits`` bits in every ``bits`` bytes, the layout of
-``rotaquant.packing``) is decoded into a small buffer that stays in L1, then used at once:
+``rotaquant.codec.packing``) is decoded into a small buffer that stays in L1, then used at once:
 
 - :func:`scores`: ⟨q, k̂_t⟩ for the few query rows of a decode step;
 - :func:`weighted_sum`: Σ_t w_t · v̂_t, the attention output of the cold tokens;
@@ -23,8 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..lut_scan import _pool
-from ..quantizer import _workers
+from .._parallel import pool, workers
 
 _SPLIT_VALUES = 1 << 16  # calls decoding fewer values than this run on the calling thread
 
@@ -47,15 +46,15 @@ def run(kernel, tasks: np.ndarray, channels: int, args: tuple, out: np.ndarray, 
     """``kernel(*args, tasks, out)`` over all tasks, split across cores when the work is
     large enough. With ``split_out`` the output has one slot per task and is split with them;
     otherwise tasks write disjoint parts of one output."""
-    workers = _workers()
+    count = workers()
     total = int((tasks[:, 2] - tasks[:, 1]).sum()) * channels if tasks.size else 0
-    if workers == 1 or total < _SPLIT_VALUES or len(tasks) == 1:
+    if count == 1 or total < _SPLIT_VALUES or len(tasks) == 1:
         kernel(*args, tasks, out)
         return
-    parts = min(workers, len(tasks))
+    parts = min(count, len(tasks))
     bounds = [len(tasks) * i // parts for i in range(parts + 1)]
     futures = [
-        _pool().submit(kernel, *args, tasks[a:b], out[a:b] if split_out else out)
+        pool().submit(kernel, *args, tasks[a:b], out[a:b] if split_out else out)
         for a, b in zip(bounds[:-1], bounds[1:], strict=True)
     ]
     for future in futures:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import rotaquant as rq
-from rotaquant import lut_scan
+from rotaquant.index import lut_scan
 
-from .conftest import unit_gaussian
+from ..conftest import unit_gaussian
 
 
 @pytest.mark.parametrize(

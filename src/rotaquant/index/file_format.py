@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .storage import atomic_write
+from .._atomic import atomic_write
 
 MAGIC = b"RQINDEX\0"
 VERSION = 1

@@ -3,7 +3,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rotaquant.packing import pack, packed_nbytes, read_values, unpack, write_values
+from rotaquant.codec.packing import (
+    pack,
+    pack_rows,
+    packed_nbytes,
+    read_values,
+    unpack,
+    unpack_rows,
+    write_values,
+)
 
 
 def reference_bitstream(values: np.ndarray, bits: int) -> np.ndarray:
@@ -57,3 +65,32 @@ def test_read_write_values_at_any_offset(bits, start, count, seed):
     write_values(stream, start, new, bits)
     values[start : start + count] = new
     np.testing.assert_array_equal(unpack(stream, bits, 100), values)
+
+
+def test_worked_example_of_the_layout():
+    """The example drawn in the packing module's docstring, byte for byte."""
+    values = np.array([1, 2, 3, 4, 5, 6, 7, 0], np.uint8)
+    assert pack(values, 3).tobytes() == bytes([0xD1, 0x58, 0x1F])
+    assert pack_rows(values[None], 3).tobytes() == bytes([0xD1, 0x58, 0x1F])
+    # 4 bits: two values per byte, the first in the low nibble
+    assert pack(np.array([0x1, 0xA], np.uint8), 4).tobytes() == bytes([0xA1])
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_pack_rows_is_the_stream_of_each_row_in_numpy_and_torch(bits):
+    torch = pytest.importorskip("torch")
+    codes = torch.randint(0, 2**bits, (3, 5, 32))
+    packed = pack_rows(codes, bits)
+    assert packed.dtype == torch.uint8 and packed.shape == (3, 5, 4 * bits)
+    assert (unpack_rows(packed, bits, 32) == codes).all()
+    expected = pack(codes.numpy().astype(np.uint8).reshape(-1), bits)
+    np.testing.assert_array_equal(packed.numpy().reshape(-1), expected)
+    from_numpy = pack_rows(codes.numpy(), bits)
+    assert from_numpy.dtype == np.uint8
+    np.testing.assert_array_equal(from_numpy.reshape(-1), expected)
+    np.testing.assert_array_equal(unpack_rows(from_numpy, bits, 32), codes.numpy())
+
+
+def test_pack_rows_needs_whole_groups_of_eight():
+    with pytest.raises(ValueError, match="multiple of 8"):
+        pack_rows(np.zeros((2, 12), np.uint8), 3)

@@ -16,14 +16,11 @@ BLAS instead, where a matrix product beats lookups.
 
 from __future__ import annotations
 
-import functools
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 from numba import njit
 
-from .codes import Codes
-from .quantizer import _workers
+from .._parallel import pool, workers
+from ..codec.codes import Codes
 
 # Lookups win for m <= 2 queries on every set measured; BLAS catches up at m = 3-4
 # (python -m bench.index_design).
@@ -102,22 +99,17 @@ def _in_parallel(packed, stream: _Stream, tables, rows, scale, out) -> None:
         kernel, layout = _accumulate_bytes, (packed.reshape(-1, row_bits // 8),)
     else:
         kernel, layout = _accumulate_bits, (packed, row_bits, stream.unit_bits)
-    workers = _workers()
-    if workers == 1 or rows.size * stream.units_per_row < _SPLIT_LOOKUPS:
+    count = workers()
+    if count == 1 or rows.size * stream.units_per_row < _SPLIT_LOOKUPS:
         kernel(*layout, tables, rows, scale, out)
         return
-    bounds = np.linspace(0, rows.size, workers + 1).astype(int)
+    bounds = np.linspace(0, rows.size, count + 1).astype(int)
     futures = [
-        _pool().submit(kernel, *layout, tables, rows[a:b], scale[a:b], out[:, a:b])
+        pool().submit(kernel, *layout, tables, rows[a:b], scale[a:b], out[:, a:b])
         for a, b in zip(bounds[:-1], bounds[1:], strict=True)
     ]
     for future in futures:
         future.result()
-
-
-@functools.lru_cache(maxsize=1)
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(_workers(), "rotaquant-scan")
 
 
 @njit(fastmath=True, cache=True, nogil=True)

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rotaquant.topk import TopK
+from rotaquant.index.topk import TopK
 
 
 @settings(max_examples=80, deadline=None)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import rotaquant as rq
 from rotaquant.index import VectorIndex
 
-from .conftest import unit_gaussian
+from ..conftest import unit_gaussian
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate
 
-from rotaquant.codebook import coordinate_pdf, lloyd_max
+from rotaquant.codec.codebook import coordinate_pdf, lloyd_max
 
 # Lloyd–Max for N(0, 1): centroids and MSE (Max 1960; the paper's Table/DESIGN.md §3).
 GAUSSIAN_CENTROIDS = {
@@ -129,7 +129,7 @@ def test_quantize_is_nearest_centroid(dim, bits, seed):
 @pytest.mark.parametrize("bits", range(1, 9))
 @pytest.mark.parametrize("count", [0, 1, 13, 64])
 def test_dequantize_packed_equals_unpack_then_lookup(bits, count):
-    from rotaquant.packing import pack, unpack
+    from rotaquant.codec.packing import pack, unpack
 
     book = lloyd_max(40, bits)
     codes = np.random.default_rng(count).integers(0, 1 << bits, count).astype(np.uint8)

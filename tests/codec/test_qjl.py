@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rotaquant.qjl import QJLSketch
+from rotaquant.codec.qjl import QJLSketch
 
 
 def _estimates(dim: int, query: np.ndarray, residual: np.ndarray, seeds: range) -> np.ndarray:

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rotaquant import rotation as rot
-from rotaquant.rotation import HaarRotation, HadamardRotation, make_rotation
+from rotaquant.codec import rotation as rot
+from rotaquant.codec.rotation import HaarRotation, HadamardRotation, make_rotation
 
 DIMS = [2, 3, 50, 64, 127, 384, 768, 1536]
 

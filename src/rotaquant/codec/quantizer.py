@@ -16,19 +16,23 @@ paper's TurboQuant_prod): its inner-product estimates are unbiased.
 
 Everything that scores works in the rotated domain: queries are rotated once and the database
 is never rotated back.
+
+This is the numpy implementation, for batches of arbitrary vectors (the index, ``Codes``
+blobs, the command line): any dimension, one packed stream per channel group across the
+whole batch (no per-row padding), ‖x‖ or norm-corrected scales in float16 or float32, Haar or
+Hadamard rotations. ``rotaquant.kv.codec.HeadCodec`` is the same codec in torch for attention
+heads (rows of whole bytes, outlier channels); both take their codebooks, rotations, bit
+layout, channel split and QJL projection from the modules of this package.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
-from ._arrays import check_matrix, from_numpy, to_numpy
+from .._arrays import check_matrix, from_numpy, to_numpy
+from .._parallel import blas, pool
 from .codebook import Codebook, lloyd_max
 from .codes import ChannelGroup, CodecConfig, Codes
 from .packing import pack, packed_nbytes
@@ -40,11 +44,6 @@ from .rotation import make_rotation
 _CHUNK_FLOATS = 1 << 18
 # Decoded block size for scoring: bounded memory however large the database is.
 _SCORE_BLOCK_FLOATS = 1 << 22
-
-
-@functools.cache
-def _workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _row_ranges(n: int, dim: int, floats: int) -> list[tuple[int, int]]:
@@ -292,14 +291,6 @@ class TurboQuantizer:
             for start, stop in bounds:
                 fn(start, stop)
             return
-        with (
-            _blas_controller().limit(limits=1, user_api="blas"),
-            ThreadPoolExecutor(_workers()) as pool,
-        ):
-            for _ in pool.map(lambda b: fn(*b), bounds):
+        with blas().limit(limits=1, user_api="blas"):
+            for _ in pool().map(lambda b: fn(*b), bounds):
                 pass
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> ThreadpoolController:
-    return ThreadpoolController()

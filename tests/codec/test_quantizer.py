@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rotaquant as rq
-from rotaquant import quantizer as quantizer_module
+from rotaquant.codec import quantizer as quantizer_module
 
-from .conftest import unit_gaussian
+from ..conftest import unit_gaussian
 
 
 def relative_mse(x: np.ndarray, x_hat: np.ndarray) -> float:

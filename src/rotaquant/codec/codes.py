@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ._arrays import Origin
+from .._arrays import Origin
 from .codebook import MAX_BITS
 from .packing import packed_nbytes
 

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rotaquant.idmap import IdMap
+from rotaquant.index.idmap import IdMap
 
 
 @settings(max_examples=60, deadline=None)

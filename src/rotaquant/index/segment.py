@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .codes import CodecConfig, Codes
-from .packing import pack, packed_nbytes, read_values, write_values
+from ..codec.codes import CodecConfig, Codes
+from ..codec.packing import pack, packed_nbytes, read_values, write_values
 
 SEGMENT_ROWS = 1 << 16  # rows per in-memory segment (a multiple of 8)
 FIRST_CAPACITY = 64

@@ -4,9 +4,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rotaquant as rq
-from rotaquant.codes import CodecConfig, Codes
+from rotaquant.codec.codes import CodecConfig, Codes
 
-from .conftest import unit_gaussian
+from ..conftest import FIXTURES, unit_gaussian
 
 CONFIGS = [
     dict(dim=50, bits=3),
@@ -72,3 +72,23 @@ def test_inconsistent_arrays_are_refused():
         Codes(config, 4, (np.zeros(32, np.uint8),), np.zeros(4, np.float32))
     with pytest.raises(ValueError, match="arrays"):
         Codes(config, 4, (np.zeros(32, np.uint8),), np.zeros(4, np.float16), np.zeros(8, np.uint8))
+
+
+def test_codes_blob_v1_mse_decodes_as_before(v1_expected):
+    codes = rq.Codes.from_bytes((FIXTURES / "codes_v1_mse.rqc").read_bytes())
+    assert (codes.n, codes.config.dim, codes.config.bits, codes.config.seed) == (20, 48, 3.5, 5)
+    decoded = rq.TurboQuantizer.from_config(codes.config).decode(codes)
+    np.testing.assert_allclose(decoded, v1_expected["codes_mse_decoded"], rtol=1e-5, atol=1e-6)
+
+
+def test_codes_blob_v1_prod_scores_as_before(v1_expected):
+    codes = rq.Codes.from_bytes((FIXTURES / "codes_v1_prod.rqc").read_bytes())
+    assert (codes.config.mode, codes.config.rotation, codes.config.norm_dtype) == (
+        "prod",
+        "haar",
+        "float32",
+    )
+    scores = rq.TurboQuantizer.from_config(codes.config).inner_product(
+        v1_expected["codes_prod_queries"], codes
+    )
+    np.testing.assert_allclose(scores, v1_expected["codes_prod_ip"], rtol=1e-5, atol=1e-5)

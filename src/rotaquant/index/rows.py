@@ -1,0 +1,234 @@
+"""The rows of a VectorIndex: segments of codes, the row → id array and the id → row map.
+
+Index row ``r`` is row ``r − offset`` of the segment holding it (segments in order, each
+holding ``count`` rows); ``ids[r]`` is its external id. Rows are always ``0..n−1`` without
+gaps: removing a row moves the last row into the hole (O(1) per id). Only the last segment
+grows, and only while it is in memory (loaded segments are memory-mapped and never appended
+to), so in-memory capacities stay multiples of 8.
+
+Not thread-safe by itself: ``VectorIndex`` serializes writers against readers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..codec.codes import CodecConfig, Codes
+from .idmap import MAX_ROWS, IdMap
+from .segment import SEGMENT_ROWS, Segment, capacity_for
+from .validation import preview
+
+Encoded = list[tuple[Codes, np.ndarray | None]]  # chunks of codes (+ float16 vectors)
+
+
+class RowStore:
+    """Segments of codes (+ optional float16 copies), their ids and the id map.
+
+    Args:
+        config: the codec configuration every segment uses.
+        keep_vectors: segments also hold a float16 copy of each vector.
+    """
+
+    def __init__(self, config: CodecConfig, keep_vectors: bool):
+        self.config = config
+        self.keep_vectors = keep_vectors
+        self.segments: list[Segment] = []
+        self.n = 0
+        self._ids = np.empty(0, np.int64)  # row -> id, with spare capacity past n
+        self._idmap: IdMap | None = None  # built on first use (loading stays instant)
+        self._idmap_lock = threading.Lock()
+
+    @classmethod
+    def from_arrays(
+        cls, config: CodecConfig, keep_vectors: bool, segments: list[dict[str, np.ndarray]]
+    ) -> RowStore:
+        """A store over segments read back from a file (arrays named as in ``Codes``, + ids)."""
+        store = cls(config, keep_vectors)
+        loaded = [Segment.from_arrays(config, arrays) for arrays in segments]
+        store.segments = [segment for segment in loaded if segment.count]
+        if segments:
+            store._ids = np.concatenate([arrays["ids"] for arrays in segments]).astype(np.int64)
+        store.n = store._ids.size
+        return store
+
+    # ------------------------------------------------------------------ sizes and ids
+    @property
+    def nbytes(self) -> int:
+        """Segments (spare capacity included), the id array and the id map's slots."""
+        held = sum(segment.nbytes for segment in self.segments) + self._ids.nbytes
+        return int(held + (self._idmap.nbytes if self._idmap is not None else 0))
+
+    @property
+    def vectors_nbytes(self) -> int:
+        return int(sum(s.vectors.nbytes for s in self.segments if s.vectors is not None))
+
+    @property
+    def ids(self) -> np.ndarray:
+        """int64 (n,) view: the id of every row."""
+        return self._ids[: self.n]
+
+    def id_map(self) -> IdMap:
+        with self._idmap_lock:  # built lazily, possibly by several readers at once
+            if self._idmap is None:
+                idmap = IdMap(lambda rows: self._ids[rows])
+                idmap.reset(self.n)
+                self._idmap = idmap
+            return self._idmap
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """Rows of ``keys`` (int64 (k,)); −1 where absent."""
+        return self.id_map().find(keys)
+
+    def rows_of(self, keys: np.ndarray) -> np.ndarray:
+        """Rows of ``keys``; KeyError naming the ids that are absent."""
+        rows = self.find(keys)
+        missing = keys[rows < 0]
+        if missing.size:
+            raise KeyError(f"{missing.size} ids not in the index (e.g. {preview(missing)})")
+        return rows
+
+    # ------------------------------------------------------------------ changes
+    def check_room(self, rows: int) -> None:
+        if self.n + rows > MAX_ROWS:
+            raise ValueError(f"an index holds at most {MAX_ROWS} vectors")
+
+    def rows_to_align(self) -> int:
+        """Rows that fill the in-memory tail up to a multiple of 8 (so later chunks are
+        stored with whole-byte copies)."""
+        tail = self.segments[-1] if self.segments else None
+        return (-tail.count) % 8 if tail is not None and tail.in_memory else 0
+
+    def append(self, encoded: Encoded, keys: np.ndarray) -> None:
+        """Store the encoded chunks (in order) as rows n, n+1, … with ids ``keys``."""
+        n = keys.size
+        self._reserve_ids(self.n + n)
+        self._ids[self.n : self.n + n] = keys
+        first_row, final = self.n, self.n + n
+        for codes, vectors in encoded:
+            done = 0
+            while done < codes.n:
+                tail = self._writable_tail(final - self.n)
+                take = min(codes.n - done, tail.capacity - tail.count)
+                tail.write_rows(tail.count, codes, done, done + take, vectors)
+                tail.count += take
+                self.n += take
+                done += take
+        if self._idmap is not None:
+            self._idmap.insert(keys, np.arange(first_row, final))
+
+    def remove(self, keys: np.ndarray) -> int:
+        """Remove the rows of present ``keys`` (KeyError otherwise, nothing removed). Returns
+        the lowest row whose contents changed (rows at and above it moved or went)."""
+        rows = self.rows_of(keys)
+        n_after = self.n - rows.size
+        holes = np.sort(rows[rows < n_after])
+        leaving = np.zeros(self.n - n_after, bool)
+        leaving[rows[rows >= n_after] - n_after] = True
+        movers = np.flatnonzero(~leaving) + n_after
+        for hole, mover in zip(holes.tolist(), movers.tolist(), strict=True):
+            dst, dst_row = self._locate(hole)
+            src, src_row = self._locate(mover)
+            dst.copy_row(dst_row, src, src_row)
+        idmap = self.id_map()
+        idmap.delete(keys)
+        if holes.size:
+            self._ids[holes] = self._ids[movers]
+            idmap.move(self._ids[holes], holes)
+        self._truncate(n_after)
+        return int(holes[0]) if holes.size else n_after
+
+    def _writable_tail(self, pending: int) -> Segment:
+        """The in-memory last segment with a free row, grown or started if needed."""
+        last = self.segments[-1] if self.segments else None
+        tail = last if last is not None and last.in_memory else None
+        if tail is not None and tail.count < tail.capacity:
+            return tail
+        if tail is not None and tail.capacity < SEGMENT_ROWS:
+            grown = tail.grown(capacity_for(max(2 * tail.capacity, tail.count + pending)))
+            self.segments[-1] = grown
+            return grown
+        fresh = Segment.allocate(self.config, capacity_for(pending), self.keep_vectors)
+        self.segments.append(fresh)
+        return fresh
+
+    def _reserve_ids(self, n: int) -> None:
+        if n > self._ids.size:
+            grown = np.empty(max(n, self._ids.size * 5 // 4), np.int64)
+            grown[: self.n] = self._ids[: self.n]
+            self._ids = grown
+
+    def _truncate(self, n: int) -> None:
+        """Drop rows [n, self.n) (all in the trailing segments)."""
+        drop = self.n - n
+        while drop:
+            tail = self.segments[-1]
+            take = min(drop, tail.count)
+            tail.count -= take
+            drop -= take
+            if tail.count == 0:
+                self.segments.pop()
+        self.n = n
+
+    # ------------------------------------------------------------------ where rows are
+    def _locate(self, row: int) -> tuple[Segment, int]:
+        for segment in self.segments:
+            if row < segment.count:
+                return segment, row
+            row -= segment.count
+        raise IndexError(row)
+
+    def offsets(self) -> list[int]:
+        """The first index row of each segment."""
+        offsets, total = [], 0
+        for segment in self.segments:
+            offsets.append(total)
+            total += segment.count
+        return offsets
+
+    def by_segment(self, rows: np.ndarray) -> Iterator[tuple[Segment, np.ndarray, np.ndarray]]:
+        """For each segment holding some of ``rows``: (segment, positions in ``rows``, local
+        rows within the segment)."""
+        offsets = np.asarray(self.offsets(), np.int64)
+        segment_of = np.searchsorted(offsets, rows, side="right") - 1
+        for s, segment in enumerate(self.segments):
+            picked = np.flatnonzero(segment_of == s)
+            if picked.size:
+                yield segment, picked, rows[picked] - offsets[s]
+
+    def segment_rows(
+        self, allowed: np.ndarray | None
+    ) -> Iterator[tuple[Segment, int, np.ndarray | None]]:
+        """(segment, its first row, its allowed local rows (sorted), or None for all) for each
+        segment holding an allowed row; ``allowed``: ids (absent ones ignored) or None."""
+        if allowed is not None:
+            rows = self.find(allowed)
+            rows = np.unique(rows[rows >= 0])
+        for segment, offset in zip(self.segments, self.offsets(), strict=True):
+            if allowed is None:
+                yield segment, offset, None
+                continue
+            local = rows[(rows >= offset) & (rows < offset + segment.count)] - offset
+            if local.size:
+                yield segment, offset, local
+
+    def vectors_of(self, rows: np.ndarray) -> np.ndarray:
+        """The float16 copies of ``rows`` (−1 gives zeros) as float32 (len(rows), dim)."""
+        out = np.zeros((rows.size, self.config.dim), np.float32)
+        valid = np.flatnonzero(rows >= 0)
+        for segment, picked, local in self.by_segment(rows[valid]):
+            out[valid[picked]] = segment.vectors[local]
+        return out
+
+    def pieces(self, start: int, stop: int) -> list[dict[str, np.ndarray]]:
+        """Rows [start, stop) as file segments (one per segment touched), ids included."""
+        pieces = []
+        for segment, offset in zip(self.segments, self.offsets(), strict=True):
+            lo, hi = max(start, offset), min(stop, offset + segment.count)
+            if lo < hi:
+                arrays = segment.slice_arrays(lo - offset, hi - offset)
+                arrays["ids"] = self._ids[lo:hi]
+                pieces.append(arrays)
+        return pieces
