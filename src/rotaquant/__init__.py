@@ -11,6 +11,7 @@ One codec (``rotaquant.codec``), two products: a compressed vector index
 """
 
 from . import data
+from ._native import show_config
 from .codec import Codebook, CodecConfig, Codes, TurboQuantizer, lloyd_max
 from .index import VectorIndex
 
@@ -22,5 +23,6 @@ __all__ = [
     "VectorIndex",
     "data",
     "lloyd_max",
+    "show_config",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,308 @@
+// rotaquant._core: the Python boundary of the native core.
+//
+// Every entry point checks the shapes, dtypes, strides (C-contiguous) and lengths of its
+// arrays against what the kernels will touch *before* any kernel runs, raising ValueError, so
+// no crafted file or array can make a kernel read or write out of bounds. Kernels run with
+// the GIL released.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cpu.h"
+#include "kv.h"
+#include "layout.h"
+#include "pool.h"
+#include "scan.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace rq {
+namespace {
+
+template <typename T>
+using Array1 = nb::ndarray<T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+template <typename T>
+using Array2 = nb::ndarray<T, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using AnyArray1 = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+[[noreturn]] void fail(const std::string& message) { throw nb::value_error(message.c_str()); }
+
+void require(bool ok, const std::string& message) {
+  if (!ok) fail(message);
+}
+
+// An array argument inside a list or tuple, taken as it is: no implicit dtype conversion (a
+// converted temporary would not outlive this call's borrowed pointers).
+template <typename T>
+T array_arg(nb::handle h, const char* what) {
+  try {
+    return nb::cast<T>(h, false);
+  } catch (const nb::cast_error&) {
+    fail(std::string(what) + ": expected a C-contiguous numpy array of the right dtype and rank");
+  }
+}
+
+int64_t blocks_for(int64_t rows) { return (rows + kBlockRows - 1) / kBlockRows; }
+
+StreamLayout layout_or_fail(int64_t channels, int64_t bits) {
+  require(channels >= 1 && channels <= (1 << 20), "channels must be in 1..2**20, got " + std::to_string(channels));
+  require(bits >= 1 && bits <= 8, "bits must be in 1..8, got " + std::to_string(bits));
+  return StreamLayout::make(static_cast<int>(channels), static_cast<int>(bits));
+}
+
+template <typename T>
+nb::ndarray<nb::numpy, T> numpy_array(std::vector<size_t> shape) {
+  size_t count = 1;
+  for (size_t s : shape) count *= s;
+  T* data = new T[count ? count : 1]();
+  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
+  return nb::ndarray<nb::numpy, T>(data, shape.size(), shape.data(), owner);
+}
+
+// ------------------------------------------------------------------------- layout
+nb::tuple layout_info(int64_t channels, int64_t bits) {
+  const StreamLayout layout = layout_or_fail(channels, bits);
+  nb::list units;
+  for (const Unit& u : layout.units) units.append(nb::make_tuple(u.first, u.channels, u.width, u.offset, u.table_size));
+  return nb::make_tuple(layout.block_bytes, layout.table_bytes, units);
+}
+
+void check_stream(const StreamLayout& layout, size_t length, int64_t rows, const char* what) {
+  const int64_t need = blocks_for(rows) * layout.block_bytes;
+  require(static_cast<int64_t>(length) >= need,
+          std::string(what) + ": stream holds " + std::to_string(length) + " bytes, " +
+              std::to_string(need) + " needed for " + std::to_string(rows) + " rows");
+}
+
+void pack_rows_py(Array2<const uint8_t> codes, int64_t bits, Array1<uint8_t> stream, int64_t first_row) {
+  const StreamLayout layout = layout_or_fail(static_cast<int64_t>(codes.shape(1)), bits);
+  require(first_row >= 0, "first_row must be >= 0");
+  const int64_t rows = static_cast<int64_t>(codes.shape(0));
+  check_stream(layout, stream.shape(0), first_row + rows, "pack_rows");
+  const uint8_t* c = codes.data();
+  const uint8_t limit = static_cast<uint8_t>((1u << bits) - 1);
+  for (size_t i = 0; i < codes.size(); ++i) {
+    if (c[i] > limit) fail("pack_rows: code " + std::to_string(c[i]) + " does not fit " + std::to_string(bits) + " bits");
+  }
+  uint8_t* s = stream.data();
+  nb::gil_scoped_release release;
+  pack_rows(layout, c, rows, s, first_row);
+}
+
+nb::ndarray<nb::numpy, uint8_t> unpack_rows_py(Array1<const uint8_t> stream, int64_t channels, int64_t bits,
+                                               Array1<const int64_t> rows) {
+  const StreamLayout layout = layout_or_fail(channels, bits);
+  const int64_t capacity = static_cast<int64_t>(stream.shape(0)) / layout.block_bytes * kBlockRows;
+  const int64_t* r = rows.data();
+  for (size_t i = 0; i < rows.shape(0); ++i) {
+    require(r[i] >= 0 && r[i] < capacity, "unpack_rows: row " + std::to_string(r[i]) + " outside the stream's " +
+                                             std::to_string(capacity) + " rows");
+  }
+  auto out = numpy_array<uint8_t>({rows.shape(0), static_cast<size_t>(channels)});
+  const uint8_t* s = stream.data();
+  uint8_t* o = out.data();
+  {
+    nb::gil_scoped_release release;
+    unpack_rows(layout, s, r, static_cast<int64_t>(rows.shape(0)), o);
+  }
+  return out;
+}
+
+void copy_row_py(Array1<uint8_t> dst, int64_t dst_row, Array1<const uint8_t> src, int64_t src_row, int64_t channels,
+                 int64_t bits) {
+  const StreamLayout layout = layout_or_fail(channels, bits);
+  require(dst_row >= 0 && src_row >= 0, "copy_row: rows must be >= 0");
+  check_stream(layout, dst.shape(0), dst_row + 1, "copy_row (destination)");
+  check_stream(layout, src.shape(0), src_row + 1, "copy_row (source)");
+  copy_row(layout, dst.data(), dst_row, src.data(), src_row);
+}
+
+// ------------------------------------------------------------------------- scan
+std::vector<CodecStream> codec_from(const nb::list& codec, int64_t dim, bool projected) {
+  std::vector<CodecStream> out;
+  require(codec.size() >= 1 && codec.size() <= 4, "codec: 1 to 4 streams");
+  for (nb::handle h : codec) {
+    nb::tuple t = nb::cast<nb::tuple>(h);
+    require(t.size() == 8, "codec stream: (first, channels, bits, domain, cls, scale, values, probs)");
+    CodecStream s;
+    s.first = nb::cast<int32_t>(t[0]);
+    s.channels = nb::cast<int32_t>(t[1]);
+    s.bits = nb::cast<int32_t>(t[2]);
+    s.domain = nb::cast<int32_t>(t[3]);
+    s.cls = nb::cast<int32_t>(t[4]);
+    s.scale = nb::cast<float>(t[5]);
+    auto values = array_arg<Array1<const float>>(t[6], "codec stream values");
+    auto probs = array_arg<Array1<const float>>(t[7], "codec stream probs");
+    s.layout = layout_or_fail(s.channels, s.bits);
+    require(s.first >= 0 && s.first + s.channels <= dim, "codec stream channels outside the query dimension");
+    require(s.domain == 0 || (s.domain == 1 && projected), "codec stream domain must be 0, or 1 with projected queries");
+    require(s.cls >= 0 && s.cls < kMaxClasses, "codec stream class must be 0 or 1");
+    require(std::isfinite(s.scale), "codec stream scale must be finite");
+    const size_t levels = size_t(1) << s.bits;
+    require(values.shape(0) == levels && probs.shape(0) == levels, "codec stream: values and probs need 2**bits entries");
+    s.values.assign(values.data(), values.data() + levels);
+    s.probs.assign(probs.data(), probs.data() + levels);
+    for (size_t i = 0; i < levels; ++i) {
+      require(std::isfinite(s.values[i]) && std::isfinite(s.probs[i]) && s.probs[i] >= 0, "codec stream: values and probs must be finite (probs >= 0)");
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+int factor_half(const AnyArray1& a, const char* what) {
+  const nb::dlpack::dtype d = a.dtype();
+  require(d.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float) && d.lanes == 1 && (d.bits == 16 || d.bits == 32),
+          std::string(what) + " must be float16 or float32");
+  return d.bits == 16;
+}
+
+// Segments keep their Python arrays alive in `keep` while the kernels run.
+SegmentView segment_from(nb::handle h, const std::vector<CodecStream>& codec, std::vector<nb::object>& keep) {
+  nb::tuple t = nb::cast<nb::tuple>(h);
+  require(t.size() == 7, "segment: (rows, first_row, streams, factors, residual_factors, shift, allow)");
+  SegmentView v;
+  v.rows = nb::cast<int64_t>(t[0]);
+  v.first_row = nb::cast<int64_t>(t[1]);
+  require(v.rows >= 0 && v.rows < (int64_t(1) << 31) && v.first_row >= 0, "segment: bad row counts");
+  nb::list streams = nb::cast<nb::list>(t[2]);
+  require(streams.size() == codec.size(), "segment: one stream per codec stream");
+  for (size_t s = 0; s < codec.size(); ++s) {
+    auto a = array_arg<Array1<const uint8_t>>(streams[s], "segment stream");
+    check_stream(codec[s].layout, a.shape(0), v.rows, "segment stream");
+    v.streams.push_back(a.data());
+    keep.push_back(nb::borrow(streams[s]));
+  }
+  int classes = 1;
+  for (const CodecStream& s : codec) classes = std::max(classes, s.cls + 1);
+  for (int c = 0; c < classes; ++c) {
+    require(!t[3 + c].is_none(), "segment: missing factors for a class");
+    auto f = array_arg<AnyArray1>(t[3 + c], "segment factors");
+    v.factor_half[c] = factor_half(f, "segment factors");
+    require(static_cast<int64_t>(f.shape(0)) >= v.rows, "segment factors shorter than its rows");
+    v.factors[c] = f.data();
+    keep.push_back(nb::borrow(t[3 + c]));
+  }
+  if (!t[5].is_none()) {
+    auto s = array_arg<Array1<const float>>(t[5], "segment shift");
+    require(static_cast<int64_t>(s.shape(0)) >= v.rows, "segment shift shorter than its rows");
+    v.shift = s.data();
+    keep.push_back(nb::borrow(t[5]));
+  }
+  if (!t[6].is_none()) {
+    auto a = array_arg<Array1<const uint64_t>>(t[6], "segment allow bitmap");
+    require(static_cast<int64_t>(a.shape(0)) >= (v.rows + 63) / 64, "segment allow bitmap shorter than its rows");
+    v.allow = a.data();
+    keep.push_back(nb::borrow(t[6]));
+  }
+  return v;
+}
+
+void check_queries(const Array2<const float>& q, int64_t dim, const char* what) {
+  require(static_cast<int64_t>(q.shape(1)) == dim, std::string(what) + ": wrong dimension");
+  const float* p = q.data();
+  for (size_t i = 0; i < q.size(); ++i) require(std::isfinite(p[i]), std::string(what) + " must be finite");
+}
+
+nb::tuple scan_py(nb::list codec_list, nb::list segment_list, Array2<const float> rotated,
+                  std::optional<Array2<const float>> projected, int64_t k) {
+  const int64_t dim = static_cast<int64_t>(rotated.shape(1));
+  const int64_t m = static_cast<int64_t>(rotated.shape(0));
+  check_queries(rotated, dim, "queries");
+  if (projected) {
+    check_queries(*projected, dim, "projected queries");
+    require(static_cast<int64_t>(projected->shape(0)) == m, "projected queries: wrong count");
+  }
+  require(k >= 0 && k <= (int64_t(1) << 24), "k must be in 0..2**24");
+  const std::vector<CodecStream> codec = codec_from(codec_list, dim, projected.has_value());
+  std::vector<nb::object> keep;
+  std::vector<SegmentView> segments;
+  for (nb::handle h : segment_list) segments.push_back(segment_from(h, codec, keep));
+  auto rows = numpy_array<int64_t>({static_cast<size_t>(m), static_cast<size_t>(k)});
+  auto scores = numpy_array<float>({static_cast<size_t>(m), static_cast<size_t>(k)});
+  ScanStats stats;
+  {
+    nb::gil_scoped_release release;
+    stats = scan(codec, segments, rotated.data(), projected ? projected->data() : nullptr, m,
+                 static_cast<int32_t>(dim), static_cast<int32_t>(k), rows.data(), scores.data());
+  }
+  return nb::make_tuple(rows, scores, stats.candidates);
+}
+
+nb::ndarray<nb::numpy, float> exact_scores_py(nb::list codec_list, nb::handle segment, Array2<const float> rotated,
+                                              std::optional<Array2<const float>> projected,
+                                              Array1<const int64_t> rows) {
+  const int64_t dim = static_cast<int64_t>(rotated.shape(1));
+  const int64_t m = static_cast<int64_t>(rotated.shape(0));
+  check_queries(rotated, dim, "queries");
+  if (projected) {
+    check_queries(*projected, dim, "projected queries");
+    require(static_cast<int64_t>(projected->shape(0)) == m, "projected queries: wrong count");
+  }
+  const std::vector<CodecStream> codec = codec_from(codec_list, dim, projected.has_value());
+  std::vector<nb::object> keep;
+  const SegmentView view = segment_from(segment, codec, keep);
+  const int64_t* r = rows.data();
+  for (size_t i = 0; i < rows.shape(0); ++i) require(r[i] >= 0 && r[i] < view.rows, "exact_scores: row outside the segment");
+  auto out = numpy_array<float>({static_cast<size_t>(m), rows.shape(0)});
+  float* o = out.data();
+  {
+    nb::gil_scoped_release release;
+    exact_scores(codec, view, rotated.data(), projected ? projected->data() : nullptr, m, static_cast<int32_t>(dim), r,
+                 static_cast<int64_t>(rows.shape(0)), o);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------- config
+nb::dict config() {
+  nb::dict d;
+  nb::list names;
+  for (const Kernels* k : available_kernels()) names.append(k->name);
+  d["variants"] = names;
+  d["active"] = active_kernels().name;
+  d["threads"] = pool_size();
+  d["avx2"] = cpu_features().avx2;
+  d["avx512"] = cpu_features().avx512;
+  d["neon"] = cpu_features().neon;
+  return d;
+}
+
+}  // namespace
+}  // namespace rq
+
+NB_MODULE(_core, m) {
+  using namespace rq;
+  m.doc() = "rotaquant native core: block layout, index scan and KV row kernels (see csrc/)";
+  m.def("config", &config, "Variants available, the active one, thread count, CPU features.");
+  m.def("select", [](const std::string& name) { select_kernels(name); }, "name"_a,
+        "Make `name` the active kernel variant (ValueError if not available).");
+  m.def("layout_info", &layout_info, "channels"_a, "bits"_a,
+        "(block bytes, table bytes, units [(first, channels, width, offset, table size)]).");
+  m.def("pack_rows", &pack_rows_py, "codes"_a.noconvert(), "bits"_a, "stream"_a.noconvert(), "first_row"_a);
+  m.def("unpack_rows", &unpack_rows_py, "stream"_a.noconvert(), "channels"_a, "bits"_a, "rows"_a.noconvert());
+  m.def("copy_row", &copy_row_py, "dst"_a.noconvert(), "dst_row"_a, "src"_a.noconvert(), "src_row"_a, "channels"_a,
+        "bits"_a);
+  m.def("scan", &scan_py, "codec"_a, "segments"_a, "rotated"_a.noconvert(), "projected"_a.noconvert().none(), "k"_a);
+  m.def("exact_scores", &exact_scores_py, "codec"_a, "segment"_a, "rotated"_a.noconvert(),
+        "projected"_a.noconvert().none(), "rows"_a.noconvert());
+  register_kv(m);
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const std::invalid_argument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+}

@@ -1,0 +1,58 @@
+// The index scan: exact top-k of rotated queries over block-layout segments.
+//
+// Per query, every unit gets a 2**width-entry table of partial inner products, quantized to
+// uint8 with one step per factor class; the active kernel variant sums table entries in
+// 16-bit lanes (folded to 32 bits every <= 256 units), scales by each row's factor and keeps
+// the rows whose *upper bound* reaches the running threshold (the k-th largest *lower bound*
+// seen). The survivors are re-scored exactly in float32 from their codes, so the result is the
+// exact top-k of the float scores, given that the table rounding errors of a true top-k row
+// stay within the margin (see ClassConsts; scan.cpp derives the margin).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "layout.h"
+
+namespace rq {
+
+// One stream of the codec, as the scan sees it.
+struct CodecStream {
+  int32_t first = 0;      // first channel in the query domain
+  int32_t channels = 0;
+  int32_t bits = 0;
+  int32_t domain = 0;     // 0: rotated queries, 1: projected (QJL) queries
+  int32_t cls = 0;        // factor class
+  float scale = 1.0f;     // multiplies the stream's inner product (QJL: sqrt(pi/2)/dim)
+  std::vector<float> values;  // [2**bits] decoded value of each code
+  std::vector<float> probs;   // [2**bits] probability of each code (rounding-error statistics)
+  StreamLayout layout;
+};
+
+struct SegmentView {
+  int64_t rows = 0;              // live rows
+  int64_t first_row = 0;         // index row of the segment's row 0
+  std::vector<const uint8_t*> streams;     // per codec stream: ceil(rows/32) blocks
+  const void* factors[2] = {nullptr, nullptr};  // per class: rows values
+  int32_t factor_half[2] = {1, 1};
+  const float* shift = nullptr;  // rows values or null
+  const uint64_t* allow = nullptr;  // ceil(rows/64) words over the segment's rows, or null
+};
+
+struct ScanStats {
+  int64_t candidates = 0;  // rows re-scored exactly, over all queries
+};
+
+// queries: rotated (m, dim) and, with a QJL stream, projected (m, dim), float32 row-major.
+// Writes out_rows (m, k) (index rows, -1 padded) and out_scores (m, k) (-inf padded), best
+// first, ties by lower row.
+ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentView>& segments,
+               const float* rotated, const float* projected, int64_t m, int32_t dim, int32_t k,
+               int64_t* out_rows, float* out_scores);
+
+// Exact float32 scores of rows of one segment: out (m, count).
+void exact_scores(const std::vector<CodecStream>& codec, const SegmentView& segment,
+                  const float* rotated, const float* projected, int64_t m, int32_t dim,
+                  const int64_t* rows, int64_t count, float* out);
+
+}  // namespace rq

@@ -1,0 +1,67 @@
+"""The native core (C++ in ``csrc/``, compiled as ``rotaquant._core``): which kernel variant
+runs, how many threads it uses, and ``show_config``.
+
+Variants: ``scalar`` (portable reference), ``avx2`` (AVX2 + FMA + BMI2 + F16C), ``avx512``
+(F/BW/VL/DQ/VBMI/VNNI), chosen at run time: the best this CPU runs, or ``$ROTAQUANT_SIMD``.
+Threads: ``$ROTAQUANT_NUM_THREADS`` (default: the cores), one pool for every kernel.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+from . import _core
+
+
+def variants() -> list[str]:
+    """Kernel variants this build holds and this CPU runs, best first."""
+    return list(_core.config()["variants"])
+
+
+def active_variant() -> str:
+    return str(_core.config()["active"])
+
+
+def select_variant(name: str) -> None:
+    """Make ``name`` the kernel variant every native call uses (ValueError if unavailable)."""
+    _core.select(name)
+
+
+@contextmanager
+def using_variant(name: str) -> Iterator[None]:
+    """Run a block with another kernel variant (tests compare variants this way)."""
+    previous = active_variant()
+    select_variant(name)
+    try:
+        yield
+    finally:
+        select_variant(previous)
+
+
+def threads() -> int:
+    return int(_core.config()["threads"])
+
+
+def show_config(file: TextIO | None = None) -> None:
+    """Print which kernels rotaquant uses here: native variants, threads, optional parts."""
+    from . import __version__
+
+    out = file or sys.stdout
+    config = _core.config()
+    features = [name for name in ("avx2", "avx512", "neon") if config[name]]
+    print(f"rotaquant {__version__}", file=out)
+    print(f"  CPU features used: {', '.join(features) or 'none (portable code)'}", file=out)
+    print(
+        f"  index scan / KV row kernels: {config['active']} "
+        f"(available: {', '.join(config['variants'])}; ROTAQUANT_SIMD forces one)",
+        file=out,
+    )
+    print(f"  threads: {config['threads']} (ROTAQUANT_NUM_THREADS)", file=out)
+    torch = importlib.util.find_spec("torch") is not None
+    triton = importlib.util.find_spec("triton") is not None
+    print(f"  KV cache: {'torch installed' if torch else 'needs the [kv] extra (torch)'}", file=out)
+    print(f"  Triton: {'installed' if triton else 'not installed'}", file=out)
