@@ -105,9 +105,7 @@ def test_copy_row_moves_one_row_between_streams(bits):
 def test_worked_example():
     # 4 bits, one channel: row r holds code r % 16; byte j = row P[j] | (row P[j] + 16) << 4
     codes = (np.arange(32) % 16).astype(np.uint8)[:, None]
-    assert packed(codes, 4).tobytes() == bytes(
-        [0x00, 0x88, 0x11, 0x99, 0x22, 0xAA, 0x33, 0xBB, 0x44, 0xCC, 0x55, 0xDD, 0x66, 0xEE, 0x77, 0xFF]
-    )
+    assert packed(codes, 4).tobytes().hex() == "00881199" "22aa33bb" "44cc55dd" "66ee77ff"
     # 3 bits, two channels (one 6-bit unit: 4-bit plane, then 2-bit plane); row 0 = (5, 6),
     # every other row 0: index 5 | 6 << 3 = 0b110101 -> low nibble 0b0101, high bits 0b11
     codes = np.zeros((32, 2), np.uint8)

@@ -56,18 +56,20 @@ def make_segment(rng, codec, rows, first_row, shift=False, allow=None):
         rng.choice(2**bits, size=(rows, channels), p=_normalized(probs)).astype(np.uint8)
         for _, channels, bits, _, _, _, _, probs in codec
     ]
-    streams = [
-        packed(c, s[2]) if rows else np.zeros(0, np.uint8) for c, s in zip(codes, codec, strict=True)
-    ]
+    streams = [packed(c, s[2]) if rows else np.zeros(0, np.uint8) for c, s in zip(codes, codec, strict=True)]
     classes = max(s[4] for s in codec) + 1
-    factors = [rng.uniform(0.5, 2.0, rows).astype(np.float16 if c == 0 else np.float32) for c in range(classes)]
+    factors = [
+        rng.uniform(0.5, 2.0, rows).astype(np.float16 if c == 0 else np.float32)
+        for c in range(classes)
+    ]
     shifts = -rng.uniform(0, 1, rows).astype(np.float32) if shift else None
     bitmap = None
     if allow is not None:
         bits = np.zeros(-(-rows // 64) * 64, bool)
         bits[allow] = True
         bitmap = np.packbits(bits, bitorder="little").view(np.uint64).copy()
-    segment = (rows, first_row, streams, factors[0], factors[1] if classes > 1 else None, shifts, bitmap)
+    second = factors[1] if classes > 1 else None
+    segment = (rows, first_row, streams, factors[0], second, shifts, bitmap)
     return segment, codes, factors, shifts
 
 
@@ -75,7 +77,7 @@ def reference_scores(codec, codes, factors, shifts, rotated, projected):
     """(m, rows) float64 exact scores."""
     total = 0
     per_class = {}
-    for (first, channels, bits, domain, cls, scale, values, _), c in zip(codec, codes, strict=True):
+    for (first, channels, _, domain, cls, scale, values, _), c in zip(codec, codes, strict=True):
         q = (projected if domain else rotated)[:, first : first + channels].astype(np.float64)
         decoded = values.astype(np.float64)[c]  # (rows, channels)
         per_class[cls] = per_class.get(cls, 0) + scale * (q @ decoded.T)
@@ -104,7 +106,8 @@ def run_case(name, m, k, sizes, seed, shift=False, allow_fraction=None):
     segments, all_scores, all_rows = [], [], []
     first = 0
     rotated = rng.standard_normal((m, dim)).astype(np.float32)
-    projected = rng.standard_normal((m, dim)).astype(np.float32) if any(s[3] for s in spec) else None
+    prod = any(s[3] for s in spec)
+    projected = rng.standard_normal((m, dim)).astype(np.float32) if prod else None
     for rows in sizes:
         allow = None
         if allow_fraction is not None:
