@@ -56,7 +56,10 @@ def make_segment(rng, codec, rows, first_row, shift=False, allow=None):
         rng.choice(2**bits, size=(rows, channels), p=_normalized(probs)).astype(np.uint8)
         for _, channels, bits, _, _, _, _, probs in codec
     ]
-    streams = [packed(c, s[2]) if rows else np.zeros(0, np.uint8) for c, s in zip(codes, codec, strict=True)]
+    streams = [
+        packed(c, s[2]) if rows else np.zeros(0, np.uint8)
+        for c, s in zip(codes, codec, strict=True)
+    ]
     classes = max(s[4] for s in codec) + 1
     factors = [
         rng.uniform(0.5, 2.0, rows).astype(np.float16 if c == 0 else np.float32)
