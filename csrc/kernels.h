@@ -10,27 +10,28 @@
 
 namespace rq {
 
-constexpr int kMaxQueries = 8;  // queries scored per pass over a block
-constexpr int kMaxClasses = 2;  // per-row factors: 0 the (corrected) norm, 1 the QJL residual norm
-constexpr int kMaxStepRows = 64;
+constexpr int kMaxQueries = 8;      // queries scored per pass over a block
+constexpr int kMaxClasses = 2;      // per-row factors: 0 the (corrected) norm, 1 the QJL residual
+constexpr int kCandidates = 2048;   // per query and scan call: rows reported before returning
+constexpr int kLevelOffset = 64;    // levels are stored as level + 64 in 1..127
 
 // ------------------------------------------------------------------------- index scan
-// A run of units of one stream with the same width and factor class, laid out at a fixed
-// stride in the block (4*width bytes) and in the query's tables (table_size bytes).
+// Consecutive groups of one stream with the same channel count (all full groups, then the
+// stream's partial group if any), `4 * channels * bits` bytes apart in a block.
 struct ScanRun {
-  int32_t stream;        // which stream's block the units are in
-  int32_t offset;        // byte offset of the first unit in the block
-  int32_t count;         // units in the run (<= 256)
-  int32_t width;         // index bits of each unit
-  int32_t table_offset;  // byte offset of the first unit's table in a query's tables
-  int32_t table_size;    // 16, 64, 128 or 256
-  int32_t cls;           // factor class of its sum
-  int32_t flush;         // 1: fold the 16-bit sums into 32 bits after this run
+  int32_t stream;
+  int32_t offset;         // byte offset of the first group in a block
+  int32_t count;          // groups
+  int32_t channels;       // channels per group, 1..4
+  int32_t bits;
+  int32_t weight_offset;  // byte offset of the first group's 4 weights in a query's weights
+  int32_t cls;            // factor class of the stream
 };
 
-// Per query and class: approximate score of row r = f_c[r] * (bias + delta * S_c[r]) summed
-// over classes (+ shift[r]), S_c the sum of the u8 table entries the row's units select; the
-// exact score lies within sum_c f_c[r] * margin of it (see scan.cpp).
+// Approximate score of a row for one query: sum over classes of
+//   f_c[row] * (bias + delta * S_c[row])   (+ shift[row]),
+// S_c = sum over the class's channels of weight * (level[code] + 64), all integers; the exact
+// score lies within sum_c f_c[row] * margin of it (scan.cpp derives margin).
 struct ClassConsts {
   float bias;
   float delta;
@@ -41,26 +42,34 @@ struct QueryConsts {
   ClassConsts cls[kMaxClasses];
 };
 
-// One step: `n_blocks` consecutive blocks (32 rows each) of every stream.
-struct StepArgs {
+// One call: consecutive blocks of every stream, up to kMaxQueries queries. The kernel scans
+// blocks in order and returns after the block at which some query has fewer than 32 free
+// candidate slots left or, having no threshold yet (-inf), got candidates (or at the end);
+// `blocks_done` says how far it got.
+struct ScanArgs {
   const ScanRun* runs;
   int32_t n_runs;
   int32_t n_classes;
-  const uint8_t* blocks[4];      // per stream: its first block of this step
-  int64_t block_bytes[4];        // per stream
-  int32_t n_blocks;              // 1..step_blocks of the variant
-  const void* factors[kMaxClasses];  // per class: the step's first row's factor (64 readable)
+  const uint8_t* levels[4];       // per stream: 256 entries, level + 64 of each code
+  const uint8_t* blocks[4];       // per stream: the first block of the call
+  const uint8_t* ends[4];         // per stream: end of its buffer (loads must stay below)
+  int64_t block_bytes[4];
+  int64_t n_blocks;               // blocks to scan
+  const uint64_t* eligible;       // bit i of word w: row 64w + i (from the first block) is
+                                  // live and allowed
+  const void* factors[kMaxClasses];  // per class, at the first row; 32 * n_blocks readable
   int32_t factor_half[kMaxClasses];  // 1: float16, 0: float32
-  const float* shift;            // per row additive score term (64 readable) or null
-  uint64_t eligible;             // bit r: row r of the step is live and allowed
-  int32_t n_queries;             // 1..kMaxQueries
-  const uint8_t* tables[kMaxQueries];
-  const QueryConsts* consts;     // [n_queries]
-  const float* thresholds;       // [n_queries]: report rows whose upper bound reaches it
-  // outputs
-  uint64_t* masks;               // [n_queries]: eligible rows with upper bound >= threshold
-  float* lower;                  // [n_queries * 64]
-  float* upper;                  // [n_queries * 64]
+  const float* shift;             // per-row additive term (32 * n_blocks readable) or null
+  int32_t n_queries;              // 1..kMaxQueries
+  const int8_t* weights[kMaxQueries];  // per query: 4 per group of every stream
+  const QueryConsts* consts;      // [n_queries]
+  const float* thresholds;        // [n_queries]: report rows whose upper bound reaches it
+  // outputs, per query: the eligible rows reported (relative to the first block) and bounds
+  int32_t* rows[kMaxQueries];     // each kCandidates long
+  float* lower[kMaxQueries];
+  float* upper[kMaxQueries];
+  int32_t* counts;                // [n_queries]
+  int64_t blocks_done;
 };
 
 // ------------------------------------------------------------------------- KV row readers
@@ -110,9 +119,8 @@ struct KvDecodeArgs {
 
 struct Kernels {
   const char* name;        // "scalar", "avx2", "avx512"
-  int32_t step_blocks;     // blocks per scan step
-  int32_t step_queries;    // queries per scan step it is fastest with (<= kMaxQueries)
-  void (*scan_step)(const StepArgs&);
+  int32_t queries;         // queries per scan call it is fastest with (<= kMaxQueries)
+  void (*scan)(ScanArgs&);
   void (*kv_scores)(const KvScoresArgs&);
   void (*kv_weighted_sum)(const KvWeightedArgs&);
   void (*kv_decode)(const KvDecodeArgs&);

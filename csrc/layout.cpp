@@ -1,4 +1,4 @@
-// The block layout (see layout.h): building it and reading single rows back.
+// The block layout (see layout.h): building it and reading rows back.
 #include "layout.h"
 
 #include <stdexcept>
@@ -15,18 +15,15 @@ StreamLayout StreamLayout::make(int channels, int bits) {
   StreamLayout layout;
   layout.channels = channels;
   layout.bits = bits;
-  const int g = unit_channels(bits);
   int32_t offset = 0;
-  for (int first = 0; first < channels; first += g) {
-    Unit u;
-    u.first = first;
-    u.channels = first + g <= channels ? g : channels - first;
-    u.width = u.channels * bits;
-    u.offset = offset;
-    u.table_size = table_size(u.width);
-    offset += 4 * u.width;
-    layout.table_bytes += u.table_size;
-    layout.units.push_back(u);
+  for (int first = 0; first < channels; first += kGroupChannels) {
+    Group g;
+    g.first = first;
+    g.channels = first + kGroupChannels <= channels ? kGroupChannels : channels - first;
+    g.offset = offset;
+    g.bytes = 4 * g.channels * bits;
+    offset += g.bytes;
+    layout.groups.push_back(g);
   }
   layout.block_bytes = offset;
   return layout;
@@ -34,106 +31,45 @@ StreamLayout StreamLayout::make(int channels, int bits) {
 
 namespace {
 
-// Where row r's bits of a plane of the given width live: (byte, shift).
-inline void plane_position(int plane_width, int r, int& byte, int& shift) {
-  if (plane_width == 4) {
-    byte = kNibbleByte[r & 15];
-    shift = (r >> 4) * 4;
-  } else if (plane_width == 2) {
-    byte = r >> 2;
-    shift = 2 * (r & 3);
-  } else {
-    byte = r >> 3;
-    shift = r & 7;
-  }
+void write_code(uint8_t* group, int channels, int bits, int r, int j, uint32_t code) {
+  const int64_t bit = (int64_t(r) * channels + j) * bits;
+  uint8_t* p = group + (bit >> 3);
+  const int shift = static_cast<int>(bit & 7);
+  const uint32_t mask = ((1u << bits) - 1) << shift;
+  const uint32_t value = (code << shift) & mask;
+  p[0] = static_cast<uint8_t>((p[0] & ~mask) | value);
+  if (shift + bits > 8) p[1] = static_cast<uint8_t>((p[1] & ~(mask >> 8)) | (value >> 8));
 }
 
-}  // namespace
-
-uint32_t read_index(const uint8_t* block, const Unit& u, int r) {
-  int widths[3];
-  const int planes = plane_widths(u.width, widths);
-  const uint8_t* plane = block + u.offset;
-  uint32_t value = 0;
-  int low = 0;
-  for (int p = 0; p < planes; ++p) {
-    int byte, shift;
-    plane_position(widths[p], r, byte, shift);
-    const uint32_t bits = (plane[byte] >> shift) & ((1u << widths[p]) - 1);
-    value |= bits << low;
-    low += widths[p];
-    plane += plane_bytes(widths[p]);
-  }
-  return value;
-}
-
-void write_index(uint8_t* block, const Unit& u, int r, uint32_t value) {
-  int widths[3];
-  const int planes = plane_widths(u.width, widths);
-  uint8_t* plane = block + u.offset;
-  for (int p = 0; p < planes; ++p) {
-    int byte, shift;
-    plane_position(widths[p], r, byte, shift);
-    const uint32_t mask = (1u << widths[p]) - 1;
-    plane[byte] = static_cast<uint8_t>((plane[byte] & ~(mask << shift)) |
-                                       ((value & mask) << shift));
-    value >>= widths[p];
-    plane += plane_bytes(widths[p]);
-  }
-}
-
-namespace {
-
-// The planes of one unit for 32 rows at once, from the rows' indices.
-void write_planes(uint8_t* plane, int width, const uint32_t index[kBlockRows]) {
-  int widths[3];
-  const int planes = plane_widths(width, widths);
-  int low = 0;
-  for (int p = 0; p < planes; ++p) {
-    const int w = widths[p];
-    if (w == 4) {
-      for (int j = 0; j < 16; ++j) {
-        const int r = kNibbleRow[j];
-        plane[j] = static_cast<uint8_t>(((index[r] >> low) & 15) |
-                                        (((index[r + 16] >> low) & 15) << 4));
-      }
-    } else {
-      const int per_byte = 8 / w;
-      for (int byte = 0; byte < 4 * w; ++byte) {
-        uint32_t value = 0;
-        for (int t = 0; t < per_byte; ++t) {
-          value |= ((index[byte * per_byte + t] >> low) & ((1u << w) - 1)) << (t * w);
-        }
-        plane[byte] = static_cast<uint8_t>(value);
-      }
-    }
-    low += w;
-    plane += plane_bytes(w);
-  }
-}
-
-// A whole block from 32 rows of codes (32, C).
+// A whole block from 32 rows of codes (32, C): each group is one bit stream.
 void pack_block(const StreamLayout& layout, const uint8_t* codes, uint8_t* block) {
-  uint32_t index[kBlockRows];
   const int bits = layout.bits;
-  for (const Unit& u : layout.units) {
+  for (const Group& g : layout.groups) {
+    uint8_t* out = block + g.offset;
+    uint64_t acc = 0;
+    int filled = 0;
     for (int r = 0; r < kBlockRows; ++r) {
-      const uint8_t* code = codes + r * layout.channels + u.first;
-      uint32_t value = 0;
-      for (int j = 0; j < u.channels; ++j) value |= uint32_t(code[j]) << (j * bits);
-      index[r] = value;
+      const uint8_t* code = codes + int64_t(r) * layout.channels + g.first;
+      for (int j = 0; j < g.channels; ++j) {
+        acc |= uint64_t(code[j]) << filled;
+        filled += bits;
+        while (filled >= 8) {
+          *out++ = static_cast<uint8_t>(acc);
+          acc >>= 8;
+          filled -= 8;
+        }
+      }
     }
-    write_planes(block + u.offset, u.width, index);
   }
 }
 
 void pack_row(const StreamLayout& layout, const uint8_t* code, uint8_t* stream, int64_t row) {
   uint8_t* block = stream + (row / kBlockRows) * layout.block_bytes;
   const int r = static_cast<int>(row % kBlockRows);
-  for (const Unit& u : layout.units) {
-    uint32_t value = 0;
-    for (int j = 0; j < u.channels; ++j) value |= uint32_t(code[u.first + j]) << (j * layout.bits);
-    write_index(block, u, r, value);
+  for (const Group& g : layout.groups) {
+    for (int j = 0; j < g.channels; ++j) {
+      write_code(block + g.offset, g.channels, layout.bits, r, j, code[g.first + j]);
+    }
   }
 }
 
@@ -148,23 +84,22 @@ void pack_rows(const StreamLayout& layout, const uint8_t* codes, int64_t rows, u
     pack_row(layout, codes + i * C, stream, first_row + i);
   }
   for (; i + kBlockRows <= rows; i += kBlockRows) {
-    pack_block(layout, codes + i * C, stream + ((first_row + i) / kBlockRows) * layout.block_bytes);
+    pack_block(layout, codes + i * C,
+               stream + ((first_row + i) / kBlockRows) * layout.block_bytes);
   }
   for (; i < rows; ++i) pack_row(layout, codes + i * C, stream, first_row + i);
 }
 
 void unpack_rows(const StreamLayout& layout, const uint8_t* stream, const int64_t* rows,
                  int64_t count, uint8_t* out) {
-  const int bits = layout.bits;
-  const uint32_t mask = (1u << bits) - 1;
   for (int64_t i = 0; i < count; ++i) {
     const uint8_t* block = stream + (rows[i] / kBlockRows) * layout.block_bytes;
     const int r = static_cast<int>(rows[i] % kBlockRows);
     uint8_t* code = out + i * layout.channels;
-    for (const Unit& u : layout.units) {
-      const uint32_t value = read_index(block, u, r);
-      for (int j = 0; j < u.channels; ++j) {
-        code[u.first + j] = static_cast<uint8_t>((value >> (j * bits)) & mask);
+    for (const Group& g : layout.groups) {
+      for (int j = 0; j < g.channels; ++j) {
+        code[g.first + j] =
+            static_cast<uint8_t>(read_code(block + g.offset, g.channels, layout.bits, r, j));
       }
     }
   }
@@ -176,7 +111,12 @@ void copy_row(const StreamLayout& layout, uint8_t* dst, int64_t dst_row, const u
   uint8_t* to = dst + (dst_row / kBlockRows) * layout.block_bytes;
   const int rs = static_cast<int>(src_row % kBlockRows);
   const int rd = static_cast<int>(dst_row % kBlockRows);
-  for (const Unit& u : layout.units) write_index(to, u, rd, read_index(from, u, rs));
+  for (const Group& g : layout.groups) {
+    for (int j = 0; j < g.channels; ++j) {
+      const uint32_t code = read_code(from + g.offset, g.channels, layout.bits, rs, j);
+      write_code(to + g.offset, g.channels, layout.bits, rd, j, code);
+    }
+  }
 }
 
 }  // namespace rq

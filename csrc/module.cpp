@@ -73,9 +73,9 @@ nb::ndarray<nb::numpy, T> numpy_array(std::vector<size_t> shape) {
 // ------------------------------------------------------------------------- layout
 nb::tuple layout_info(int64_t channels, int64_t bits) {
   const StreamLayout layout = layout_or_fail(channels, bits);
-  nb::list units;
-  for (const Unit& u : layout.units) units.append(nb::make_tuple(u.first, u.channels, u.width, u.offset, u.table_size));
-  return nb::make_tuple(layout.block_bytes, layout.table_bytes, units);
+  nb::list groups;
+  for (const Group& g : layout.groups) groups.append(nb::make_tuple(g.first, g.channels, g.offset, g.bytes));
+  return nb::make_tuple(layout.block_bytes, groups);
 }
 
 void check_stream(const StreamLayout& layout, size_t length, int64_t rows, const char* what) {
@@ -289,7 +289,7 @@ NB_MODULE(_core, m) {
   m.def("select", [](const std::string& name) { select_kernels(name); }, "name"_a,
         "Make `name` the active kernel variant (ValueError if not available).");
   m.def("layout_info", &layout_info, "channels"_a, "bits"_a,
-        "(block bytes, table bytes, units [(first, channels, width, offset, table size)]).");
+        "(block bytes, groups [(first channel, channels, byte offset, bytes)]).");
   m.def("pack_rows", &pack_rows_py, "codes"_a.noconvert(), "bits"_a, "stream"_a.noconvert(), "first_row"_a);
   m.def("unpack_rows", &unpack_rows_py, "stream"_a.noconvert(), "channels"_a, "bits"_a, "rows"_a.noconvert());
   m.def("copy_row", &copy_row_py, "dst"_a.noconvert(), "dst_row"_a, "src"_a.noconvert(), "src_row"_a, "channels"_a,

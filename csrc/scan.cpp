@@ -1,22 +1,30 @@
-// The scan driver: tables, tiles over the thread pool, candidates, exact re-scoring.
+// The scan driver: int8 weights, margins, tiles over the thread pool, candidates, exact
+// re-scoring.
 //
-// Margin. A unit's float table T[e] is stored as min + delta * u8[e]; its rounding error
-// err[e] = T[e] - min - delta * u8[e] lies in [-delta/2, delta/2]. A row's approximate score
-// (per class, before its factor) is off by the sum of its units' errors. We centre that sum by
-// its mean under the codec's code law (mu) and bound the rest two ways, taking the smaller:
-//   worst case: sum of each unit's largest |err| (+ |mu|): always holds;
+// Quantization. Per class, the query's channels (times the stream's scale) become int8
+// weights w = round(q / qs), qs = max|q| / 127, and every stream's codebook values int8 levels
+// l = round(value / cs), cs = max|value| / 63 (one cs per class, so the streams of a class add
+// into one integer sum). A row's approximate score is qs * cs * sum w * l, which the kernels
+// get as delta * (S - 64 * sum w) with S = sum w * (l + 64) (unsigned levels for the byte dot
+// products); bias folds in the constant.
+//
+// Margin. The error of channel i for code c, err_i(c) = q_i * value(c) - qs * cs * w_i * l(c),
+// depends only on the code. A row's error is the sum over its channels; we centre it by its
+// mean under the codec's code law (mu) and bound the rest two ways, taking the smaller:
+//   worst case: sum of each channel's largest |err| (+ |mu|): always holds;
 //   Bernstein: for independent centred terms bounded by c with total variance s2,
 //     P(|sum| > t) <= 2 exp(-t^2 / (2 (s2 + c t / 3))); t solves it for 1e-9.
-// The Bernstein bound treats the units of a rotated vector as independent (what the codec's
-// rotation is for); it is the one in force at large dimension, where the worst case is
-// sqrt(U) times too wide to prune. The lower bound of a row is score - margin, the upper
-// bound score + margin, both times the row's factor.
+// The Bernstein bound treats the channels of a rotated vector as independent (what the codec's
+// rotation is for); it is the one in force at large dimension, where the worst case is about
+// sqrt(d) times too wide to prune. A row's lower bound is score - margin, its upper bound
+// score + margin, both times the row's factor.
 #include "scan.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 
 #include "cpu.h"
@@ -29,132 +37,121 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr double kLogTwoOverDelta = 21.416;  // ln(2 / 1e-9)
-constexpr int64_t kRangeBytes = 256 << 10;   // codes per task range: stays in L2 across queries
-constexpr int64_t kChunkTableBytes = 8 << 20;
+constexpr int64_t kTaskBytes = 256 << 10;    // codes per task: stays in L2 across query groups
+constexpr int64_t kChunkQueries = 4096;      // queries in flight (bounds the candidate pools)
 
 struct Plan {
   std::vector<ScanRun> runs;
-  int64_t table_bytes = 0;
   int32_t n_classes = 1;
+  int64_t weight_bytes = 0;                  // per query
   int64_t block_bytes_total = 0;
+  std::vector<std::vector<uint8_t>> levels;  // per stream: 256 entries, level + 64
+  std::vector<std::vector<int8_t>> level_values;  // per stream: 2**bits signed levels
+  double level_scale[kMaxClasses] = {1, 1};  // cs per class
+  std::vector<int32_t> stream_weight_offset;
 };
 
 Plan make_plan(const std::vector<CodecStream>& codec) {
   Plan plan;
-  int32_t table_offset = 0;
+  for (const CodecStream& s : codec) plan.n_classes = std::max(plan.n_classes, s.cls + 1);
+  double largest[kMaxClasses] = {0, 0};
+  for (const CodecStream& s : codec) {
+    for (float v : s.values) largest[s.cls] = std::max(largest[s.cls], double(std::fabs(v)));
+  }
+  for (int c = 0; c < kMaxClasses; ++c) plan.level_scale[c] = largest[c] > 0 ? largest[c] / 63 : 1;
+  int32_t weight_offset = 0;
   for (size_t s = 0; s < codec.size(); ++s) {
-    const StreamLayout& layout = codec[s].layout;
-    plan.n_classes = std::max(plan.n_classes, codec[s].cls + 1);
+    const CodecStream& cs = codec[s];
+    const StreamLayout& layout = cs.layout;
     plan.block_bytes_total += layout.block_bytes;
-    for (size_t i = 0; i < layout.units.size();) {
-      const Unit& u = layout.units[i];
+    plan.stream_weight_offset.push_back(weight_offset);
+    std::vector<uint8_t> table(256, kLevelOffset);
+    std::vector<int8_t> signed_levels(cs.values.size());
+    for (size_t c = 0; c < cs.values.size(); ++c) {
+      const double level = std::nearbyint(cs.values[c] / plan.level_scale[cs.cls]);
+      signed_levels[c] = static_cast<int8_t>(std::max(-63.0, std::min(63.0, level)));
+      table[c] = static_cast<uint8_t>(signed_levels[c] + kLevelOffset);
+    }
+    plan.levels.push_back(table);
+    plan.level_values.push_back(signed_levels);
+    for (size_t i = 0; i < layout.groups.size();) {
+      const Group& g = layout.groups[i];
       ScanRun run{};
       run.stream = static_cast<int32_t>(s);
-      run.offset = u.offset;
-      run.width = u.width;
-      run.table_offset = table_offset;
-      run.table_size = u.table_size;
-      run.cls = codec[s].cls;
+      run.offset = g.offset;
+      run.channels = g.channels;
+      run.bits = cs.bits;
+      run.weight_offset = weight_offset + 4 * static_cast<int32_t>(i);
+      run.cls = cs.cls;
       size_t j = i;
-      while (j < layout.units.size() && layout.units[j].width == u.width && j - i < 256) {
-        table_offset += u.table_size;
-        ++j;
-      }
+      while (j < layout.groups.size() && layout.groups[j].channels == g.channels) ++j;
       run.count = static_cast<int32_t>(j - i);
       plan.runs.push_back(run);
       i = j;
     }
+    weight_offset += 4 * static_cast<int32_t>(layout.groups.size());
   }
-  plan.table_bytes = table_offset;
-  // 16-bit sums hold 256 units of 255: fold before a run would pass that, at class changes
-  // and at the end.
-  int32_t pending = 0;
-  for (size_t i = 0; i < plan.runs.size(); ++i) {
-    pending += plan.runs[i].count;
-    const bool last = i + 1 == plan.runs.size();
-    if (last || plan.runs[i + 1].cls != plan.runs[i].cls || pending + plan.runs[i + 1].count > 256) {
-      plan.runs[i].flush = 1;
-      pending = 0;
-    }
-  }
+  plan.weight_bytes = weight_offset;
+  // the kernels keep one class's sums in registers at a time: runs of a class together
+  std::stable_sort(plan.runs.begin(), plan.runs.end(),
+                   [](const ScanRun& x, const ScanRun& y) { return x.cls < y.cls; });
   return plan;
 }
 
 struct ClassStats {
-  double max_span = 0, bias = 0, mean = 0, variance = 0, worst = 0, largest = 0;
+  double mean = 0, variance = 0, worst = 0, largest = 0, weight_sum = 0;
 };
 
-// Tables (plan.table_bytes) and constants of one query.
-void build_tables(const std::vector<CodecStream>& codec, const float* rotated,
-                  const float* projected, uint8_t* tables, QueryConsts& consts) {
-  ClassStats stats[kMaxClasses];
-  // pass 1: the largest table span per class sets its step
+// int8 weights (plan.weight_bytes) and the constants of one query.
+void prepare_query(const std::vector<CodecStream>& codec, const Plan& plan, const float* rotated,
+                   const float* projected, int8_t* weights, QueryConsts& consts) {
+  double largest[kMaxClasses] = {0, 0};
   for (const CodecStream& s : codec) {
     const float* q = (s.domain ? projected : rotated) + s.first;
-    const auto [lo, hi] = std::minmax_element(s.values.begin(), s.values.end());
-    for (const Unit& u : s.layout.units) {
-      double span = 0;
-      for (int j = 0; j < u.channels; ++j) {
-        span += std::fabs(double(q[u.first + j]) * s.scale) * (double(*hi) - double(*lo));
-      }
-      stats[s.cls].max_span = std::max(stats[s.cls].max_span, span);
+    for (int i = 0; i < s.channels; ++i) {
+      largest[s.cls] = std::max(largest[s.cls], std::fabs(double(q[i]) * s.scale));
     }
   }
-  double delta[kMaxClasses];
-  for (int c = 0; c < kMaxClasses; ++c) {
-    delta[c] = stats[c].max_span > 0 ? stats[c].max_span / 255.0 : 1.0;
-  }
-  // pass 2: each unit's float table, quantized, with its rounding-error statistics
-  uint8_t* out = tables;
-  double table[256], prob[256];
-  for (const CodecStream& s : codec) {
-    const float* q = (s.domain ? projected : rotated) + s.first;
-    const int bits = s.bits;
-    const uint32_t mask = (1u << bits) - 1;
-    const double d = delta[s.cls];
-    ClassStats& st = stats[s.cls];
-    for (const Unit& u : s.layout.units) {
-      const int entries = 1 << u.width;
-      double minimum = std::numeric_limits<double>::infinity();
-      for (int e = 0; e < entries; ++e) {
-        double t = 0, p = 1;
-        for (int j = 0; j < u.channels; ++j) {
-          const uint32_t code = (uint32_t(e) >> (j * bits)) & mask;
-          t += double(q[u.first + j]) * s.scale * s.values[code];
-          p *= s.probs[code];
-        }
-        table[e] = t;
-        prob[e] = p;
-        minimum = std::min(minimum, t);
+  double qs[kMaxClasses];
+  for (int c = 0; c < kMaxClasses; ++c) qs[c] = largest[c] > 0 ? largest[c] / 127 : 1;
+  std::memset(weights, 0, plan.weight_bytes);
+  ClassStats stats[kMaxClasses];
+  for (size_t s = 0; s < codec.size(); ++s) {
+    const CodecStream& cs = codec[s];
+    const float* q = (cs.domain ? projected : rotated) + cs.first;
+    const double delta = qs[cs.cls] * plan.level_scale[cs.cls];
+    const std::vector<int8_t>& levels = plan.level_values[s];
+    ClassStats& st = stats[cs.cls];
+    int8_t* w = weights + plan.stream_weight_offset[s];
+    for (int i = 0; i < cs.channels; ++i) {
+      const double value = double(q[i]) * cs.scale;
+      const double wi = std::max(-127.0, std::min(127.0, std::nearbyint(value / qs[cs.cls])));
+      w[i] = static_cast<int8_t>(wi);
+      st.weight_sum += wi;
+      double mean = 0, square = 0, worst = 0;
+      for (size_t c = 0; c < cs.values.size(); ++c) {
+        const double err = value * cs.values[c] - delta * wi * levels[c];
+        mean += cs.probs[c] * err;
+        square += cs.probs[c] * err * err;
+        worst = std::max(worst, std::fabs(err));
       }
-      double mean = 0, square = 0, largest = 0;
-      for (int e = 0; e < entries; ++e) {
-        const double level = std::nearbyint((table[e] - minimum) / d);
-        const double clamped = std::min(255.0, std::max(0.0, level));
-        out[e] = static_cast<uint8_t>(clamped);
-        const double err = table[e] - minimum - d * clamped;
-        mean += prob[e] * err;
-        square += prob[e] * err * err;
-        largest = std::max(largest, std::fabs(err));
-      }
-      std::memset(out + entries, 0, u.table_size - entries);
-      out += u.table_size;
-      st.bias += minimum;
       st.mean += mean;
       st.variance += std::max(0.0, square - mean * mean);
-      st.worst += largest;
-      st.largest = std::max(st.largest, largest + std::fabs(mean));
+      st.worst += worst;
+      st.largest = std::max(st.largest, worst + std::fabs(mean));
     }
   }
   for (int c = 0; c < kMaxClasses; ++c) {
     const ClassStats& st = stats[c];
+    const double delta = qs[c] * plan.level_scale[c];
     const double a = st.largest * kLogTwoOverDelta / 3;
     const double bernstein = a + std::sqrt(a * a + 2 * st.variance * kLogTwoOverDelta);
     const double worst = st.worst + std::fabs(st.mean);
+    const double bias = -kLevelOffset * delta * st.weight_sum + st.mean;
     // float32 evaluation of bias + delta * S, with room to spare
-    const double slack = 1e-6 * (std::fabs(st.bias) + st.max_span * 256.0 * 4);
-    consts.cls[c].bias = static_cast<float>(st.bias + st.mean);
-    consts.cls[c].delta = static_cast<float>(delta[c]);
+    const double slack = 1e-6 * (std::fabs(bias) + delta * 127.0 * 127.0 * plan.weight_bytes);
+    consts.cls[c].bias = static_cast<float>(bias);
+    consts.cls[c].delta = static_cast<float>(delta);
     consts.cls[c].margin = static_cast<float>(std::min(worst, bernstein) + slack);
   }
 }
@@ -181,7 +178,39 @@ struct Pool {
     compact_at = 4096;
   }
 
-  void offer(int32_t segment, int32_t row, float lower, float upper) {
+  // Candidates of one kernel call: rows (relative to first_row) with their bounds.
+  void offer(int32_t segment, int64_t first_row, const int32_t* rows, const float* lower,
+             const float* upper, int count) {
+    if (count == 0) return;
+    if (count > 4 * k + 64) {
+      // many at once (the first calls): raise the threshold by selection, not heap pushes
+      scratch_lows.assign(lows.begin(), lows.end());
+      scratch_lows.insert(scratch_lows.end(), lower, lower + count);
+      if (static_cast<int>(scratch_lows.size()) >= k) {
+        std::nth_element(scratch_lows.begin(), scratch_lows.begin() + (k - 1), scratch_lows.end(),
+                         std::greater<float>());
+        threshold = std::max(threshold, scratch_lows[k - 1]);
+        scratch_lows.resize(k);
+        lows.assign(scratch_lows.begin(), scratch_lows.end());
+        std::make_heap(lows.begin(), lows.end(), std::greater<float>());
+      } else {
+        lows.assign(scratch_lows.begin(), scratch_lows.end());
+        std::make_heap(lows.begin(), lows.end(), std::greater<float>());
+      }
+      for (int i = 0; i < count; ++i) {
+        if (upper[i] >= threshold) {
+          cands.push_back({segment, static_cast<int32_t>(first_row + rows[i]), lower[i], upper[i]});
+        }
+      }
+    } else {
+      for (int i = 0; i < count; ++i) {
+        one(segment, static_cast<int32_t>(first_row + rows[i]), lower[i], upper[i]);
+      }
+    }
+    if (cands.size() >= compact_at) compact();
+  }
+
+  void one(int32_t segment, int32_t row, float lower, float upper) {
     if (upper < threshold) return;
     cands.push_back({segment, row, lower, upper});
     if (static_cast<int>(lows.size()) < k) {
@@ -194,106 +223,124 @@ struct Pool {
       std::push_heap(lows.begin(), lows.end(), std::greater<float>());
       threshold = lows.front();
     }
-    if (cands.size() >= compact_at) {
-      const float t = threshold;
-      cands.erase(std::remove_if(cands.begin(), cands.end(),
-                                 [t](const Candidate& c) { return c.upper < t; }),
-                  cands.end());
-      compact_at = std::max<size_t>(4096, 2 * cands.size());
-    }
   }
+
+  void compact() {
+    const float t = threshold;
+    cands.erase(std::remove_if(cands.begin(), cands.end(),
+                               [t](const Candidate& c) { return c.upper < t; }),
+                cands.end());
+    compact_at = std::max<size_t>(4096, 2 * cands.size());
+  }
+
+  std::vector<float> scratch_lows;
 };
 
-struct Range {
+struct Task {
   int32_t segment;
   int64_t first_block, end_block;
+  int64_t group_first, group_end;  // query groups of the chunk
 };
 
 float factor_of(const SegmentView& seg, int cls, int64_t row) {
-  if (seg.factor_half[cls]) return half_to_float(static_cast<const uint16_t*>(seg.factors[cls])[row]);
+  if (seg.factor_half[cls]) {
+    return half_to_float(static_cast<const uint16_t*>(seg.factors[cls])[row]);
+  }
   return static_cast<const float*>(seg.factors[cls])[row];
 }
 
-float exact_one(const std::vector<CodecStream>& codec, const SegmentView& seg, int64_t row,
-                const float* rotated, const float* projected) {
+// The codes of row r of a group, as one little-endian word (channel j at bits j*bits).
+inline uint64_t row_word(const uint8_t* group, int group_bytes, int channels, int bits, int r) {
+  const int bit = r * channels * bits;
+  const int byte = bit >> 3;
+  uint64_t word = 0;
+  if (byte + 8 <= group_bytes) {
+    std::memcpy(&word, group + byte, 8);
+  } else {
+    for (int i = 0; byte + i < group_bytes; ++i) word |= uint64_t(group[byte + i]) << (8 * i);
+  }
+  return word >> (bit & 7);
+}
+
+float exact_one(const std::vector<CodecStream>& codec, int n_classes, const SegmentView& seg,
+                int64_t row, const float* rotated, const float* projected) {
   float per_class[kMaxClasses] = {0, 0};
   const int r = static_cast<int>(row % kBlockRows);
   for (size_t s = 0; s < codec.size(); ++s) {
     const CodecStream& cs = codec[s];
     const uint8_t* block = seg.streams[s] + (row / kBlockRows) * cs.layout.block_bytes;
     const float* q = (cs.domain ? projected : rotated) + cs.first;
-    const uint32_t mask = (1u << cs.bits) - 1;
+    const float* values = cs.values.data();
+    const uint64_t mask = (uint64_t(1) << cs.bits) - 1;
     float acc = 0;
-    for (const Unit& u : cs.layout.units) {
-      const uint32_t index = read_index(block, u, r);
-      for (int j = 0; j < u.channels; ++j) {
-        acc += q[u.first + j] * cs.values[(index >> (j * cs.bits)) & mask];
+    for (const Group& g : cs.layout.groups) {
+      const uint64_t word = row_word(block + g.offset, g.bytes, g.channels, cs.bits, r);
+      for (int j = 0; j < g.channels; ++j) {
+        acc += q[g.first + j] * values[(word >> (j * cs.bits)) & mask];
       }
     }
     per_class[cs.cls] += acc * cs.scale;
   }
   float total = 0;
-  int classes = 1;
-  for (const CodecStream& cs : codec) classes = std::max(classes, cs.cls + 1);
-  for (int c = 0; c < classes; ++c) total += factor_of(seg, c, row) * per_class[c];
+  for (int c = 0; c < n_classes; ++c) total += factor_of(seg, c, row) * per_class[c];
   if (seg.shift) total += seg.shift[row];
   return total;
 }
 
-uint64_t allowed_bits(const SegmentView& seg, int64_t first_row) {
-  uint64_t live = 0;
-  const int64_t left = seg.rows - first_row;
-  if (left >= 64) {
-    live = ~uint64_t(0);
-  } else if (left > 0) {
-    live = (uint64_t(1) << left) - 1;
+// Live (and allowed) bits of `blocks` blocks from `first_row` (a multiple of 32).
+void eligible_bits(const SegmentView& seg, int64_t first_row, int64_t blocks, uint64_t* out) {
+  const int64_t words = (blocks * kBlockRows + 63) / 64;
+  const int64_t allow_words = (seg.rows + 63) / 64;
+  for (int64_t w = 0; w < words; ++w) {
+    const int64_t row = first_row + 64 * w;
+    const int64_t left = seg.rows - row;
+    uint64_t live = left >= 64 ? ~uint64_t(0) : left > 0 ? (uint64_t(1) << left) - 1 : 0;
+    if (seg.allow) {
+      const int64_t word = row / 64;
+      uint64_t bits = word < allow_words ? seg.allow[word] : 0;
+      if (row % 64) {
+        bits >>= 32;
+        if (word + 1 < allow_words) bits |= seg.allow[word + 1] << 32;
+      }
+      live &= bits;
+    }
+    out[w] = live;
   }
-  if (seg.allow == nullptr) return live;
-  // first_row is a multiple of 32: the 64 bits start at a word or half a word
-  const int64_t word = first_row / 64;
-  const int64_t words = (seg.rows + 63) / 64;
-  uint64_t bits = seg.allow[word];
-  if (first_row % 64) {
-    bits >>= 32;
-    if (word + 1 < words) bits |= seg.allow[word + 1] << 32;
-  }
-  return bits & live;
+  if (blocks % 2) out[words - 1] &= 0xFFFFFFFFu;
 }
 
-// Factor/shift pointers at first_row that can be read 64 values wide (padded copies at the
-// end of a segment).
-struct RowData {
-  const void* factors[kMaxClasses];
-  const float* shift;
-  alignas(64) float pad_factor32[kMaxClasses][kMaxStepRows];
-  alignas(64) uint16_t pad_factor16[kMaxClasses][kMaxStepRows];
-  alignas(64) float pad_shift[kMaxStepRows];
+// Factors and shift of a segment's last, partial block, zero-padded to 32 rows.
+struct TailRows {
+  alignas(64) float factor32[kMaxClasses][kBlockRows];
+  alignas(64) uint16_t factor16[kMaxClasses][kBlockRows];
+  alignas(64) float shift[kBlockRows];
 
-  void at(const SegmentView& seg, int n_classes, int64_t first_row) {
+  void fill(const SegmentView& seg, int n_classes, int64_t first_row, const void** factors,
+            const float** shift_out) {
     const int64_t left = seg.rows - first_row;
     for (int c = 0; c < n_classes; ++c) {
       const size_t size = seg.factor_half[c] ? 2 : 4;
-      const char* base = static_cast<const char*>(seg.factors[c]) + first_row * size;
-      if (left >= kMaxStepRows) {
-        factors[c] = base;
-      } else {
-        void* pad = seg.factor_half[c] ? static_cast<void*>(pad_factor16[c]) : pad_factor32[c];
-        std::memset(pad, 0, kMaxStepRows * size);
-        std::memcpy(pad, base, left * size);
-        factors[c] = pad;
-      }
+      void* pad = seg.factor_half[c] ? static_cast<void*>(factor16[c]) : factor32[c];
+      std::memset(pad, 0, kBlockRows * size);
+      std::memcpy(pad, static_cast<const char*>(seg.factors[c]) + first_row * size, left * size);
+      factors[c] = pad;
     }
-    shift = nullptr;
+    *shift_out = nullptr;
     if (seg.shift) {
-      if (left >= kMaxStepRows) {
-        shift = seg.shift + first_row;
-      } else {
-        std::memset(pad_shift, 0, sizeof pad_shift);
-        std::memcpy(pad_shift, seg.shift + first_row, left * sizeof(float));
-        shift = pad_shift;
-      }
+      std::memset(shift, 0, sizeof shift);
+      std::memcpy(shift, seg.shift + first_row, left * sizeof(float));
+      *shift_out = shift;
     }
   }
+};
+
+// Per-thread scratch of a scan.
+struct Scratch {
+  TailRows tail;
+  std::vector<uint64_t> eligible;
+  alignas(64) int32_t out_rows[kMaxQueries][kCandidates];
+  alignas(64) float out_lower[kMaxQueries][kCandidates];
+  alignas(64) float out_upper[kMaxQueries][kCandidates];
 };
 
 }  // namespace
@@ -301,10 +348,14 @@ struct RowData {
 void exact_scores(const std::vector<CodecStream>& codec, const SegmentView& segment,
                   const float* rotated, const float* projected, int64_t m, int32_t dim,
                   const int64_t* rows, int64_t count, float* out) {
+  int classes = 1;
+  for (const CodecStream& s : codec) classes = std::max(classes, s.cls + 1);
   for (int64_t q = 0; q < m; ++q) {
     const float* qr = rotated + q * dim;
     const float* qp = projected ? projected + q * dim : nullptr;
-    for (int64_t i = 0; i < count; ++i) out[q * count + i] = exact_one(codec, segment, rows[i], qr, qp);
+    for (int64_t i = 0; i < count; ++i) {
+      out[q * count + i] = exact_one(codec, classes, segment, rows[i], qr, qp);
+    }
   }
 }
 
@@ -319,94 +370,112 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
   if (m == 0 || k == 0 || codec.empty()) return stats;
   const Kernels& kern = active_kernels();
   const Plan plan = make_plan(codec);
-  const int step_blocks = kern.step_blocks;
-  const int group = kern.step_queries;
-
-  // ranges of blocks: ~kRangeBytes of codes each, whole steps
-  std::vector<Range> ranges;
-  const int64_t per_range =
-      std::max<int64_t>(step_blocks, (kRangeBytes / std::max<int64_t>(1, plan.block_bytes_total)) /
-                                         step_blocks * step_blocks);
+  const int group = kern.queries;
+  const int slots = pool_size();
+  // block spans of ~kTaskBytes of codes
+  std::vector<Task> spans;
+  const int64_t span_blocks =
+      std::max<int64_t>(1, kTaskBytes / std::max<int64_t>(1, plan.block_bytes_total));
   for (size_t s = 0; s < segments.size(); ++s) {
     const int64_t blocks = (segments[s].rows + kBlockRows - 1) / kBlockRows;
-    for (int64_t b = 0; b < blocks; b += per_range) {
-      ranges.push_back({static_cast<int32_t>(s), b, std::min(blocks, b + per_range)});
+    for (int64_t b = 0; b < blocks; b += span_blocks) {
+      spans.push_back({static_cast<int32_t>(s), b, std::min(blocks, b + span_blocks), 0, 0});
     }
   }
-  const int slots = pool_size();
-  int64_t chunk = std::max<int64_t>(group, kChunkTableBytes / std::max<int64_t>(1, plan.table_bytes));
-  chunk = std::min<int64_t>(std::max<int64_t>(group, chunk / group * group), 256);
-  std::vector<uint8_t> tables;
+  std::vector<int8_t> weights;
   std::vector<QueryConsts> consts;
   std::vector<std::vector<Pool>> pools(slots);
 
-  for (int64_t q0 = 0; q0 < m; q0 += chunk) {
-    const int64_t nq = std::min(chunk, m - q0);
-    tables.assign(nq * plan.table_bytes, 0);
+  for (int64_t q0 = 0; q0 < m; q0 += kChunkQueries) {
+    const int64_t nq = std::min(kChunkQueries, m - q0);
+    weights.assign(nq * plan.weight_bytes, 0);
     consts.assign(nq, QueryConsts{});
     parallel_for(nq, [&](int64_t i, int) {
       const int64_t q = q0 + i;
-      build_tables(codec, rotated + q * dim, projected ? projected + q * dim : nullptr,
-                   tables.data() + i * plan.table_bytes, consts[i]);
+      prepare_query(codec, plan, rotated + q * dim, projected ? projected + q * dim : nullptr,
+                    weights.data() + i * plan.weight_bytes, consts[i]);
     });
     for (auto& per_slot : pools) {
       per_slot.resize(nq);
       for (Pool& p : per_slot) p.reset(k);
     }
     const int64_t groups = (nq + group - 1) / group;
-    // enough tasks to keep every thread busy; a task keeps its range of codes hot in cache
-    // while it runs every group of queries over it
-    const bool split_groups = static_cast<int64_t>(ranges.size()) < 2 * slots && groups > 1;
-    const int64_t tasks = split_groups ? ranges.size() * groups : ranges.size();
-    parallel_for(tasks, [&](int64_t task, int slot) {
-      const Range& range = ranges[split_groups ? task / groups : task];
-      const int64_t g_first = split_groups ? task % groups : 0;
-      const int64_t g_end = split_groups ? g_first + 1 : groups;
-      const SegmentView& seg = segments[range.segment];
+    // enough tasks for every thread; a task keeps its span of codes hot in cache while it
+    // runs its query groups over it
+    int64_t split = 1;
+    while (split < groups && static_cast<int64_t>(spans.size()) * split < 4 * slots) split *= 2;
+    split = std::min(split, groups);
+    std::vector<Task> tasks;
+    for (const Task& span : spans) {
+      for (int64_t part = 0; part < split; ++part) {
+        Task t = span;
+        t.group_first = groups * part / split;
+        t.group_end = groups * (part + 1) / split;
+        if (t.group_end > t.group_first) tasks.push_back(t);
+      }
+    }
+    parallel_for(static_cast<int64_t>(tasks.size()), [&](int64_t index, int slot) {
+      const Task& task = tasks[index];
+      const SegmentView& seg = segments[task.segment];
       std::vector<Pool>& mine = pools[slot];
-      StepArgs a{};
-      RowData rows;
-      uint64_t masks[kMaxQueries];
-      alignas(64) float lower[kMaxQueries * kMaxStepRows];
-      alignas(64) float upper[kMaxQueries * kMaxStepRows];
+      thread_local std::unique_ptr<Scratch> scratch;  // per thread, kept across calls
+      if (!scratch) scratch.reset(new Scratch);
+      Scratch& sc = *scratch;
+      ScanArgs a{};
       float thresholds[kMaxQueries];
-      const int64_t blocks = (seg.rows + kBlockRows - 1) / kBlockRows;
+      int32_t counts[kMaxQueries];
       a.runs = plan.runs.data();
       a.n_runs = static_cast<int32_t>(plan.runs.size());
       a.n_classes = plan.n_classes;
-      for (size_t s = 0; s < codec.size(); ++s) a.block_bytes[s] = codec[s].layout.block_bytes;
+      const int64_t blocks = (seg.rows + kBlockRows - 1) / kBlockRows;
+      for (size_t s = 0; s < codec.size(); ++s) {
+        a.levels[s] = plan.levels[s].data();
+        a.block_bytes[s] = codec[s].layout.block_bytes;
+        a.ends[s] = seg.streams[s] + blocks * codec[s].layout.block_bytes;
+      }
       for (int c = 0; c < kMaxClasses; ++c) a.factor_half[c] = seg.factor_half[c];
-      a.masks = masks;
-      a.lower = lower;
-      a.upper = upper;
       a.thresholds = thresholds;
-      for (int64_t g = g_first; g < g_end; ++g) {
+      a.counts = counts;
+      for (int i = 0; i < kMaxQueries; ++i) {
+        a.rows[i] = sc.out_rows[i];
+        a.lower[i] = sc.out_lower[i];
+        a.upper[i] = sc.out_upper[i];
+      }
+      // whole blocks with the segment's own arrays, then a partial last block padded
+      const int64_t whole_end = std::min(task.end_block, seg.rows / kBlockRows);
+      for (int64_t g = task.group_first; g < task.group_end; ++g) {
         const int64_t first_q = g * group;
         a.n_queries = static_cast<int32_t>(std::min<int64_t>(group, nq - first_q));
-        for (int i = 0; i < a.n_queries; ++i) a.tables[i] = tables.data() + (first_q + i) * plan.table_bytes;
+        for (int i = 0; i < a.n_queries; ++i) {
+          a.weights[i] = weights.data() + (first_q + i) * plan.weight_bytes;
+        }
         a.consts = consts.data() + first_q;
-        for (int64_t b = range.first_block; b < range.end_block; b += step_blocks) {
+        for (int64_t b = task.first_block; b < task.end_block;) {
+          const int64_t stop = b < whole_end ? whole_end : task.end_block;
           const int64_t first_row = b * kBlockRows;
-          a.eligible = allowed_bits(seg, first_row);
-          a.n_blocks = static_cast<int32_t>(std::min<int64_t>(step_blocks, blocks - b));
-          if (a.n_blocks < 2) a.eligible &= 0xFFFFFFFFu;
-          if (a.eligible == 0) continue;  // nothing live or allowed: skip the blocks
+          a.n_blocks = stop - b;
+          sc.eligible.resize((a.n_blocks * kBlockRows + 63) / 64);
+          eligible_bits(seg, first_row, a.n_blocks, sc.eligible.data());
+          a.eligible = sc.eligible.data();
           for (size_t s = 0; s < codec.size(); ++s) {
             a.blocks[s] = seg.streams[s] + b * codec[s].layout.block_bytes;
           }
-          rows.at(seg, plan.n_classes, first_row);
-          for (int c = 0; c < plan.n_classes; ++c) a.factors[c] = rows.factors[c];
-          a.shift = rows.shift;
-          for (int i = 0; i < a.n_queries; ++i) thresholds[i] = mine[first_q + i].threshold;
-          kern.scan_step(a);
-          for (int i = 0; i < a.n_queries; ++i) {
-            Pool& pool = mine[first_q + i];
-            for (uint64_t bits = masks[i]; bits; bits &= bits - 1) {
-              const int r = __builtin_ctzll(bits);
-              pool.offer(range.segment, static_cast<int32_t>(first_row + r),
-                         lower[i * kMaxStepRows + r], upper[i * kMaxStepRows + r]);
+          if (b < whole_end) {
+            for (int c = 0; c < plan.n_classes; ++c) {
+              a.factors[c] = static_cast<const char*>(seg.factors[c]) +
+                             first_row * (seg.factor_half[c] ? 2 : 4);
             }
+            a.shift = seg.shift ? seg.shift + first_row : nullptr;
+          } else {
+            sc.tail.fill(seg, plan.n_classes, first_row, a.factors, &a.shift);
           }
+          for (int i = 0; i < a.n_queries; ++i) thresholds[i] = mine[first_q + i].threshold;
+          kern.scan(a);
+          for (int i = 0; i < a.n_queries; ++i) {
+            mine[first_q + i].offer(task.segment, first_row, sc.out_rows[i], sc.out_lower[i],
+                                    sc.out_upper[i], counts[i]);
+          }
+          b += a.blocks_done;
         }
       }
     });
@@ -432,10 +501,12 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
       for (const Candidate& c : cands) {
         if (c.upper < threshold) continue;
         const SegmentView& seg = segments[c.segment];
-        scored.emplace_back(exact_one(codec, seg, c.row, qr, qp), seg.first_row + c.row);
+        scored.emplace_back(exact_one(codec, plan.n_classes, seg, c.row, qr, qp),
+                            seg.first_row + c.row);
       }
       rescored[i] = static_cast<int64_t>(scored.size());
-      const auto better = [](const std::pair<float, int64_t>& x, const std::pair<float, int64_t>& y) {
+      const auto better = [](const std::pair<float, int64_t>& x,
+                             const std::pair<float, int64_t>& y) {
         return x.first > y.first || (x.first == y.first && x.second < y.second);
       };
       const size_t keep = std::min<size_t>(k, scored.size());

@@ -1,12 +1,11 @@
 // The index scan: exact top-k of rotated queries over block-layout segments.
 //
-// Per query, every unit gets a 2**width-entry table of partial inner products, quantized to
-// uint8 with one step per factor class; the active kernel variant sums table entries in
-// 16-bit lanes (folded to 32 bits every <= 256 units), scales by each row's factor and keeps
-// the rows whose *upper bound* reaches the running threshold (the k-th largest *lower bound*
-// seen). The survivors are re-scored exactly in float32 from their codes, so the result is the
-// exact top-k of the float scores, given that the table rounding errors of a true top-k row
-// stay within the margin (see ClassConsts; scan.cpp derives the margin).
+// Per query and factor class, the query becomes int8 weights and every codebook int8 levels;
+// the active kernel variant sums weight * level over each row's channels in int32, scales by
+// the row's factor and keeps the rows whose *upper bound* reaches the running threshold (the
+// k-th largest *lower bound* seen). The survivors are re-scored exactly in float32 from their
+// codes, so the result is the exact top-k of the float scores, given that the quantization
+// errors of a true top-k row stay within the margin (scan.cpp derives it).
 #pragma once
 
 #include <cstdint>

@@ -1,12 +1,14 @@
-// AVX2 variant (+ FMA, F16C): one block of 32 rows per scan step, up to 4 queries per pass.
+// AVX2 variant (+ FMA, F16C), up to 4 queries per pass.
 //
-// A unit's 4-bit plane (16 bytes) becomes one 256-bit register of indices: lane 0 holds the
-// low nibbles (rows P[j]), lane 1 the high nibbles (rows P[j] + 16). One byte shuffle against
-// the unit's 16-entry table (broadcast to both lanes) looks up all 32 rows. Results are added
-// as 16-bit lanes: lane i of `a` accumulates (row P[2i]) + 256 * (row P[2i+1]) and `b` the high
-// byte alone, so at the fold a - (b << 8) holds rows 0..7 | 16..23 and b rows 8..15 | 24..31
-// (P puts rows i and i + 8 side by side). Wider indices (6 bits for 3-bit pairs, up to 8) look
-// up 16-entry sub-tables and select between them by their high bits (blend tree).
+// For each group and quarter block (8 rows) the codes become one 256-bit register of bytes,
+// row r in 32-bit lane r, channel j in byte j. Full 4-bit groups split nibbles and interleave
+// them; every other layout goes through 16-bit lanes, one code each: a byte shuffle puts the
+// two bytes holding the code in the lane, a multiply by 2**(8 - shift) lifts the code into the
+// high byte (a per-lane shift AVX2 lacks), and a pack returns bytes. One shuffle (a blend tree
+// of shuffles for 5..8 bits) maps codes to levels + 64 (<= 127), maddubs multiplies by the int8
+// weights and adds pairs, madd adds the pairs into the row's int32 sum. Loads are dword-masked
+// inside the group (groups are 4-byte aligned and 4*channels*bits long), so nothing past a
+// stream is read.
 #include <immintrin.h>
 
 #include <cstring>
@@ -16,236 +18,254 @@
 namespace rq {
 namespace {
 
-constexpr int kRows = 32;
 constexpr int kQueries = 4;
-constexpr uint8_t kNibbleRow[16] = {0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15};
 
 struct Bytes32 {
-  uint8_t v[32];
+  alignas(32) uint8_t v[32];
 };
 
-// For each byte position of an index register: the byte of a 2-bit (width 2) or 1-bit
-// (width 1) plane holding its row, and the bit of that row's field.
-constexpr Bytes32 plane_source(int width) {
-  Bytes32 b{};
-  for (int lane = 0; lane < 2; ++lane) {
-    for (int j = 0; j < 16; ++j) {
-      const int row = kNibbleRow[j] + 16 * lane;
-      b.v[16 * lane + j] = static_cast<uint8_t>(width == 2 ? row / 4 : row / 8);
+// Decodes 8 rows of a group: rows 8t..8t+7 of the block from the group's bytes.
+struct Decoder {
+  int channels, bits;
+  // generic path, per 4 rows (one 128-bit half): aligned window start (bytes, relative to the
+  // group) and dword mask, byte-pair shuffles for the two halves of 8 codes, multipliers
+  int window[8];
+  int mask_dwords[8];
+  Bytes32 pairs[8];        // [quad of rows]: shuffle for codes 0..7 (lo) and 8..15 (hi)
+  uint16_t multiplier[8][16];
+  bool nibbles;            // full 4-bit group: the fast path
+
+  void init(int c, int b) {
+    channels = c;
+    bits = b;
+    nibbles = c == 4 && b == 4;
+    const int group_bytes = 4 * c * b;
+    for (int quad = 0; quad < 8; ++quad) {  // rows 4*quad .. 4*quad + 3
+      const int first_bit = 4 * quad * c * b;
+      const int start = (first_bit >> 3) & ~3;
+      window[quad] = start;
+      const int end = ((4 * (quad + 1) * c * b + 7) >> 3);
+      int dwords = (end - start + 3) / 4;
+      if (start + 4 * dwords > group_bytes) dwords = (group_bytes - start) / 4;
+      mask_dwords[quad] = dwords > 4 ? 4 : dwords;
+      for (int p = 0; p < 16; ++p) {  // code p: row 4*quad + p/4, slot p%4
+        const int row = 4 * quad + p / 4;
+        const int slot = p % 4 < c ? p % 4 : 0;
+        const int bit = (row * c + slot) * b;
+        const int byte = (bit >> 3) - start;
+        const int half = p / 8, lane = p % 8;
+        pairs[quad].v[16 * half + 2 * lane] = static_cast<uint8_t>(byte);
+        pairs[quad].v[16 * half + 2 * lane + 1] = static_cast<uint8_t>(byte + 1 < 16 ? byte + 1 : 15);
+        multiplier[quad][p] = static_cast<uint16_t>(1u << (8 - (bit & 7)));
+      }
     }
   }
-  return b;
-}
-constexpr Bytes32 plane_bit(int width, int bit) {
-  Bytes32 b{};
-  for (int lane = 0; lane < 2; ++lane) {
-    for (int j = 0; j < 16; ++j) {
-      const int row = kNibbleRow[j] + 16 * lane;
-      b.v[16 * lane + j] = static_cast<uint8_t>(width == 2 ? 1 << (2 * (row % 4) + bit) : 1 << (row % 8));
+
+  // 16 codes (rows 4*quad..4*quad+3, 4 slots each) as bytes
+  // `end`: end of the stream's buffer; a plain load is used whenever it stays below it
+  // (masked loads are much slower on some CPUs)
+  __m128i quad_codes(const uint8_t* group, const uint8_t* end, int quad) const {
+    const uint8_t* at = group + window[quad];
+    __m128i src;
+    if (at + 16 <= end) {
+      src = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at));
+    } else {
+      const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32(mask_dwords[quad]), _mm_setr_epi32(0, 1, 2, 3));
+      src = _mm_maskload_epi32(reinterpret_cast<const int*>(at), mask);
     }
+    const __m128i lo = _mm_shuffle_epi8(src, _mm_load_si128(reinterpret_cast<const __m128i*>(pairs[quad].v)));
+    const __m128i hi = _mm_shuffle_epi8(src, _mm_load_si128(reinterpret_cast<const __m128i*>(pairs[quad].v + 16)));
+    const __m128i m_lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(multiplier[quad]));
+    const __m128i m_hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(multiplier[quad] + 8));
+    const __m128i a = _mm_srli_epi16(_mm_mullo_epi16(lo, m_lo), 8);
+    const __m128i b = _mm_srli_epi16(_mm_mullo_epi16(hi, m_hi), 8);
+    return _mm_and_si128(_mm_packus_epi16(a, b), _mm_set1_epi8(static_cast<char>((1 << bits) - 1)));
   }
-  return b;
-}
-alignas(32) constexpr Bytes32 kCrumbSource = plane_source(2);
-alignas(32) constexpr Bytes32 kCrumbBit0 = plane_bit(2, 0);
-alignas(32) constexpr Bytes32 kCrumbBit1 = plane_bit(2, 1);
-alignas(32) constexpr Bytes32 kBitSource = plane_source(1);
-alignas(32) constexpr Bytes32 kBitBit = plane_bit(1, 0);
 
-inline __m256i load32(const Bytes32& b) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(b.v)); }
-
-inline __m256i nibbles(const uint8_t* p) {
-  const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(c), _mm_srli_epi16(c, 4), 1);
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-}
-
-// 0xFF where the row's bit is set, per byte position: for a 2-bit plane (bit 0 or 1 of the
-// field) or a 1-bit plane.
-inline __m256i crumb_mask(const uint8_t* p, const Bytes32& bit) {
-  int64_t word;
-  std::memcpy(&word, p, 8);
-  const __m256i rep = _mm256_shuffle_epi8(_mm256_set1_epi64x(word), load32(kCrumbSource));
-  const __m256i b = load32(bit);
-  return _mm256_cmpeq_epi8(_mm256_and_si256(rep, b), b);
-}
-inline __m256i bit_mask(const uint8_t* p) {
-  int32_t word;
-  std::memcpy(&word, p, 4);
-  const __m256i rep = _mm256_shuffle_epi8(_mm256_set1_epi32(word), load32(kBitSource));
-  const __m256i b = load32(kBitBit);
-  return _mm256_cmpeq_epi8(_mm256_and_si256(rep, b), b);
-}
-
-// The full index bytes (< 2**width) of a unit of any width.
-inline __m256i index_bytes(const uint8_t* p, int width) {
-  __m256i idx = _mm256_setzero_si256();
-  int low = 0;
-  const __m256i one = _mm256_set1_epi8(1);
-  while (width - low >= 4) {
-    const __m256i n = nibbles(p);
-    idx = _mm256_or_si256(idx, low ? _mm256_slli_epi16(n, 4) : n);
-    low += 4;
-    p += 16;
+  // codes of rows 8t..8t+7 of a full 4-bit group: row r holds bytes 2r (channels 0, 1) and
+  // 2r+1 (channels 2, 3), low nibble first
+  static __m256i nibble_codes(const uint8_t* group, int t) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(group + 16 * t));
+    const __m128i low = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_and_si128(x, low);
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(x, 4), low);
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi8(lo, hi)),
+                                   _mm_unpackhi_epi8(lo, hi), 1);
   }
-  if (width - low >= 2) {
-    const __m256i lo = _mm256_and_si256(crumb_mask(p, kCrumbBit0), one);
-    const __m256i hi = _mm256_and_si256(crumb_mask(p, kCrumbBit1), _mm256_set1_epi8(2));
-    const __m256i v = _mm256_or_si256(lo, hi);
-    idx = _mm256_or_si256(idx, _mm256_sll_epi16(v, _mm_cvtsi32_si128(low)));
-    low += 2;
-    p += 8;
+
+  // codes of rows 8t..8t+7, any layout
+  __m256i codes(const uint8_t* group, const uint8_t* end, int t) const {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(quad_codes(group, end, 2 * t)),
+                                   quad_codes(group, end, 2 * t + 1), 1);
   }
-  if (width - low == 1) {
-    const __m256i v = _mm256_and_si256(bit_mask(p), one);
-    idx = _mm256_or_si256(idx, _mm256_sll_epi16(v, _mm_cvtsi32_si128(low)));
-  }
-  return idx;
-}
+};
 
 inline __m256i table16(const uint8_t* t) {
   return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
 }
 
-// Lookup of index bytes in a table of 2**width entries (16-entry sub-tables + blend tree).
-inline __m256i lookup_any(const uint8_t* table, __m256i idx, int width) {
-  const __m256i low = _mm256_and_si256(idx, _mm256_set1_epi8(0x0F));
-  if (width <= 4) return _mm256_shuffle_epi8(table16(table), low);
+inline __m256i levels_of(__m256i codes, const uint8_t* table, int bits) {
+  if (bits <= 4) return _mm256_shuffle_epi8(table16(table), codes);
   __m256i r[16];
-  const int subs = 1 << (width - 4);
+  const int subs = 1 << (bits - 4);
+  const __m256i low = _mm256_and_si256(codes, _mm256_set1_epi8(0x0F));
   for (int s = 0; s < subs; ++s) r[s] = _mm256_shuffle_epi8(table16(table + 16 * s), low);
   for (int level = 0, n = subs; n > 1; ++level, n /= 2) {
-    // bit 4 + level of the index moved to each byte's sign bit
-    const __m256i select = level < 3 ? _mm256_sll_epi16(idx, _mm_cvtsi32_si128(3 - level)) : idx;
+    // bit 4 + level of the code moved to each byte's sign bit (codes < 256: no carry across)
+    const __m256i select = level < 3 ? _mm256_sll_epi16(codes, _mm_cvtsi32_si128(3 - level)) : codes;
     for (int s = 0; s < n / 2; ++s) r[s] = _mm256_blendv_epi8(r[2 * s], r[2 * s + 1], select);
   }
   return r[0];
 }
 
-template <int Q>
-struct Accumulators {
-  __m256i a[Q], b[Q];
-  void zero() {
-    for (int q = 0; q < Q; ++q) a[q] = b[q] = _mm256_setzero_si256();
-  }
-  void add(int q, __m256i r) {
-    a[q] = _mm256_add_epi16(a[q], r);
-    b[q] = _mm256_add_epi16(b[q], _mm256_srli_epi16(r, 8));
-  }
-  // 16-bit sums into sums[q][row] (int32), rows in natural order
-  void fold(int32_t (*sums)[kRows]) {
-    for (int q = 0; q < Q; ++q) {
-      const __m256i lo = _mm256_sub_epi16(a[q], _mm256_slli_epi16(b[q], 8));
-      const __m256i parts[4] = {
-          _mm256_cvtepu16_epi32(_mm256_castsi256_si128(lo)),
-          _mm256_cvtepu16_epi32(_mm256_castsi256_si128(b[q])),
-          _mm256_cvtepu16_epi32(_mm256_extracti128_si256(lo, 1)),
-          _mm256_cvtepu16_epi32(_mm256_extracti128_si256(b[q], 1)),
-      };
-      for (int p = 0; p < 4; ++p) {
-        __m256i* dst = reinterpret_cast<__m256i*>(sums[q] + 8 * p);
-        _mm256_store_si256(dst, _mm256_add_epi32(_mm256_load_si256(dst), parts[p]));
-      }
-    }
-    zero();
-  }
-};
-
 inline __m256 load_factors(const void* f, int half, int first) {
   if (half) {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(f) + first)));
+    return _mm256_cvtph_ps(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(f) + first)));
   }
   return _mm256_loadu_ps(static_cast<const float*>(f) + first);
 }
 
-template <int Q>
-void scan_step_q(const StepArgs& a) {
-  alignas(32) int32_t sums[kMaxClasses][Q][kRows];
-  std::memset(sums, 0, sizeof sums);
-  Accumulators<Q> acc;
-  acc.zero();
-  for (int i = 0; i < a.n_runs; ++i) {
-    const ScanRun& run = a.runs[i];
-    const uint8_t* unit = a.blocks[run.stream] + run.offset;
-    const uint8_t* tables[Q];
-    for (int q = 0; q < Q; ++q) tables[q] = a.tables[q] + run.table_offset;
-    const int stride = 4 * run.width;
-    if (run.width == 4) {
-      for (int u = 0; u < run.count; ++u, unit += stride) {
-        const __m256i idx = nibbles(unit);
-        for (int q = 0; q < Q; ++q) acc.add(q, _mm256_shuffle_epi8(table16(tables[q] + 16 * u), idx));
-      }
-    } else if (run.width == 6) {
-      for (int u = 0; u < run.count; ++u, unit += stride) {
-        const __m256i idx = nibbles(unit);
-        const __m256i m0 = crumb_mask(unit + 16, kCrumbBit0);
-        const __m256i m1 = crumb_mask(unit + 16, kCrumbBit1);
-        for (int q = 0; q < Q; ++q) {
-          const uint8_t* t = tables[q] + 64 * u;
-          const __m256i r0 = _mm256_shuffle_epi8(table16(t), idx);
-          const __m256i r1 = _mm256_shuffle_epi8(table16(t + 16), idx);
-          const __m256i r2 = _mm256_shuffle_epi8(table16(t + 32), idx);
-          const __m256i r3 = _mm256_shuffle_epi8(table16(t + 48), idx);
-          acc.add(q, _mm256_blendv_epi8(_mm256_blendv_epi8(r0, r1, m0),
-                                        _mm256_blendv_epi8(r2, r3, m0), m1));
-        }
-      }
-    } else {
-      for (int u = 0; u < run.count; ++u, unit += stride) {
-        const __m256i idx = index_bytes(unit, run.width);
-        for (int q = 0; q < Q; ++q) acc.add(q, lookup_any(tables[q] + run.table_size * u, idx, run.width));
+inline int32_t weight_word(const int8_t* w) {
+  int32_t word;
+  std::memcpy(&word, w, 4);
+  return word;
+}
+
+// sums[q][8t..8t+7] += levels . weights over the run's groups in block `block`, one quarter
+// block (8 rows: one register per query) at a time, so that the accumulators of 4 queries fit
+// the 16 registers; Nibbles: full 4-bit groups; Small: codes of <= 4 bits (one shuffle).
+template <int Q, bool Nibbles, bool Small>
+inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec, int64_t block,
+                       int32_t (&sums)[Q][32]) {
+  const uint8_t* first = a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset;
+  const uint8_t* end = a.ends[run.stream];
+  const uint8_t* table = a.levels[run.stream];
+  const __m256i small_table = table16(table);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int group_bytes = 4 * run.channels * run.bits;
+  const int8_t* weights[Q];
+  for (int q = 0; q < Q; ++q) weights[q] = a.weights[q] + run.weight_offset;
+  for (int t = 0; t < 4; ++t) {
+    __m256i acc[Q];
+    for (int q = 0; q < Q; ++q) acc[q] = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums[q] + 8 * t));
+    const uint8_t* group = first;
+    for (int g = 0; g < run.count; ++g, group += group_bytes) {
+      const __m256i codes = Nibbles ? dec.nibble_codes(group, t) : dec.codes(group, end, t);
+      const __m256i lv = Small ? _mm256_shuffle_epi8(small_table, codes) : levels_of(codes, table, run.bits);
+#pragma GCC unroll 4
+      for (int q = 0; q < Q; ++q) {
+        const __m256i w = _mm256_set1_epi32(weight_word(weights[q] + 4 * g));
+        const __m256i pairs = _mm256_maddubs_epi16(lv, w);  // |127 * 127 * 2| fits int16
+        acc[q] = _mm256_add_epi32(acc[q], _mm256_madd_epi16(pairs, ones));
       }
     }
-    if (run.flush) acc.fold(sums[run.cls]);
-  }
-  // approximate scores, bounds and the threshold test, 8 rows at a time
-  for (int q = 0; q < Q; ++q) {
-    const QueryConsts& c = a.consts[q];
-    const __m256 threshold = _mm256_set1_ps(a.thresholds[q]);
-    uint64_t mask = 0;
-    for (int p = 0; p < kRows / 8; ++p) {
-      __m256 value = a.shift ? _mm256_loadu_ps(a.shift + 8 * p) : _mm256_setzero_ps();
-      __m256 margin = _mm256_setzero_ps();
-      for (int k = 0; k < a.n_classes; ++k) {
-        const __m256 f = load_factors(a.factors[k], a.factor_half[k], 8 * p);
-        const __m256 s = _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums[k][q] + 8 * p)));
-        const __m256 score = _mm256_fmadd_ps(s, _mm256_set1_ps(c.cls[k].delta), _mm256_set1_ps(c.cls[k].bias));
-        value = _mm256_fmadd_ps(f, score, value);
-        margin = _mm256_fmadd_ps(f, _mm256_set1_ps(c.cls[k].margin), margin);
-      }
-      const __m256 upper = _mm256_add_ps(value, margin);
-      _mm256_storeu_ps(a.lower + q * kMaxStepRows + 8 * p, _mm256_sub_ps(value, margin));
-      _mm256_storeu_ps(a.upper + q * kMaxStepRows + 8 * p, upper);
-      mask |= uint64_t(_mm256_movemask_ps(_mm256_cmp_ps(upper, threshold, _CMP_GE_OQ))) << (8 * p);
-    }
-    a.masks[q] = mask & a.eligible;
+    for (int q = 0; q < Q; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(sums[q] + 8 * t), acc[q]);
   }
 }
 
-void scan_step(const StepArgs& a) {
-  StepArgs part = a;
-  for (int q0 = 0; q0 < a.n_queries; q0 += kQueries) {
-    const int n = a.n_queries - q0 < kQueries ? a.n_queries - q0 : kQueries;
-    for (int q = 0; q < n; ++q) part.tables[q] = a.tables[q0 + q];
-    part.n_queries = n;
-    part.consts = a.consts + q0;
-    part.thresholds = a.thresholds + q0;
-    part.masks = a.masks + q0;
-    part.lower = a.lower + q0 * kMaxStepRows;
-    part.upper = a.upper + q0 * kMaxStepRows;
-    switch (n) {
-      case 1: scan_step_q<1>(part); break;
-      case 2: scan_step_q<2>(part); break;
-      case 3: scan_step_q<3>(part); break;
-      default: scan_step_q<4>(part); break;
+template <int Q>
+inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block,
+                       int32_t (&sums)[kMaxClasses][Q][32]) {
+  std::memset(sums, 0, sizeof sums);
+  for (int i = 0; i < a.n_runs; ++i) {
+    const ScanRun& run = a.runs[i];
+    if (decoders[i].nibbles) {
+      run_groups<Q, true, true>(a, run, decoders[i], block, sums[run.cls]);
+    } else if (run.bits <= 4) {
+      run_groups<Q, false, true>(a, run, decoders[i], block, sums[run.cls]);
+    } else {
+      run_groups<Q, false, false>(a, run, decoders[i], block, sums[run.cls]);
     }
+  }
+}
+
+template <int Q, int Classes>
+inline void report(ScanArgs& a, int64_t block, uint32_t eligible, const int32_t (&sums)[kMaxClasses][Q][32]) {
+  const int first_row = static_cast<int>(block * 32);
+  for (int t = 0; t < 4; ++t) {
+    const uint32_t live = (eligible >> (8 * t)) & 0xFF;
+    if (!live) continue;
+    const int row0 = first_row + 8 * t;
+    __m256 f[Classes];
+    for (int k = 0; k < Classes; ++k) f[k] = load_factors(a.factors[k], a.factor_half[k], row0);
+    const __m256 shift = a.shift ? _mm256_loadu_ps(a.shift + row0) : _mm256_setzero_ps();
+    for (int q = 0; q < Q; ++q) {
+      const QueryConsts& c = a.consts[q];
+      __m256 upper = shift;
+      for (int k = 0; k < Classes; ++k) {
+        const __m256 s = _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums[k][q] + 8 * t)));
+        const __m256 top = _mm256_fmadd_ps(s, _mm256_set1_ps(c.cls[k].delta),
+                                           _mm256_set1_ps(c.cls[k].bias + c.cls[k].margin));
+        upper = _mm256_fmadd_ps(f[k], top, upper);
+      }
+      uint32_t pass = live & static_cast<uint32_t>(_mm256_movemask_ps(
+                                 _mm256_cmp_ps(upper, _mm256_set1_ps(a.thresholds[q]), _CMP_GE_OQ)));
+      if (!pass) continue;
+      __m256 width = _mm256_setzero_ps();
+      for (int k = 0; k < Classes; ++k) width = _mm256_fmadd_ps(f[k], _mm256_set1_ps(2 * c.cls[k].margin), width);
+      alignas(32) float up[8], lo[8];
+      _mm256_store_ps(up, upper);
+      _mm256_store_ps(lo, _mm256_sub_ps(upper, width));
+      for (; pass; pass &= pass - 1) {
+        const int r = __builtin_ctz(pass);
+        const int n = a.counts[q]++;
+        a.rows[q][n] = row0 + r;
+        a.lower[q][n] = lo[r];
+        a.upper[q][n] = up[r];
+      }
+    }
+  }
+}
+
+template <int Q, int Classes>
+void scan_q(ScanArgs& a, const Decoder* decoders) {
+  alignas(32) int32_t sums[kMaxClasses][Q][32];
+  for (int q = 0; q < Q; ++q) a.counts[q] = 0;
+  int64_t b = 0;
+  for (; b < a.n_blocks; ++b) {
+    const uint32_t eligible = static_cast<uint32_t>(a.eligible[b / 2] >> (32 * (b % 2)));
+    if (eligible == 0) continue;
+    block_sums<Q>(a, decoders, b, sums);
+    report<Q, Classes>(a, b, eligible, sums);
+    // return to the caller when a query's buffer is nearly full, or as soon as a query
+    // without a threshold yet has candidates (the caller then sets its threshold)
+    bool full = false;
+    for (int q = 0; q < Q; ++q) {
+      full |= a.counts[q] > kCandidates - 32 || (a.counts[q] > 0 && a.thresholds[q] == -__builtin_inff());
+    }
+    if (full) {
+      ++b;
+      break;
+    }
+  }
+  a.blocks_done = b;
+}
+
+template <int Q>
+void scan_classes(ScanArgs& a, const Decoder* decoders) {
+  if (a.n_classes == 1) {
+    scan_q<Q, 1>(a, decoders);
+  } else {
+    scan_q<Q, 2>(a, decoders);
+  }
+}
+
+void scan(ScanArgs& a) {
+  Decoder decoders[16];
+  for (int i = 0; i < a.n_runs && i < 16; ++i) decoders[i].init(a.runs[i].channels, a.runs[i].bits);
+  switch (a.n_queries) {
+    case 1: scan_classes<1>(a, decoders); break;
+    case 2: scan_classes<2>(a, decoders); break;
+    case 3: scan_classes<3>(a, decoders); break;
+    default: scan_classes<4>(a, decoders); break;
   }
 }
 
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2", 1, kQueries, scan_step, nullptr, nullptr, nullptr};
+  static const Kernels k{"avx2", kQueries, scan, nullptr, nullptr, nullptr};
   return k;
 }
 

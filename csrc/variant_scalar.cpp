@@ -9,52 +9,72 @@
 namespace rq {
 namespace {
 
-uint32_t index_of(const uint8_t* block, const ScanRun& run, int unit, int r) {
-  Unit u;
-  u.offset = run.offset + unit * 4 * run.width;
-  u.width = run.width;
-  return read_index(block, u, r);
-}
-
 float factor_at(const void* factors, int half, int r) {
   if (half) return half_to_float(static_cast<const uint16_t*>(factors)[r]);
   return static_cast<const float*>(factors)[r];
 }
 
-void scan_step(const StepArgs& a) {
-  const int rows = a.n_blocks * kBlockRows;
-  for (int q = 0; q < a.n_queries; ++q) {
-    int32_t sums[kMaxClasses][kMaxStepRows] = {};
-    for (int i = 0; i < a.n_runs; ++i) {
-      const ScanRun& run = a.runs[i];
-      const uint8_t* table = a.tables[q] + run.table_offset;
-      for (int b = 0; b < a.n_blocks; ++b) {
-        const uint8_t* block = a.blocks[run.stream] + b * a.block_bytes[run.stream];
-        for (int r = 0; r < kBlockRows; ++r) {
-          int32_t sum = 0;
-          for (int k = 0; k < run.count; ++k) {
-            sum += table[k * run.table_size + index_of(block, run, k, r)];
-          }
-          sums[run.cls][b * kBlockRows + r] += sum;
+// sums[c][r] of one query over one block: weight * (level + 64) over the class's channels
+void block_sums(const ScanArgs& a, int64_t block, const int8_t* weights,
+                int32_t sums[kMaxClasses][kBlockRows]) {
+  for (int i = 0; i < a.n_runs; ++i) {
+    const ScanRun& run = a.runs[i];
+    const uint8_t* base = a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset;
+    const uint8_t* levels = a.levels[run.stream];
+    const int group_bytes = 4 * run.channels * run.bits;
+    for (int g = 0; g < run.count; ++g) {
+      const uint8_t* group = base + g * group_bytes;
+      const int8_t* w = weights + run.weight_offset + 4 * g;
+      for (int r = 0; r < kBlockRows; ++r) {
+        int32_t sum = 0;
+        for (int j = 0; j < run.channels; ++j) {
+          sum += int32_t(w[j]) * levels[read_code(group, run.channels, run.bits, r, j)];
+        }
+        sums[run.cls][r] += sum;
+      }
+    }
+  }
+}
+
+void scan(ScanArgs& a) {
+  for (int q = 0; q < a.n_queries; ++q) a.counts[q] = 0;
+  int64_t b = 0;
+  for (; b < a.n_blocks; ++b) {
+    const uint32_t eligible = static_cast<uint32_t>(a.eligible[b / 2] >> (32 * (b % 2)));
+    if (eligible == 0) continue;
+    bool full = false;
+    for (int q = 0; q < a.n_queries; ++q) {
+      int32_t sums[kMaxClasses][kBlockRows] = {};
+      block_sums(a, b, a.weights[q], sums);
+      const QueryConsts& c = a.consts[q];
+      for (int r = 0; r < kBlockRows; ++r) {
+        if (!(eligible >> r & 1)) continue;
+        const int row = static_cast<int>(b * kBlockRows + r);
+        float upper = a.shift ? a.shift[row] : 0.0f;
+        float width = 0.0f;
+        for (int k = 0; k < a.n_classes; ++k) {
+          const float f = factor_at(a.factors[k], a.factor_half[k], row);
+          upper += f * (c.cls[k].bias + c.cls[k].margin + c.cls[k].delta * float(sums[k][r]));
+          width += f * (2 * c.cls[k].margin);
+        }
+        if (upper >= a.thresholds[q]) {
+          const int n = a.counts[q]++;
+          a.rows[q][n] = row;
+          a.lower[q][n] = upper - width;
+          a.upper[q][n] = upper;
         }
       }
+      // back to the caller when a buffer is nearly full, or a query without a threshold
+      // yet has candidates
+      full |= a.counts[q] > kCandidates - 32 ||
+              (a.counts[q] > 0 && a.thresholds[q] == -__builtin_inff());
     }
-    const QueryConsts& c = a.consts[q];
-    uint64_t mask = 0;
-    for (int r = 0; r < rows; ++r) {
-      float value = a.shift ? a.shift[r] : 0.0f;
-      float margin = 0.0f;
-      for (int k = 0; k < a.n_classes; ++k) {
-        const float f = factor_at(a.factors[k], a.factor_half[k], r);
-        value += f * (c.cls[k].bias + c.cls[k].delta * float(sums[k][r]));
-        margin += f * c.cls[k].margin;
-      }
-      a.lower[q * kMaxStepRows + r] = value - margin;
-      a.upper[q * kMaxStepRows + r] = value + margin;
-      if (value + margin >= a.thresholds[q]) mask |= uint64_t(1) << r;
+    if (full) {
+      ++b;
+      break;
     }
-    a.masks[q] = mask & a.eligible;
   }
+  a.blocks_done = b;
 }
 
 // ------------------------------------------------------------------------- KV rows
@@ -108,7 +128,7 @@ void kv_decode(const KvDecodeArgs& a) {
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{"scalar", 1, kMaxQueries, scan_step, kv_scores, kv_weighted_sum, kv_decode};
+  static const Kernels k{"scalar", kMaxQueries, scan, kv_scores, kv_weighted_sum, kv_decode};
   return k;
 }
 

@@ -7,51 +7,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rotaquant import _core
-
-NIBBLE_ROW = [0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15]
-
-
-def plane_widths(width):
-    out = [4] * (width // 4)
-    rest = width % 4
-    if rest >= 2:
-        out.append(2)
-    if rest % 2:
-        out.append(1)
-    return out
+from rotaquant.codec.packing import pack
 
 
 def reference_stream(codes, bits):
-    """The layout of csrc/layout.h written from its description, in numpy."""
+    """The layout of csrc/layout.h written from its description, in numpy: per block of 32
+    rows, per group of 4 channels, the rows' codes of the group as one packed bit stream."""
     n, channels = codes.shape
-    group = {1: 4, 2: 2, 3: 2, 4: 1}.get(bits, 1)
     blocks = -(-n // 32)
-    padded = np.zeros((blocks * 32, channels), np.int64)
+    padded = np.zeros((blocks * 32, channels), np.uint8)
     padded[:n] = codes
     out = []
     for b in range(blocks):
         rows = padded[32 * b : 32 * b + 32]
-        for first in range(0, channels, group):
-            count = min(group, channels - first)
-            index = sum(rows[:, first + j] << (j * bits) for j in range(count))
-            low = 0
-            for w in plane_widths(count * bits):
-                values = (index >> low) & ((1 << w) - 1)
-                if w == 4:
-                    plane = [values[r] | values[r + 16] << 4 for r in NIBBLE_ROW]
-                else:
-                    per = 8 // w
-                    plane = [
-                        sum(int(values[per * t + i]) << (w * i) for i in range(per))
-                        for t in range(4 * w)
-                    ]
-                out.extend(plane)
-                low += w
-    return np.array(out, np.uint8)
+        for first in range(0, channels, 4):
+            out.append(pack(rows[:, first : first + 4], bits))
+    return np.concatenate(out) if out else np.zeros(0, np.uint8)
 
 
 def packed(codes, bits, capacity=None, splits=()):
-    block_bytes, _, _ = _core.layout_info(codes.shape[1], bits)
+    block_bytes, _ = _core.layout_info(codes.shape[1], bits)
     rows = capacity or codes.shape[0]
     stream = np.zeros(-(-rows // 32) * block_bytes, np.uint8)
     bounds = [0, *splits, codes.shape[0]]
@@ -67,7 +42,7 @@ def test_pack_matches_the_documented_layout(bits, channels, n):
     rng = np.random.default_rng(bits * 1000 + channels * 10 + n)
     codes = rng.integers(0, 2**bits, (n, channels), dtype=np.uint8)
     stream = packed(codes, bits)
-    block_bytes, _, _ = _core.layout_info(channels, bits)
+    block_bytes, _ = _core.layout_info(channels, bits)
     assert block_bytes == 4 * channels * bits  # exactly bits per value, no padding
     np.testing.assert_array_equal(stream, reference_stream(codes, bits))
     rows = np.arange(n, dtype=np.int64)[::-1].copy()
@@ -103,25 +78,31 @@ def test_copy_row_moves_one_row_between_streams(bits):
 
 
 def test_worked_example():
-    # 4 bits, one channel: row r holds code r % 16; byte j = row P[j] | (row P[j] + 16) << 4
-    codes = (np.arange(32) % 16).astype(np.uint8)[:, None]
-    assert packed(codes, 4).tobytes().hex() == "00881199" "22aa33bb" "44cc55dd" "66ee77ff"
-    # 3 bits, two channels (one 6-bit unit: 4-bit plane, then 2-bit plane); row 0 = (5, 6),
-    # every other row 0: index 5 | 6 << 3 = 0b110101 -> low nibble 0b0101, high bits 0b11
+    # 4 bits, 5 channels: groups (channels 0-3) then (channel 4). Row r's group-0 codes are
+    # (r % 16, 1, 2, 3): bytes 2r = (r % 16) | 1 << 4 and 2r + 1 = 2 | 3 << 4; group 1 holds
+    # 32 rows x 1 code of 4 bits: 16 bytes, two rows per byte (row 2i low nibble).
+    codes = np.zeros((32, 5), np.uint8)
+    codes[:, 0] = np.arange(32) % 16
+    codes[:, 1:4] = (1, 2, 3)
+    codes[:, 4] = 7
+    stream = packed(codes, 4)
+    assert stream.size == 4 * 5 * 4  # 80 bytes: 32 rows x 5 channels x 4 bits
+    assert stream[:4].tobytes().hex() == "10321132"  # rows 0 and 1
+    assert stream[62:64].tobytes().hex() == "1f32"  # row 31: code 15
+    assert stream[64:].tobytes() == bytes([0x77] * 16)
+    # 3 bits, 2 channels (one partial group): row 0 = (5, 6), row 1 = (7, 1), others 0:
+    # bits 0-2 = 5, 3-5 = 6, 6-8 = 7, 9-11 = 1 -> 0b11_110_101 = 0xF5, then 0b0000_001_1 = 0x03
     codes = np.zeros((32, 2), np.uint8)
-    codes[0] = (5, 6)
-    assert packed(codes, 3).tobytes() == bytes([0x05] + [0] * 15 + [0x03] + [0] * 7)
-    # 1 bit, four channels (one 4-bit unit): row 17 = (1, 0, 1, 1) -> index 0b1101, in the
-    # high nibble of the byte holding row 1 (byte 2)
-    codes = np.zeros((32, 4), np.uint8)
-    codes[17] = (1, 0, 1, 1)
-    assert packed(codes, 1).tobytes() == bytes([0, 0, 0xD0] + [0] * 13)
+    codes[0], codes[1] = (5, 6), (7, 1)
+    stream = packed(codes, 3)
+    assert stream.size == 4 * 2 * 3 and stream[:2].tobytes() == bytes([0xF5, 0x03])
+    assert not stream[2:].any()
 
 
 def test_the_boundary_refuses_what_would_read_or_write_out_of_bounds():
     codes = np.ones((33, 4), np.uint8)
     with pytest.raises(ValueError, match="needed"):
-        _core.pack_rows(codes, 4, np.zeros(64, np.uint8), 0)  # 2 blocks needed
+        _core.pack_rows(codes, 4, np.zeros(64, np.uint8), 0)  # 2 blocks of 64 bytes needed
     with pytest.raises(ValueError, match="does not fit"):
         _core.pack_rows(np.full((1, 4), 8, np.uint8), 3, np.zeros(48, np.uint8), 0)
     stream = packed(codes, 4)
