@@ -86,3 +86,22 @@ def test_index_v1_l2_prod_searches_as_before(v1_expected):
     scores, ids = idx.search(v1_expected["l2_queries"], k=5)
     np.testing.assert_array_equal(ids, v1_expected["l2_ids"])
     np.testing.assert_allclose(scores, v1_expected["l2_scores"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_version_1_file_is_rewritten_in_the_current_format_on_save(tmp_path, v1_expected):
+    path = tmp_path / "converted.rq"
+    old = rq.VectorIndex.load(FIXTURES / "index_v1_cosine.rq")
+    old.save(path)
+    assert file_format.read(path)[2].version == file_format.VERSION
+    again = rq.VectorIndex.load(path)
+    scores, ids = again.search(v1_expected["queries"], k=7)
+    np.testing.assert_array_equal(ids, v1_expected["cosine_ids"])
+    np.testing.assert_allclose(scores, v1_expected["cosine_scores"], rtol=1e-5, atol=1e-6)
+    # saving a converted index over its own version-1 file rewrites it, never appends
+    copy = tmp_path / "v1.rq"
+    copy.write_bytes((FIXTURES / "index_v1_cosine.rq").read_bytes())
+    index = rq.VectorIndex.load(copy)
+    index.add(np.ones((3, 24), np.float32))
+    index.save(copy)
+    assert file_format.read(copy)[2].version == file_format.VERSION
+    assert len(rq.VectorIndex.load(copy)) == 133

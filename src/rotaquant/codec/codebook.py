@@ -40,6 +40,12 @@ class Codebook:
     boundaries: np.ndarray
     mse: float
 
+    @property
+    def probabilities(self) -> np.ndarray:
+        """(2**bits,) float32: the probability of each code under the law (cell masses)."""
+        edges = np.concatenate(([-1.0], self.boundaries.astype(np.float64), [1.0]))
+        return np.diff(_cdf(edges, self.dim)).astype(np.float32)
+
     def quantize(self, values: np.ndarray) -> np.ndarray:
         """Codes (uint8, same shape) of ``values`` (float32): index of the nearest centroid."""
         return _lookup_quantizer(self.dim, self.bits)(values)

@@ -27,7 +27,7 @@ layout, channel split and QJL projection from the modules of this package.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -44,6 +44,15 @@ from .rotation import make_rotation
 _CHUNK_FLOATS = 1 << 18
 # Decoded block size for scoring: bounded memory however large the database is.
 _SCORE_BLOCK_FLOATS = 1 << 22
+
+
+class QuantizedRows(NamedTuple):
+    """Unpacked codes of n vectors (what ``Codes`` holds packed)."""
+
+    codes: tuple[np.ndarray, ...]  # per channel group: (n, channels) uint8
+    norms: np.ndarray  # (n,) in the norm dtype: the scale each decoded unit vector gets
+    signs: np.ndarray | None  # (n, dim) uint8 0/1 QJL sign bits (prod mode)
+    residual_norms: np.ndarray | None  # (n,) in the norm dtype (prod mode)
 
 
 def _row_ranges(n: int, dim: int, floats: int) -> list[tuple[int, int]]:
@@ -137,30 +146,54 @@ class TurboQuantizer:
         arr, origin = to_numpy(x, "encode")
         check_matrix(arr, self.dim, "encode", finite=False)  # checked per chunk, for free
         n = arr.shape[0]
-        out = self._empty_codes_arrays(n)
-        self._map_chunks(n, lambda start, stop: self._encode_chunk(arr, start, stop, out))
-        streams, norms, signs, residual_norms = out
-        stored = (norms,) if residual_norms is None else (norms, residual_norms)
-        if not all(np.isfinite(np.max(np.abs(a), initial=0)) for a in stored):
-            raise ValueError(
-                f"encode: a vector norm overflows {self.config.norm_dtype}; "
-                "use norm_dtype='float32'"
-            )
-        return Codes(self.config, n, streams, norms, signs, residual_norms, origin=origin)
-
-    def _empty_codes_arrays(self, n: int):
         streams = tuple(
             np.empty(packed_nbytes(n * g.channels, g.bits), np.uint8) for g, _ in self.codebooks
         )
+        signs = np.empty(packed_nbytes(n * self.dim, 1), np.uint8) if self.qjl else None
         norms = np.empty(n, self._norm_dtype)
-        if self.qjl is None:
-            return streams, norms, None, None
-        signs = np.empty(packed_nbytes(n * self.dim, 1), np.uint8)
-        return streams, norms, signs, np.empty(n, self._norm_dtype)
+        residual_norms = np.empty(n, self._norm_dtype) if self.qjl else None
 
-    def _encode_chunk(self, x: np.ndarray, start: int, stop: int, out) -> None:
-        streams, norms, signs, residual_norms = out
-        block = x[start:stop]
+        def work(start: int, stop: int) -> None:
+            rows = self._quantize_rows(arr[start:stop])
+            for (group, _), stream, codes in zip(self.codebooks, streams, rows.codes, strict=True):
+                lo, hi = (packed_nbytes(i * group.channels, group.bits) for i in (start, stop))
+                stream[lo:hi] = pack(codes, group.bits)
+            norms[start:stop] = rows.norms
+            if signs is not None:
+                lo, hi = (packed_nbytes(i * self.dim, 1) for i in (start, stop))
+                signs[lo:hi] = pack(rows.signs, 1)
+                residual_norms[start:stop] = rows.residual_norms
+
+        self._map_chunks(n, work)
+        return Codes(self.config, n, streams, norms, signs, residual_norms, origin=origin)
+
+    def quantize(self, x: Any) -> QuantizedRows:
+        """The codes of ``x`` (n, dim) unpacked: what ``encode`` packs into ``Codes`` (and the
+        index lays out in blocks). Same input checks as ``encode``."""
+        arr, _ = to_numpy(x, "encode")
+        check_matrix(arr, self.dim, "encode", finite=False)
+        n = arr.shape[0]
+        out = QuantizedRows(
+            tuple(np.empty((n, g.channels), np.uint8) for g, _ in self.codebooks),
+            np.empty(n, self._norm_dtype),
+            np.empty((n, self.dim), np.uint8) if self.qjl else None,
+            np.empty(n, self._norm_dtype) if self.qjl else None,
+        )
+
+        def work(start: int, stop: int) -> None:
+            rows = self._quantize_rows(arr[start:stop])
+            for target, codes in zip(out.codes, rows.codes, strict=True):
+                target[start:stop] = codes
+            out.norms[start:stop] = rows.norms
+            if out.signs is not None:
+                out.signs[start:stop] = rows.signs
+                out.residual_norms[start:stop] = rows.residual_norms
+
+        self._map_chunks(n, work)
+        return out
+
+    def _quantize_rows(self, block: np.ndarray) -> QuantizedRows:
+        """Codes of a chunk of rows (float32, (rows, dim)); raises on NaN/inf or overflow."""
         lengths = np.sqrt(np.einsum("ij,ij->i", block, block))
         if not np.isfinite(lengths).all():  # NaN/inf in the input, or a norm beyond float32
             check_matrix(block, self.dim, "encode")
@@ -168,13 +201,12 @@ class TurboQuantizer:
         inv = np.divide(1.0, lengths, out=np.zeros_like(lengths), where=lengths > 0)
         rotated = self.rotation.forward(block * inv[:, None])
         reconstruction = np.zeros_like(rotated) if self._needs_reconstruction else None
-        for (group, book), stream in zip(self.codebooks, streams, strict=True):
-            part = rotated[:, group.start : group.stop]
-            codes = book.quantize(np.ascontiguousarray(part))
-            lo, hi = (packed_nbytes(i * group.channels, group.bits) for i in (start, stop))
-            stream[lo:hi] = pack(codes, group.bits)
+        codes = []
+        for group, book in self.codebooks:
+            group_codes = book.quantize(np.ascontiguousarray(rotated[:, group.start : group.stop]))
+            codes.append(group_codes)
             if reconstruction is not None:
-                reconstruction[:, group.start : group.stop] = book.centroids[codes]
+                reconstruction[:, group.start : group.stop] = book.centroids[group_codes]
         scale = lengths
         if self.config.norm_correction:
             decoded_length = np.sqrt(np.einsum("ij,ij->i", reconstruction, reconstruction))
@@ -182,14 +214,23 @@ class TurboQuantizer:
                 lengths, decoded_length, out=np.zeros_like(lengths), where=decoded_length > 0
             )
         with np.errstate(over="ignore"):
-            norms[start:stop] = scale
+            norms = scale.astype(self._norm_dtype)
+        signs = residual_norms = None
         if self.qjl is not None:
-            kept = norms[start:stop].astype(np.float32)
-            residual = rotated * lengths[:, None] - reconstruction * kept[:, None]
-            lo, hi = (packed_nbytes(i * self.dim, 1) for i in (start, stop))
-            signs[lo:hi] = self.qjl.sketch(residual)
+            kept = norms.astype(np.float32)[:, None]
+            residual = rotated * lengths[:, None] - reconstruction * kept
+            signs = (self.qjl.project(residual) >= 0).view(np.uint8)
             with np.errstate(over="ignore"):
-                residual_norms[start:stop] = np.sqrt(np.einsum("ij,ij->i", residual, residual))
+                residual_norms = np.sqrt(np.einsum("ij,ij->i", residual, residual)).astype(
+                    self._norm_dtype
+                )
+        stored = (norms,) if residual_norms is None else (norms, residual_norms)
+        if not all(np.isfinite(np.max(np.abs(a), initial=0)) for a in stored):
+            raise ValueError(
+                f"encode: a vector norm overflows {self.config.norm_dtype}; "
+                "use norm_dtype='float32'"
+            )
+        return QuantizedRows(tuple(codes), norms, signs, residual_norms)
 
     @property
     def _needs_reconstruction(self) -> bool:

@@ -39,7 +39,8 @@ import numpy as np
 from .._atomic import atomic_write
 
 MAGIC = b"RQINDEX\0"
-VERSION = 1
+VERSION = 2  # 2: segments in the native core's 32-row block layout; 1: row-major streams
+READABLE = (1, 2)
 _PREAMBLE = struct.Struct("<8sI")
 _SLOT = struct.Struct("<QQQQI")  # generation, manifest offset, manifest length, length, crc
 _SLOT_CRC = struct.Struct("<I")
@@ -59,6 +60,7 @@ class Commit:
     slot: int
     length: int
     segments: tuple[dict, ...]
+    version: int = VERSION
 
 
 def write_new(
@@ -88,6 +90,8 @@ def append(commit: Commit, header: dict, segments: list[dict[str, np.ndarray]]) 
         stat = os.fstat(f.fileno())
         if (stat.st_dev, stat.st_ino) != (commit.device, commit.inode):
             raise StaleFileError("the file was replaced since it was last written")
+        if commit.version != VERSION:
+            raise StaleFileError(f"the file is in format version {commit.version}")
         current = _best_slot(_read_exact(f, 0, DATA_START), stat.st_size)
         if current is None or current[0] != commit.generation:
             raise StaleFileError("the file was changed by someone else since it was last written")
@@ -130,8 +134,10 @@ def read(
     magic, version = _PREAMBLE.unpack_from(mapped, 0)
     if magic != MAGIC:
         raise ValueError(f"{path}: not a rotaquant index file (bad magic bytes)")
-    if version != VERSION:
-        raise ValueError(f"{path}: index format version {version} is not supported ({VERSION})")
+    if version not in READABLE:
+        raise ValueError(
+            f"{path}: index format version {version} is not supported (this reads {READABLE})"
+        )
     best = _best_slot(mapped[:DATA_START], None)
     if best is None:
         raise ValueError(f"{path}: both commit records are corrupted")
@@ -147,7 +153,9 @@ def read(
         segments = [_segment_views(mapped, entry, length, verify) for entry in entries]
     except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise ValueError(f"{path}: invalid index file: {exc}") from exc
-    commit = Commit(_real(path), stat.st_dev, stat.st_ino, generation, slot, length, tuple(entries))
+    commit = Commit(
+        _real(path), stat.st_dev, stat.st_ino, generation, slot, length, tuple(entries), version
+    )
     return header, segments, commit
 
 

@@ -16,12 +16,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..codec.codes import CodecConfig, Codes
+from ..codec.codes import CodecConfig
 from .idmap import MAX_ROWS, IdMap
-from .segment import SEGMENT_ROWS, Segment, capacity_for
+from .segment import BLOCK_ROWS, SEGMENT_ROWS, Rows, Segment, capacity_for
 from .validation import preview
-
-Encoded = list[tuple[Codes, np.ndarray | None]]  # chunks of codes (+ float16 vectors)
 
 
 class RowStore:
@@ -30,11 +28,13 @@ class RowStore:
     Args:
         config: the codec configuration every segment uses.
         keep_vectors: segments also hold a float16 copy of each vector.
+        keep_l2_shift: segments also hold −‖x̂‖² per row (l2 indexes).
     """
 
-    def __init__(self, config: CodecConfig, keep_vectors: bool):
+    def __init__(self, config: CodecConfig, keep_vectors: bool, keep_l2_shift: bool):
         self.config = config
         self.keep_vectors = keep_vectors
+        self.keep_l2_shift = keep_l2_shift
         self.segments: list[Segment] = []
         self.n = 0
         self._ids = np.empty(0, np.int64)  # row -> id, with spare capacity past n
@@ -43,11 +43,18 @@ class RowStore:
 
     @classmethod
     def from_arrays(
-        cls, config: CodecConfig, keep_vectors: bool, segments: list[dict[str, np.ndarray]]
+        cls,
+        config: CodecConfig,
+        keep_vectors: bool,
+        keep_l2_shift: bool,
+        segments: list[dict[str, np.ndarray]],
     ) -> RowStore:
-        """A store over segments read back from a file (arrays named as in ``Codes``, + ids)."""
-        store = cls(config, keep_vectors)
-        loaded = [Segment.from_arrays(config, arrays) for arrays in segments]
+        """A store over segments read back from a file (block-layout streams, row arrays and
+        ``ids``; sizes checked)."""
+        store = cls(config, keep_vectors, keep_l2_shift)
+        loaded = [
+            Segment.from_arrays(config, arrays, keep_vectors, keep_l2_shift) for arrays in segments
+        ]
         store.segments = [segment for segment in loaded if segment.count]
         if segments:
             store._ids = np.concatenate([arrays["ids"] for arrays in segments]).astype(np.int64)
@@ -96,23 +103,23 @@ class RowStore:
             raise ValueError(f"an index holds at most {MAX_ROWS} vectors")
 
     def rows_to_align(self) -> int:
-        """Rows that fill the in-memory tail up to a multiple of 8 (so later chunks are
-        stored with whole-byte copies)."""
+        """Rows that fill the in-memory tail up to a whole block (so later chunks are
+        written block by block)."""
         tail = self.segments[-1] if self.segments else None
-        return (-tail.count) % 8 if tail is not None and tail.in_memory else 0
+        return (-tail.count) % BLOCK_ROWS if tail is not None and tail.in_memory else 0
 
-    def append(self, encoded: Encoded, keys: np.ndarray) -> None:
+    def append(self, encoded: list[Rows], keys: np.ndarray) -> None:
         """Store the encoded chunks (in order) as rows n, n+1, … with ids ``keys``."""
         n = keys.size
         self._reserve_ids(self.n + n)
         self._ids[self.n : self.n + n] = keys
         first_row, final = self.n, self.n + n
-        for codes, vectors in encoded:
+        for rows in encoded:
             done = 0
-            while done < codes.n:
+            while done < rows.n:
                 tail = self._writable_tail(final - self.n)
-                take = min(codes.n - done, tail.capacity - tail.count)
-                tail.write_rows(tail.count, codes, done, done + take, vectors)
+                take = min(rows.n - done, tail.capacity - tail.count)
+                tail.write(tail.count, rows, done, done + take)
                 tail.count += take
                 self.n += take
                 done += take
@@ -150,7 +157,9 @@ class RowStore:
             grown = tail.grown(capacity_for(max(2 * tail.capacity, tail.count + pending)))
             self.segments[-1] = grown
             return grown
-        fresh = Segment.allocate(self.config, capacity_for(pending), self.keep_vectors)
+        fresh = Segment.allocate(
+            self.config, capacity_for(pending), self.keep_vectors, self.keep_l2_shift
+        )
         self.segments.append(fresh)
         return fresh
 
@@ -166,6 +175,7 @@ class RowStore:
         while drop:
             tail = self.segments[-1]
             take = min(drop, tail.count)
+            tail.clear(tail.count - take, tail.count)  # rows past count stay zero
             tail.count -= take
             drop -= take
             if tail.count == 0:

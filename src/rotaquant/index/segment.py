@@ -1,9 +1,18 @@
-"""Segments: the blocks of rows a VectorIndex stores, and the unit of scan work.
+"""Segments: the blocks of rows a VectorIndex stores, in the native scan's layout.
 
-A segment holds rows ``[0, count)`` of a fixed-capacity ``Codes`` (in memory, or
-memory-mapped copy-on-write from a saved file) and, optionally, their float16 copies. Rows are
-copied, appended and sliced at the bit level, so segments keep the codec's stream layout (no
-per-row padding) whatever ``bits · dim`` is.
+A segment holds rows ``[0, count)`` of a fixed capacity (a multiple of 64 in memory; loaded
+segments hold exactly their blocks). Per codec stream (each channel group, then the QJL signs
+in prod mode) one uint8 array in the *block layout* of the native core (``csrc/layout.h``):
+blocks of 32 rows, each block cutting the channels into groups of four and storing, group
+after group, the 32 rows' codes as one little-endian bit stream — exactly ``bits`` bits per
+value, no per-row padding; rows past ``count`` in the last block are zero. Beside them, per
+row: the norm-correcting scale (float16 or float32), the QJL residual norm (prod mode),
+−‖x̂‖² (float32 ``l2_shift``, for ``metric="l2"``: added to 2⟨q, x̂⟩ it ranks by distance), and
+the float16 copy (``keep_vectors``).
+
+Worked example (asserted by tests/index/test_segment.py): dim 5 at 4 bits is two groups,
+channels 0-3 (64 bytes per block: row r's four codes in bytes 2r, 2r+1, low nibble first) and
+channel 4 (16 bytes: rows 2i and 2i+1 share byte i); a block takes 80 bytes = 32 × 5 × 4 bits.
 """
 
 from __future__ import annotations
@@ -12,184 +21,214 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..codec.codes import CodecConfig, Codes
-from ..codec.packing import pack, packed_nbytes, read_values, write_values
+from .. import _core
+from ..codec.codes import CodecConfig
 
-SEGMENT_ROWS = 1 << 16  # rows per in-memory segment (a multiple of 8)
+BLOCK_ROWS = 32
+SEGMENT_ROWS = 1 << 16  # rows per in-memory segment (a multiple of 64)
 FIRST_CAPACITY = 64
 
 
-class Segment:
-    """Rows ``[0, count)`` of a fixed-capacity block of codes (+ optional float16 vectors)."""
+class StreamSpec(NamedTuple):
+    """One stream of the layout: ``channels`` codes of ``bits`` bits per row."""
 
-    def __init__(self, codes: Codes, count: int, vectors: np.ndarray | None, in_memory: bool):
-        self.codes = codes
+    name: str
+    channels: int
+    bits: int
+
+    @property
+    def block_bytes(self) -> int:
+        return 4 * self.channels * self.bits
+
+    def nbytes(self, rows: int) -> int:
+        """Bytes of a stream holding ``rows`` rows (whole blocks)."""
+        return -(-rows // BLOCK_ROWS) * self.block_bytes
+
+
+def stream_specs(config: CodecConfig) -> tuple[StreamSpec, ...]:
+    """The streams of a codec configuration, in order: groups, then QJL signs."""
+    specs = [StreamSpec(f"stream{i}", g.channels, g.bits) for i, g in enumerate(config.groups)]
+    if config.mode == "prod":
+        specs.append(StreamSpec("qjl_signs", config.dim, 1))
+    return tuple(specs)
+
+
+class Rows(NamedTuple):
+    """Unpacked rows to store: codes per stream (n, channels) uint8 and the per-row arrays."""
+
+    codes: tuple[np.ndarray, ...]
+    norms: np.ndarray
+    residual_norms: np.ndarray | None
+    l2_shift: np.ndarray | None  # (n,) float32 −‖x̂‖², l2 indexes
+    vectors: np.ndarray | None  # (n, dim) float16
+
+    @property
+    def n(self) -> int:
+        return self.norms.shape[0]
+
+
+class Segment:
+    """Rows ``[0, count)`` of a fixed-capacity block of codes (+ per-row arrays)."""
+
+    def __init__(
+        self,
+        config: CodecConfig,
+        streams: tuple[np.ndarray, ...],
+        rows: dict[str, np.ndarray],
+        count: int,
+        in_memory: bool,
+    ):
+        self.config = config
+        self.specs = stream_specs(config)
+        self.streams = streams
+        self.rows = rows  # "norms", optional "residual_norms", "l2_shift", "vectors"
         self.count = count
-        self.vectors = vectors
         self.in_memory = in_memory
 
     @property
     def capacity(self) -> int:
-        return self.codes.n
+        return self.rows["norms"].shape[0]
+
+    @property
+    def norms(self) -> np.ndarray:
+        return self.rows["norms"]
+
+    @property
+    def vectors(self) -> np.ndarray | None:
+        return self.rows.get("vectors")
 
     @property
     def nbytes(self) -> int:
-        return self.codes.nbytes + (self.vectors.nbytes if self.vectors is not None else 0)
+        held = sum(s.nbytes for s in self.streams)
+        return int(held + sum(a.nbytes for a in self.rows.values()))
 
     @classmethod
-    def allocate(cls, config: CodecConfig, capacity: int, keep_vectors: bool) -> Segment:
+    def allocate(
+        cls, config: CodecConfig, capacity: int, keep_vectors: bool, keep_l2_shift: bool
+    ) -> Segment:
         norm = np.dtype(config.norm_dtype)
-        streams = tuple(
-            np.zeros(packed_nbytes(capacity * g.channels, g.bits), np.uint8) for g in config.groups
-        )
-        prod = config.mode == "prod"
-        codes = Codes(
-            config,
-            capacity,
-            streams,
-            np.zeros(capacity, norm),
-            np.zeros(packed_nbytes(capacity * config.dim, 1), np.uint8) if prod else None,
-            np.zeros(capacity, norm) if prod else None,
-        )
-        vectors = np.zeros((capacity, config.dim), np.float16) if keep_vectors else None
-        return cls(codes, 0, vectors, in_memory=True)
+        streams = tuple(np.zeros(s.nbytes(capacity), np.uint8) for s in stream_specs(config))
+        rows = {"norms": np.zeros(capacity, norm)}
+        if config.mode == "prod":
+            rows["residual_norms"] = np.zeros(capacity, norm)
+        if keep_l2_shift:
+            rows["l2_shift"] = np.zeros(capacity, np.float32)
+        if keep_vectors:
+            rows["vectors"] = np.zeros((capacity, config.dim), np.float16)
+        return cls(config, streams, rows, 0, in_memory=True)
 
     @classmethod
-    def from_arrays(cls, config: CodecConfig, arrays: dict[str, np.ndarray]) -> Segment:
-        """A memory-mapped segment read back from a file."""
-        n = int(arrays["ids"].size)
-        streams = tuple(arrays[f"stream{i}"] for i in range(len(config.groups)))
-        codes = Codes(
-            config,
-            n,
-            streams,
-            arrays["norms"],
-            arrays.get("qjl_signs"),
-            arrays.get("residual_norms"),
-        )
-        return cls(codes, n, arrays.get("vectors"), in_memory=False)
+    def from_arrays(
+        cls,
+        config: CodecConfig,
+        arrays: dict[str, np.ndarray],
+        keep_vectors: bool,
+        keep_l2_shift: bool,
+    ) -> Segment:
+        """A segment read back from a file (memory-mapped arrays); sizes are checked."""
+        count = int(arrays["ids"].shape[0])
+        streams = []
+        for spec in stream_specs(config):
+            stream = arrays[spec.name]
+            if stream.dtype != np.uint8 or stream.shape != (spec.nbytes(count),):
+                raise ValueError(
+                    f"array {spec.name!r} should hold {spec.nbytes(count)} bytes for {count} rows"
+                )
+            streams.append(stream)
+        expected = {"norms": (np.dtype(config.norm_dtype), (count,))}
+        if config.mode == "prod":
+            expected["residual_norms"] = expected["norms"]
+        if keep_l2_shift:
+            expected["l2_shift"] = (np.dtype(np.float32), (count,))
+        if keep_vectors:
+            expected["vectors"] = (np.dtype(np.float16), (count, config.dim))
+        rows = {}
+        for name, (dtype, shape) in expected.items():
+            arr = arrays[name]
+            if arr.dtype != dtype or arr.shape != shape:
+                raise ValueError(f"array {name!r} should be {dtype} of shape {shape}")
+            rows[name] = arr
+        return cls(config, tuple(streams), rows, count, in_memory=False)
 
     def grown(self, capacity: int) -> Segment:
-        bigger = Segment.allocate(self.codes.config, capacity, self.vectors is not None)
-        for (_, old, *_), (_, new, *_) in zip(
-            self._bit_streams(), bigger._bit_streams(), strict=True
-        ):
+        bigger = Segment.allocate(
+            self.config, capacity, "vectors" in self.rows, "l2_shift" in self.rows
+        )
+        for old, new in zip(self.streams, bigger.streams, strict=True):
             new[: old.size] = old
-        for (_, old), (_, new) in zip(self._row_arrays(), bigger._row_arrays(), strict=True):
-            new[: old.shape[0]] = old
+        for name, arr in self.rows.items():
+            bigger.rows[name][: arr.shape[0]] = arr
         bigger.count = self.count
         return bigger
 
-    def _bit_streams(self) -> list[tuple[str, np.ndarray, int, int]]:
-        """(name, stream, values per row, bits) of every packed stream, groups first."""
-        config = self.codes.config
-        streams = [
-            (f"stream{i}", s, g.channels, g.bits)
-            for i, (s, g) in enumerate(zip(self.codes.streams, config.groups, strict=True))
-        ]
-        if self.codes.qjl_signs is not None:
-            streams.append(("qjl_signs", self.codes.qjl_signs, config.dim, 1))
-        return streams
-
-    def _row_arrays(self) -> list[tuple[str, np.ndarray]]:
-        """(name, array) of every array with one entry per row."""
-        arrays = [("norms", self.codes.norms)]
-        if self.codes.residual_norms is not None:
-            arrays.append(("residual_norms", self.codes.residual_norms))
-        if self.vectors is not None:
-            arrays.append(("vectors", self.vectors))
-        return arrays
-
-    def write_rows(
-        self, row: int, codes: Codes, start: int, stop: int, vectors: np.ndarray | None
-    ) -> None:
-        """Store rows [start, stop) of ``codes`` at rows [row, …) (bytes are copied whole
-        when both ends sit on byte boundaries)."""
-        src = Segment(codes, codes.n, vectors, in_memory=True)
-        count = stop - start
-        for (_, dst_stream, per_row, bits), (_, src_stream, *_) in zip(
-            self._bit_streams(), src._bit_streams(), strict=True
+    # ------------------------------------------------------------------ rows
+    def write(self, row: int, rows: Rows, start: int, stop: int) -> None:
+        """Store rows [start, stop) of ``rows`` at rows [row, row + stop − start)."""
+        for spec, stream, codes in zip(self.specs, self.streams, rows.codes, strict=True):
+            _core.pack_rows(np.ascontiguousarray(codes[start:stop]), spec.bits, stream, row)
+        end = row + stop - start
+        self.rows["norms"][row:end] = rows.norms[start:stop]
+        for name, source in (
+            ("residual_norms", rows.residual_norms),
+            ("l2_shift", rows.l2_shift),
+            ("vectors", rows.vectors),
         ):
-            if (start * per_row * bits) % 8 == 0 and (row * per_row * bits) % 8 == 0:
-                lo = start * per_row * bits // 8
-                hi = packed_nbytes(stop * per_row, bits)
-                at = row * per_row * bits // 8
-                dst_stream[at : at + hi - lo] = src_stream[lo:hi]
-            else:  # bit-level copy (only the few rows that realign a tail take this path)
-                values = read_values(src_stream, start * per_row, count * per_row, bits)
-                write_values(dst_stream, row * per_row, values, bits)
-        for (_, dst), (_, src_arr) in zip(self._row_arrays(), src._row_arrays(), strict=True):
-            dst[row : row + count] = src_arr[start:stop]
+            if name in self.rows:
+                self.rows[name][row:end] = source[start:stop]
 
     def copy_row(self, row: int, source: Segment, source_row: int) -> None:
-        for (_, dst, per_row, bits), (_, src, *_) in zip(
-            self._bit_streams(), source._bit_streams(), strict=True
-        ):
-            values = read_values(src, source_row * per_row, per_row, bits)
-            write_values(dst, row * per_row, values, bits)
-        for (_, dst), (_, src) in zip(self._row_arrays(), source._row_arrays(), strict=True):
-            dst[row] = src[source_row]
+        for spec, dst, src in zip(self.specs, self.streams, source.streams, strict=True):
+            _core.copy_row(dst, row, src, source_row, spec.channels, spec.bits)
+        for name, arr in self.rows.items():
+            arr[row] = source.rows[name][source_row]
+
+    def clear(self, start: int, stop: int) -> None:
+        """Zero the codes of rows [start, stop) (rows past ``count`` stay zero)."""
+        for spec, stream in zip(self.specs, self.streams, strict=True):
+            zeros = np.zeros((stop - start, spec.channels), np.uint8)
+            _core.pack_rows(zeros, spec.bits, stream, start)
+
+    def codes(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Codes of segment ``rows`` (int64 (k,)): per stream (k, channels) uint8."""
+        rows = np.ascontiguousarray(rows, np.int64)
+        return tuple(
+            _core.unpack_rows(stream, spec.channels, spec.bits, rows)
+            for spec, stream in zip(self.specs, self.streams, strict=True)
+        )
 
     def slice_arrays(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        """Rows [start, stop) as standalone arrays named as in ``Codes`` (for saving)."""
+        """Rows [start, stop) as file arrays (their own blocks from row 0). Whole blocks are
+        byte slices when ``start`` is a multiple of 32; otherwise the rows are repacked."""
         out: dict[str, np.ndarray] = {}
-        for name, stream, per_row, bits in self._bit_streams():
-            if start * per_row * bits % 8 == 0:
-                lo = start * per_row * bits // 8
-                out[name] = stream[lo : lo + packed_nbytes((stop - start) * per_row, bits)]
-            else:
-                values = read_values(stream, start * per_row, (stop - start) * per_row, bits)
-                out[name] = pack(values, bits)
-        for name, arr in self._row_arrays():
+        count = stop - start
+        if start % BLOCK_ROWS == 0:
+            first = start // BLOCK_ROWS
+            for spec, stream in zip(self.specs, self.streams, strict=True):
+                lo = first * spec.block_bytes
+                out[spec.name] = stream[lo : lo + spec.nbytes(count)]
+        else:
+            codes = self.codes(np.arange(start, stop))
+            for spec, spec_codes in zip(self.specs, codes, strict=True):
+                stream = np.zeros(spec.nbytes(count), np.uint8)
+                _core.pack_rows(spec_codes, spec.bits, stream, 0)
+                out[spec.name] = stream
+        for name, arr in self.rows.items():
             out[name] = arr[start:stop]
         return out
 
-    def gather_groups(self, groups: np.ndarray) -> tuple[Codes, np.ndarray]:
-        """Codes of the 8-row groups ``groups`` (sorted) as one compact block, and the segment
-        row of each of its rows (rows past ``count`` in a last partial group are excluded
-        from ``row_map`` by being beyond any eligible row)."""
-        rows = (groups[:, None] * 8 + np.arange(8)).reshape(-1)
-        clipped = np.minimum(rows, self.count - 1)
-        taken = {
-            name: _take_groups(stream, groups, per_row * bits)
-            for name, stream, per_row, bits in self._bit_streams()
-        }
-        codes = self.codes
-        gathered = Codes(
-            codes.config,
-            rows.size,
-            tuple(taken[f"stream{i}"] for i in range(len(codes.streams))),
-            codes.norms[clipped],
-            taken.get("qjl_signs"),
-            codes.residual_norms[clipped] if codes.residual_norms is not None else None,
+    def scan_view(self, first_row: int, allow: np.ndarray | None) -> tuple:
+        """The segment as the native scan takes it (``allow``: uint64 bitmap or None)."""
+        return (
+            self.count,
+            first_row,
+            list(self.streams),
+            self.rows["norms"],
+            self.rows.get("residual_norms"),
+            self.rows.get("l2_shift"),
+            allow,
         )
-        return gathered, rows
 
 
 def capacity_for(rows: int) -> int:
     """Segment capacity for ``rows``: a multiple of 64 in [64, SEGMENT_ROWS]."""
     return min(SEGMENT_ROWS, max(FIRST_CAPACITY, -(-rows // 64) * 64))
-
-
-def _take_groups(stream: np.ndarray, groups: np.ndarray, group_bytes: int) -> np.ndarray:
-    """Bytes of 8-row groups (each ``group_bytes`` long) of a stream, zero-padding a short
-    last group."""
-    full = stream.size // group_bytes
-    out = np.zeros((groups.size, group_bytes), np.uint8)
-    inside = groups < full
-    out[inside] = stream[: full * group_bytes].reshape(full, group_bytes)[groups[inside]]
-    if not inside.all():
-        tail = stream[full * group_bytes :]
-        out[~inside, : tail.size] = tail
-    return out.reshape(-1)
-
-
-class Block(NamedTuple):
-    """One unit of scan work: rows [start, stop) of ``codes``; ``columns`` (or all) of them
-    are eligible and map to index rows ``rows``."""
-
-    codes: Codes
-    start: int
-    stop: int
-    rows: np.ndarray
-    columns: np.ndarray | None = None

@@ -38,9 +38,11 @@ from .._arrays import check_matrix, to_numpy
 from ..codec.codes import CodecConfig
 from ..codec.quantizer import TurboQuantizer
 from . import file_format
+from .legacy import rows_from_v1
 from .locking import ReadWriteLock
-from .rows import Encoded, RowStore
+from .rows import RowStore
 from .search import Searcher
+from .segment import Rows
 from .validation import (
     MAX_ID,
     as_ids,
@@ -100,7 +102,7 @@ class VectorIndex:
             norm_correction=True,
         )
         self._searcher = Searcher(self.quantizer, metric)
-        self._rows = RowStore(self.quantizer.config, self.keep_vectors)
+        self._rows = RowStore(self.quantizer.config, self.keep_vectors, metric == "l2")
         self._next_id = 0
         self._lock = ReadWriteLock()
         self._save_lock = threading.Lock()  # one save at a time (searches go on meanwhile)
@@ -283,11 +285,17 @@ class VectorIndex:
             )
             if index.config != config:
                 raise ValueError("codec configuration does not match its metric")
-            index._rows = RowStore.from_arrays(config, index.keep_vectors, segments)
+            if commit.version == 1:  # row-major streams: converted, saved as version 2
+                for arrays in segments:
+                    index._rows.append([index._rows_from_v1(arrays)], arrays["ids"])
+            else:
+                keep_shift = index.metric == "l2"
+                index._rows = RowStore.from_arrays(config, index.keep_vectors, keep_shift, segments)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: invalid index header: {exc}") from exc
+            raise ValueError(f"{path}: invalid index file: {exc}") from exc
         index._next_id = int(header["next_id"])
         index._commit, index._synced = commit, len(index)
+        index._dirty = commit.version == 1  # the next save rewrites it in the new format
         return index
 
     # ------------------------------------------------------------------ internals
@@ -305,10 +313,10 @@ class VectorIndex:
             )
         return keys
 
-    def _encode(self, source: np.ndarray) -> Encoded:
+    def _encode(self, source: np.ndarray) -> list[Rows]:
         """Validate and encode ``source`` chunk by chunk (so a bad value anywhere leaves the
-        index unchanged). The first chunk tops the tail up to a multiple of 8 rows, so that
-        the rest is stored with whole-byte copies."""
+        index unchanged). The first chunk tops the tail up to a whole block, so that the rest
+        is written block by block."""
         n = source.shape[0]
         step = max(8, _ADD_CHUNK_FLOATS // self.dim // 8 * 8)
         head = self._rows.rows_to_align()
@@ -322,10 +330,31 @@ class VectorIndex:
             if self.metric == "cosine":
                 chunk = normalized(chunk, "add")
             vectors = float16_copy(chunk) if self.keep_vectors else None
-            encoded.append((self.quantizer.encode(chunk), vectors))
+            encoded.append(self._rows_of(self.quantizer.quantize(chunk), vectors))
         return encoded
 
-    def _append(self, encoded: Encoded, keys: np.ndarray) -> None:
+    def _rows_of(self, quantized, vectors: np.ndarray | None) -> Rows:
+        """What a segment stores for quantized rows: the codes of every stream (QJL signs
+        last) and the per-row arrays (−‖x̂‖² for l2)."""
+        codes = quantized.codes + ((quantized.signs,) if quantized.signs is not None else ())
+        shift = None
+        if self.metric == "l2":
+            squares = sum(
+                np.square(book.centroids)[c].sum(axis=1)
+                for (_, book), c in zip(self.quantizer.codebooks, quantized.codes, strict=True)
+            )
+            scale = quantized.norms.astype(np.float32)
+            shift = (-(scale * scale) * squares).astype(np.float32)
+        return Rows(codes, quantized.norms, quantized.residual_norms, shift, vectors)
+
+    def _rows_from_v1(self, arrays: dict[str, np.ndarray]) -> Rows:
+        """Rows of a segment of a format-1 file (row-major streams, see ``legacy``)."""
+        quantized, vectors = rows_from_v1(self.config, arrays)
+        if self.keep_vectors and vectors is None:
+            raise ValueError("segment lacks its float16 vectors")
+        return self._rows_of(quantized, vectors if self.keep_vectors else None)
+
+    def _append(self, encoded: list[Rows], keys: np.ndarray) -> None:
         self._rows.append(encoded, keys)
         self._next_id = max(self._next_id, int(keys.max()) + 1)
 
