@@ -43,9 +43,9 @@ struct QueryConsts {
 };
 
 // One call: consecutive blocks of every stream, up to kMaxQueries queries. The kernel scans
-// blocks in order and returns after the block at which some query has fewer than 32 free
-// candidate slots left or, having no threshold yet (-inf), got candidates (or at the end);
-// `blocks_done` says how far it got.
+// blocks in order and returns after the block at which some query has reported `report_limit`
+// rows or, having no threshold yet (-inf), any row (or at the end): the caller raises the
+// thresholds from what was reported and calls again. `blocks_done` says how far it got.
 struct ScanArgs {
   const ScanRun* runs;
   int32_t n_runs;
@@ -69,6 +69,7 @@ struct ScanArgs {
   float* lower[kMaxQueries];
   float* upper[kMaxQueries];
   int32_t* counts;                // [n_queries]
+  int32_t report_limit;           // <= kCandidates - 32
   int64_t blocks_done;
 };
 

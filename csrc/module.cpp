@@ -38,7 +38,9 @@ using AnyArray1 = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 [[noreturn]] void fail(const std::string& message) { throw nb::value_error(message.c_str()); }
 
-void require(bool ok, const std::string& message) {
+// Constant messages only: a message built with std::string would be built on every call,
+// checks inside loops use `if (!ok) fail(...)`.
+void require(bool ok, const char* message) {
   if (!ok) fail(message);
 }
 
@@ -56,8 +58,8 @@ T array_arg(nb::handle h, const char* what) {
 int64_t blocks_for(int64_t rows) { return (rows + kBlockRows - 1) / kBlockRows; }
 
 StreamLayout layout_or_fail(int64_t channels, int64_t bits) {
-  require(channels >= 1 && channels <= (1 << 20), "channels must be in 1..2**20, got " + std::to_string(channels));
-  require(bits >= 1 && bits <= 8, "bits must be in 1..8, got " + std::to_string(bits));
+  if (channels < 1 || channels > (1 << 20)) fail("channels must be in 1..2**20, got " + std::to_string(channels));
+  if (bits < 1 || bits > 8) fail("bits must be in 1..8, got " + std::to_string(bits));
   return StreamLayout::make(static_cast<int>(channels), static_cast<int>(bits));
 }
 
@@ -80,8 +82,8 @@ nb::tuple layout_info(int64_t channels, int64_t bits) {
 
 void check_stream(const StreamLayout& layout, size_t length, int64_t rows, const char* what) {
   const int64_t need = blocks_for(rows) * layout.block_bytes;
-  require(static_cast<int64_t>(length) >= need,
-          std::string(what) + ": stream holds " + std::to_string(length) + " bytes, " +
+  if (static_cast<int64_t>(length) < need)
+    fail(std::string(what) + ": stream holds " + std::to_string(length) + " bytes, " +
               std::to_string(need) + " needed for " + std::to_string(rows) + " rows");
 }
 
@@ -106,8 +108,10 @@ nb::ndarray<nb::numpy, uint8_t> unpack_rows_py(Array1<const uint8_t> stream, int
   const int64_t capacity = static_cast<int64_t>(stream.shape(0)) / layout.block_bytes * kBlockRows;
   const int64_t* r = rows.data();
   for (size_t i = 0; i < rows.shape(0); ++i) {
-    require(r[i] >= 0 && r[i] < capacity, "unpack_rows: row " + std::to_string(r[i]) + " outside the stream's " +
-                                             std::to_string(capacity) + " rows");
+    if (r[i] < 0 || r[i] >= capacity) {
+      fail("unpack_rows: row " + std::to_string(r[i]) + " outside the stream's " + std::to_string(capacity) +
+           " rows");
+    }
   }
   auto out = numpy_array<uint8_t>({rows.shape(0), static_cast<size_t>(channels)});
   const uint8_t* s = stream.data();
@@ -163,8 +167,10 @@ std::vector<CodecStream> codec_from(const nb::list& codec, int64_t dim, bool pro
 
 int factor_half(const AnyArray1& a, const char* what) {
   const nb::dlpack::dtype d = a.dtype();
-  require(d.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float) && d.lanes == 1 && (d.bits == 16 || d.bits == 32),
-          std::string(what) + " must be float16 or float32");
+  if (!(d.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float) && d.lanes == 1 &&
+        (d.bits == 16 || d.bits == 32))) {
+    fail(std::string(what) + " must be float16 or float32");
+  }
   return d.bits == 16;
 }
 
@@ -210,9 +216,11 @@ SegmentView segment_from(nb::handle h, const std::vector<CodecStream>& codec, st
 }
 
 void check_queries(const Array2<const float>& q, int64_t dim, const char* what) {
-  require(static_cast<int64_t>(q.shape(1)) == dim, std::string(what) + ": wrong dimension");
+  if (static_cast<int64_t>(q.shape(1)) != dim) fail(std::string(what) + ": wrong dimension");
   const float* p = q.data();
-  for (size_t i = 0; i < q.size(); ++i) require(std::isfinite(p[i]), std::string(what) + " must be finite");
+  bool finite = true;
+  for (size_t i = 0; i < q.size(); ++i) finite &= std::isfinite(p[i]);
+  if (!finite) fail(std::string(what) + " must be finite");
 }
 
 nb::tuple scan_py(nb::list codec_list, nb::list segment_list, Array2<const float> rotated,

@@ -46,7 +46,12 @@ struct Plan {
   int64_t weight_bytes = 0;                  // per query
   int64_t block_bytes_total = 0;
   std::vector<std::vector<uint8_t>> levels;  // per stream: 256 entries, level + 64
-  std::vector<std::vector<int8_t>> level_values;  // per stream: 2**bits signed levels
+  // per stream, under its code law: E[v], E[l], E[v^2], E[v l], E[l^2] (v the code's value,
+  // l its signed level), the largest |l| and the largest |v - cs * l|
+  struct Moments {
+    double v = 0, l = 0, vv = 0, vl = 0, ll = 0, max_level = 0, max_gap = 0;
+  };
+  std::vector<Moments> moments;
   double level_scale[kMaxClasses] = {1, 1};  // cs per class
   std::vector<int32_t> stream_weight_offset;
 };
@@ -66,14 +71,22 @@ Plan make_plan(const std::vector<CodecStream>& codec) {
     plan.block_bytes_total += layout.block_bytes;
     plan.stream_weight_offset.push_back(weight_offset);
     std::vector<uint8_t> table(256, kLevelOffset);
-    std::vector<int8_t> signed_levels(cs.values.size());
+    Plan::Moments mo;
+    const double scale = plan.level_scale[cs.cls];
     for (size_t c = 0; c < cs.values.size(); ++c) {
-      const double level = std::nearbyint(cs.values[c] / plan.level_scale[cs.cls]);
-      signed_levels[c] = static_cast<int8_t>(std::max(-63.0, std::min(63.0, level)));
-      table[c] = static_cast<uint8_t>(signed_levels[c] + kLevelOffset);
+      const double level = std::max(-63.0, std::min(63.0, std::nearbyint(cs.values[c] / scale)));
+      table[c] = static_cast<uint8_t>(level + kLevelOffset);
+      const double v = cs.values[c], p = cs.probs[c];
+      mo.v += p * v;
+      mo.l += p * level;
+      mo.vv += p * v * v;
+      mo.vl += p * v * level;
+      mo.ll += p * level * level;
+      mo.max_level = std::max(mo.max_level, std::fabs(level));
+      mo.max_gap = std::max(mo.max_gap, std::fabs(v - scale * level));
     }
     plan.levels.push_back(table);
-    plan.level_values.push_back(signed_levels);
+    plan.moments.push_back(mo);
     for (size_t i = 0; i < layout.groups.size();) {
       const Group& g = layout.groups[i];
       ScanRun run{};
@@ -116,25 +129,27 @@ void prepare_query(const std::vector<CodecStream>& codec, const Plan& plan, cons
   for (int c = 0; c < kMaxClasses; ++c) qs[c] = largest[c] > 0 ? largest[c] / 127 : 1;
   std::memset(weights, 0, plan.weight_bytes);
   ClassStats stats[kMaxClasses];
+  // channel i of weight w: err(c) = x v(c) - delta w l(c) for the query value x; its mean and
+  // variance under the code law follow from the stream's moments, and since
+  // v = cs l + gap, |err| <= cs max|l| |x - qs w| + |x| max|gap|
   for (size_t s = 0; s < codec.size(); ++s) {
     const CodecStream& cs = codec[s];
     const float* q = (cs.domain ? projected : rotated) + cs.first;
     const double delta = qs[cs.cls] * plan.level_scale[cs.cls];
-    const std::vector<int8_t>& levels = plan.level_values[s];
+    const Plan::Moments& mo = plan.moments[s];
     ClassStats& st = stats[cs.cls];
     int8_t* w = weights + plan.stream_weight_offset[s];
+    const double to_weight = 1.0 / qs[cs.cls];
     for (int i = 0; i < cs.channels; ++i) {
-      const double value = double(q[i]) * cs.scale;
-      const double wi = std::max(-127.0, std::min(127.0, std::nearbyint(value / qs[cs.cls])));
+      const double x = double(q[i]) * cs.scale;
+      const double wi = std::max(-127.0, std::min(127.0, std::nearbyint(x * to_weight)));
       w[i] = static_cast<int8_t>(wi);
       st.weight_sum += wi;
-      double mean = 0, square = 0, worst = 0;
-      for (size_t c = 0; c < cs.values.size(); ++c) {
-        const double err = value * cs.values[c] - delta * wi * levels[c];
-        mean += cs.probs[c] * err;
-        square += cs.probs[c] * err * err;
-        worst = std::max(worst, std::fabs(err));
-      }
+      const double b = delta * wi;
+      const double mean = x * mo.v - b * mo.l;
+      const double square = x * x * mo.vv - 2 * x * b * mo.vl + b * b * mo.ll;
+      const double worst = plan.level_scale[cs.cls] * mo.max_level * std::fabs(x - qs[cs.cls] * wi) +
+                           std::fabs(x) * mo.max_gap;
       st.mean += mean;
       st.variance += std::max(0.0, square - mean * mean);
       st.worst += worst;
@@ -436,6 +451,8 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
       for (int c = 0; c < kMaxClasses; ++c) a.factor_half[c] = seg.factor_half[c];
       a.thresholds = thresholds;
       a.counts = counts;
+      // report often while thresholds are weak (the first blocks), rarely once they are good
+      a.report_limit = static_cast<int32_t>(std::min<int64_t>(kCandidates - 32, std::max(64, 4 * k)));
       for (int i = 0; i < kMaxQueries; ++i) {
         a.rows[i] = sc.out_rows[i];
         a.lower[i] = sc.out_lower[i];
@@ -482,8 +499,12 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
     // merge the threads' candidates per query, re-score them exactly, keep the best k
     std::vector<int64_t> rescored(nq, 0);
     parallel_for(nq, [&](int64_t i, int) {
-      std::vector<float> lows;
-      std::vector<Candidate> cands;
+      thread_local std::vector<float> lows;
+      thread_local std::vector<Candidate> cands;
+      thread_local std::vector<std::pair<float, int64_t>> scored;
+      lows.clear();
+      cands.clear();
+      scored.clear();
       for (auto& per_slot : pools) {
         const Pool& p = per_slot[i];
         lows.insert(lows.end(), p.lows.begin(), p.lows.end());
@@ -497,7 +518,6 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
       const int64_t q = q0 + i;
       const float* qr = rotated + q * dim;
       const float* qp = projected ? projected + q * dim : nullptr;
-      std::vector<std::pair<float, int64_t>> scored;
       for (const Candidate& c : cands) {
         if (c.upper < threshold) continue;
         const SegmentView& seg = segments[c.segment];

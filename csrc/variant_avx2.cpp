@@ -228,11 +228,11 @@ void scan_q(ScanArgs& a, const Decoder* decoders) {
     if (eligible == 0) continue;
     block_sums<Q>(a, decoders, b, sums);
     report<Q, Classes>(a, b, eligible, sums);
-    // return to the caller when a query's buffer is nearly full, or as soon as a query
-    // without a threshold yet has candidates (the caller then sets its threshold)
+    // back to the caller once a query reported report_limit rows, or as soon as a query
+    // without a threshold yet has any (the caller then raises its threshold)
     bool full = false;
     for (int q = 0; q < Q; ++q) {
-      full |= a.counts[q] > kCandidates - 32 || (a.counts[q] > 0 && a.thresholds[q] == -__builtin_inff());
+      full |= a.counts[q] >= a.report_limit || (a.counts[q] > 0 && a.thresholds[q] == -__builtin_inff());
     }
     if (full) {
       ++b;

@@ -64,9 +64,9 @@ void scan(ScanArgs& a) {
           a.upper[q][n] = upper;
         }
       }
-      // back to the caller when a buffer is nearly full, or a query without a threshold
-      // yet has candidates
-      full |= a.counts[q] > kCandidates - 32 ||
+      // back to the caller once a query reported report_limit rows, or a query without
+      // a threshold yet has any
+      full |= a.counts[q] >= a.report_limit ||
               (a.counts[q] > 0 && a.thresholds[q] == -__builtin_inff());
     }
     if (full) {

@@ -69,6 +69,10 @@ class RowStore:
         return int(held + (self._idmap.nbytes if self._idmap is not None else 0))
 
     @property
+    def codes_nbytes(self) -> int:
+        return int(sum(s.nbytes for segment in self.segments for s in segment.streams))
+
+    @property
     def vectors_nbytes(self) -> int:
         return int(sum(s.vectors.nbytes for s in self.segments if s.vectors is not None))
 

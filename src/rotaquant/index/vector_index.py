@@ -145,6 +145,12 @@ class VectorIndex:
         return self._rows.nbytes
 
     @property
+    def codes_nbytes(self) -> int:
+        """Bytes of the packed codes alone (every stream, the padding of partial blocks and
+        spare capacity included; part of ``nbytes``)."""
+        return self._rows.codes_nbytes
+
+    @property
     def vectors_nbytes(self) -> int:
         """Bytes of the float16 copy kept for re-ranking (part of ``nbytes``; 0 without
         ``keep_vectors``)."""
