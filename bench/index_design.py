@@ -3,9 +3,8 @@
 1. norm: recall@10 when each vector stores ‖x‖ (the codec's default), ‖x‖/‖ĉ‖ (norm
    correction, what the index stores) or the least-squares gain ⟨x, ĉ⟩/‖ĉ‖².
 2. seeds: spread of VectorIndex recall@10 over five rotation seeds (GloVe, as bench.index).
-3. paths: search time for m queries through the lookup-table kernel and through decode +
-   BLAS, which sets ``lut_scan.MAX_QUERIES``; and the byte-unit kernel against the general
-   bit-offset kernel on the same 4-bit stream.
+3. candidates: rows the native scan re-scores exactly per query (its margin at work: the
+   fewer above k, the less float work), per width and k.
 4. idmap: inserting and finding one million random ids.
 
     python -m bench.index_design [--out index_design]
@@ -20,11 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from rotaquant import TurboQuantizer, VectorIndex, data
-from rotaquant.index import lut_scan
+from rotaquant import TurboQuantizer, VectorIndex, _core, data
 from rotaquant.index.idmap import IdMap
 
-from ._common import Column, best_of, format_table, metadata, unit_gaussian, write_json
+from ._common import Column, format_table, metadata, unit_gaussian, write_json
 
 BITS = (2, 3, 4)
 
@@ -89,47 +87,21 @@ def seed_spread(db: np.ndarray, queries: np.ndarray, seeds: int = 5) -> list[dic
     return rows
 
 
-def search_paths(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
-    """Milliseconds per search call of m queries, lookup kernel vs decode + BLAS."""
+def candidates(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
+    """Rows re-scored exactly per query by the native scan (k plus what the margin admits)."""
     rows = []
-    default = lut_scan.MAX_QUERIES
-    try:
-        for name, (db, queries) in sets.items():
-            for bits in BITS:
-                index = VectorIndex(db.shape[1], bits)
-                index.add(db)
-                for m in (1, 2, 3, 4, 8):
-                    row: dict[str, Any] = {"data": name, "bits": bits, "m": m}
-                    for label, limit in (("lookup ms", 1 << 30), ("decode+BLAS ms", 0)):
-                        lut_scan.MAX_QUERIES = limit
-                        batch = queries[:m]
-                        seconds, _ = best_of(
-                            lambda batch=batch, index=index: index.search(batch, 10),
-                            repeat=5,
-                            warmup=lambda batch=batch, index=index: index.search(batch, 10),
-                        )
-                        row[label] = seconds * 1e3
-                    row["default path"] = "lookup" if m <= default else "decode+BLAS"
-                    rows.append(row)
-    finally:
-        lut_scan.MAX_QUERIES = default
+    for name, (db, queries) in sets.items():
+        for bits in BITS:
+            index = VectorIndex(db.shape[1], bits)
+            index.add(db)
+            segments = [s.scan_view(o, None) for s, o, _ in index._rows.segment_rows(None)]
+            rotated = np.ascontiguousarray(index.quantizer.rotation.forward(queries))
+            for k in (10, 100):
+                _, _, rescored = _core.scan(index._searcher._codec, segments, rotated, None, k)
+                rows.append(
+                    {"data": name, "bits": bits, "k": k, "per query": rescored / len(queries)}
+                )
     return rows
-
-
-def kernels(db: np.ndarray) -> dict[str, Any]:
-    """The byte-unit kernel and the bit-offset kernel on one 4-bit stream."""
-    q = TurboQuantizer(db.shape[1], 4)
-    codes = q.encode(db)
-    per_row = db.shape[1] // 2
-    tables = np.random.default_rng(0).standard_normal((1, per_row, 256)).astype(np.float32)
-    rows, scale = np.arange(codes.n), np.ones(codes.n, np.float32)
-    out = np.zeros((1, codes.n), np.float32)
-    stream = codes.streams[0]
-    byte_args = (stream.reshape(codes.n, per_row), tables, rows, scale, out)
-    bit_args = (stream, per_row * 8, 8, tables, rows, scale, out)
-    byte_s, _ = best_of(lambda: lut_scan._accumulate_bytes(*byte_args), 5)
-    bit_s, _ = best_of(lambda: lut_scan._accumulate_bits(*bit_args), 5)
-    return {"rows": codes.n, "bytes_kernel_ms": byte_s * 1e3, "bits_kernel_ms": bit_s * 1e3}
 
 
 def idmap_speed(n: int = 1_000_000) -> dict[str, Any]:
@@ -158,13 +130,11 @@ SEED_COLUMNS: list[Column] = [
     ("mean", "mean", ".3f"),
     ("max", "max", ".3f"),
 ]
-PATH_COLUMNS: list[Column] = [
+CANDIDATE_COLUMNS: list[Column] = [
     ("data", "data", ""),
     ("bits", "b", "d"),
-    ("m", "m", "d"),
-    ("lookup ms", "lookup ms", ".2f"),
-    ("decode+BLAS ms", "decode+BLAS ms", ".2f"),
-    ("default path", "default", ""),
+    ("k", "k", "d"),
+    ("per query", "re-scored per query", ".1f"),
 ]
 
 
@@ -190,13 +160,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     seeds = seed_spread(*big_sets["GloVe-50 399k"])
     print("VectorIndex recall@10 over rotation seeds 0-4, GloVe-50 399k, 1,000 queries:")
     print(format_table(seeds, SEED_COLUMNS), "\n", flush=True)
-    paths = search_paths(big_sets)
-    print(format_table(paths, PATH_COLUMNS), "\n", flush=True)
-    kernel = kernels(big_sets["MiniLM-384 117k"][0])
-    print(
-        f"4-bit lookup over {kernel['rows']:,} MiniLM rows, one core: byte-unit kernel "
-        f"{kernel['bytes_kernel_ms']:.2f} ms, bit-offset kernel {kernel['bits_kernel_ms']:.2f} ms"
-    )
+    rescored = candidates(big_sets)
+    print("rows re-scored exactly per query by the native scan:")
+    print(format_table(rescored, CANDIDATE_COLUMNS), "\n", flush=True)
     ids = idmap_speed()
     print(
         f"IdMap, {ids['ids']:,} random ids: insert {ids['insert_s']:.3f} s, find "
@@ -206,8 +172,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "meta": metadata(),
         "norm": norm,
         "seeds": seeds,
-        "paths": paths,
-        "kernels": kernel,
+        "candidates": rescored,
         "idmap": ids,
     }
     print(f"wrote {write_json(args.out, payload)}")
