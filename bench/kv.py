@@ -282,18 +282,19 @@ PROFILE_COLUMNS: list[Column] = [
 
 def profile(compressed, ids, context: int, steps: int) -> list[dict]:
     """Where a decode step at ``context`` tokens goes (TurboQuant (4,3), compressed attention):
-    cProfile time in the model's linear layers and in the cold-tier readers, with the kernels
-    split over the thread pool and kept on the calling thread."""
+    cProfile time in the model's linear layers and in the cold-tier readers, with the native
+    readers on the calling thread and split over the thread pool."""
     import cProfile
     import pstats
 
-    from rotaquant.kv import cold, kernels
+    from rotaquant import _native
+    from rotaquant.kv import cold
 
-    rows, original = [], kernels._SPLIT_VALUES
+    rows, original = [], cold.READER_THREADS
     config = compressed.config.get_text_config(decoder=True)
     token_rows = 2 * context * config.num_hidden_layers * config.num_key_value_heads
-    for threads, split in (("pool", original), ("1", 1 << 62)):
-        kernels._SPLIT_VALUES = split
+    for threads in (1, _native.threads()):
+        cold.READER_THREADS = threads
         cache = TurboQuantCache(4, 3, RESIDUAL, attention="compressed")
         rate = decode_rate(compressed, ids, cache, context, steps)
         profiler = cProfile.Profile()
@@ -322,7 +323,7 @@ def profile(compressed, ids, context: int, steps: int) -> list[dict]:
             }
         )
         print(rows[-1], flush=True)
-    kernels._SPLIT_VALUES = original
+    cold.READER_THREADS = original
     return rows
 
 

@@ -74,47 +74,45 @@ struct ScanArgs {
 };
 
 // ------------------------------------------------------------------------- KV row readers
-// Rows of one stream of the KV cache: `rows` rows of `row_bytes` bytes (channels * bits / 8,
-// channels a multiple of 8), 8 codes in every `bits` bytes, little-endian (codec/packing.py).
-struct KvStream {
-  const uint8_t* packed;   // [heads][capacity rows][row_bytes]
-  int64_t head_stride;     // bytes between heads
+// Rows of one head of one stream of the KV cache: rows of channels * bits / 8 bytes (channels a
+// multiple of 8, at most kMaxKvChannels), 8 codes in every `bits` bytes, little-endian
+// (codec/packing.py), each decoding to values[code] * scale.
+constexpr int kMaxKvChannels = 1024;
+
+struct KvRows {
+  const uint8_t* packed;   // the head's row 0
+  const uint8_t* end;      // end of the buffer (loads stay below it)
   int32_t bits;
   int32_t channels;
-  const float* values;     // [2**bits] centroid values
+  const float* values;     // [2**bits]
+  const uint16_t* scales;  // float16 bits, the head's row 0
 };
 
-// scores[h][q][t] += scale[h][t] * <query[h][q], decoded row first+t of head h>
+// out[q * out_stride + t] += scale[first + t] * <queries[q], decoded row first + t>
 struct KvScoresArgs {
-  KvStream s;
-  int32_t head;            // the head of this task
-  int64_t first, count;    // rows [first, first + count) of the stream
-  const float* queries;    // [n_queries][channels] (this head's)
+  KvRows s;
+  int64_t first, count;
+  const float* queries;    // [n_queries][channels]
   int32_t n_queries;
-  const float* scales;     // [count] (this head's, from the task's first row)
-  float* out;              // [n_queries][out_stride] at this task's first column
+  float* out;              // at column t = 0
   int64_t out_stride;
 };
 
-// out[q][c] += sum_t weights[q][t] * scale[t] * decoded row first+t [c]
+// out[q][c] += sum_t weights[q * weights_stride + t] * scale[first + t] * decoded[first + t][c]
 struct KvWeightedArgs {
-  KvStream s;
-  int32_t head;
+  KvRows s;
   int64_t first, count;
-  const float* weights;    // [n_queries][weights_stride] at this task's first column
+  const float* weights;    // at column t = 0
   int64_t weights_stride;
   int32_t n_queries;
-  const float* scales;     // [count]
   float* out;              // [n_queries][channels]
 };
 
-// out[t][c] = scale[t] * decoded row first+t [c]
+// out[t * out_stride + c] = scale[first + t] * decoded[first + t][c]
 struct KvDecodeArgs {
-  KvStream s;
-  int32_t head;
+  KvRows s;
   int64_t first, count;
-  const float* scales;     // [count]
-  float* out;              // [count][out_stride]
+  float* out;
   int64_t out_stride;
 };
 

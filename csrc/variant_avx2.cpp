@@ -262,10 +262,123 @@ void scan(ScanArgs& a) {
   }
 }
 
+// ------------------------------------------------------------------------- KV rows
+// 8 codes (one group of `bits` bytes) at a time: the group as one 64-bit word, shifted per
+// 32-bit lane (two 64-bit variable shifts, even and odd codes), masked; values through a
+// float permute (<= 3 bits), two permutes and a blend (4 bits), or a gather (5..8 bits).
+struct RowDecoder {
+  int bits;
+  __m256 lo, hi;
+  __m256i even_shift, odd_shift, mask;
+  const float* values;
+
+  RowDecoder(int b, const float* v) : bits(b), values(v) {
+    float padded[16] = {};
+    for (int c = 0; c < (1 << b) && c < 16; ++c) padded[c] = v[c];
+    lo = _mm256_loadu_ps(padded);
+    hi = _mm256_loadu_ps(padded + 8);
+    even_shift = _mm256_setr_epi64x(0, 2 * b, 4 * b, 6 * b);
+    odd_shift = _mm256_setr_epi64x(b, 3 * b, 5 * b, 7 * b);
+    mask = _mm256_set1_epi32((1 << b) - 1);
+  }
+
+  __m256 decode8(const uint8_t* p) const {
+    uint64_t word = 0;
+    std::memcpy(&word, p, bits);
+    const __m256i w = _mm256_set1_epi64x(static_cast<long long>(word));
+    const __m256i even = _mm256_srlv_epi64(w, even_shift);
+    const __m256i odd = _mm256_slli_epi64(_mm256_srlv_epi64(w, odd_shift), 32);
+    const __m256i codes = _mm256_and_si256(_mm256_blend_epi32(even, odd, 0xAA), mask);
+    if (bits <= 3) return _mm256_permutevar8x32_ps(lo, codes);
+    if (bits == 4) {
+      const __m256 a = _mm256_permutevar8x32_ps(lo, codes);
+      const __m256 b = _mm256_permutevar8x32_ps(hi, codes);
+      return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(codes, 28)));
+    }
+    return _mm256_i32gather_ps(values, codes, 4);
+  }
+};
+
+inline float scale_of(const uint16_t* scales, int64_t row) {
+  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(scales[row])));
+}
+
+inline float sum8(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+void kv_scores(const KvScoresArgs& a) {
+  const KvRows& s = a.s;
+  const RowDecoder dec(s.bits, s.values);
+  const int row_bytes = s.channels * s.bits / 8;
+  for (int q0 = 0; q0 < a.n_queries; q0 += 4) {
+    const int nq = a.n_queries - q0 < 4 ? a.n_queries - q0 : 4;
+    for (int64_t t = 0; t < a.count; ++t) {
+      const uint8_t* row = s.packed + (a.first + t) * row_bytes;
+      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      for (int g = 0; g < s.channels / 8; ++g) {
+        const __m256 v = dec.decode8(row + g * s.bits);
+        for (int q = 0; q < nq; ++q) {
+          acc[q] = _mm256_fmadd_ps(v, _mm256_loadu_ps(a.queries + (q0 + q) * s.channels + 8 * g), acc[q]);
+        }
+      }
+      const float scale = scale_of(s.scales, a.first + t);
+      for (int q = 0; q < nq; ++q) a.out[(q0 + q) * a.out_stride + t] += sum8(acc[q]) * scale;
+    }
+  }
+}
+
+void kv_weighted_sum(const KvWeightedArgs& a) {
+  const KvRows& s = a.s;
+  const RowDecoder dec(s.bits, s.values);
+  const int row_bytes = s.channels * s.bits / 8;
+  for (int c0 = 0; c0 < s.channels; c0 += 32) {  // 4 registers of channels
+    const int groups = (s.channels - c0 < 32 ? s.channels - c0 : 32) / 8;
+    for (int q0 = 0; q0 < a.n_queries; q0 += 2) {
+      const int nq = a.n_queries - q0 < 2 ? a.n_queries - q0 : 2;
+      __m256 acc[2][4];
+      for (int q = 0; q < 2; ++q)
+        for (int k = 0; k < 4; ++k) acc[q][k] = _mm256_setzero_ps();
+      for (int64_t t = 0; t < a.count; ++t) {
+        const uint8_t* row = s.packed + (a.first + t) * row_bytes + (c0 / 8) * s.bits;
+        const float scale = scale_of(s.scales, a.first + t);
+        __m256 w[2];
+        for (int q = 0; q < nq; ++q) w[q] = _mm256_set1_ps(a.weights[(q0 + q) * a.weights_stride + t] * scale);
+        for (int k = 0; k < groups; ++k) {
+          const __m256 v = dec.decode8(row + k * s.bits);
+          for (int q = 0; q < nq; ++q) acc[q][k] = _mm256_fmadd_ps(w[q], v, acc[q][k]);
+        }
+      }
+      for (int q = 0; q < nq; ++q) {
+        float* out = a.out + (q0 + q) * s.channels + c0;
+        for (int k = 0; k < groups; ++k) {
+          _mm256_storeu_ps(out + 8 * k, _mm256_add_ps(_mm256_loadu_ps(out + 8 * k), acc[q][k]));
+        }
+      }
+    }
+  }
+}
+
+void kv_decode(const KvDecodeArgs& a) {
+  const KvRows& s = a.s;
+  const RowDecoder dec(s.bits, s.values);
+  const int row_bytes = s.channels * s.bits / 8;
+  for (int64_t t = 0; t < a.count; ++t) {
+    const uint8_t* row = s.packed + (a.first + t) * row_bytes;
+    const __m256 scale = _mm256_set1_ps(scale_of(s.scales, a.first + t));
+    float* out = a.out + t * a.out_stride;
+    for (int g = 0; g < s.channels / 8; ++g) {
+      _mm256_storeu_ps(out + 8 * g, _mm256_mul_ps(dec.decode8(row + g * s.bits), scale));
+    }
+  }
+}
+
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2", kQueries, scan, nullptr, nullptr, nullptr};
+  static const Kernels k{"avx2", kQueries, scan, kv_scores, kv_weighted_sum, kv_decode};
   return k;
 }
 

@@ -243,10 +243,138 @@ void scan(ScanArgs& a) {
   }
 }
 
+// ------------------------------------------------------------------------- KV rows
+// 64 codes of a row (8 per `bits` bytes) at a time: a byte permute puts each 8-code group's
+// bytes in its 64-bit lane, multishift cuts the codes, and a float permute (<= 5 bits) or a
+// gather maps them to values.
+struct RowDecoder {
+  Bytes64 index, offset;
+  int bits;
+  __m512 table0, table1;
+
+  RowDecoder(int b, const float* values) : bits(b) {
+    for (int i = 0; i < 8; ++i) {
+      for (int t = 0; t < 8; ++t) index.v[8 * i + t] = static_cast<uint8_t>(i * b + t < 64 ? i * b + t : 63);
+      for (int j = 0; j < 8; ++j) offset.v[8 * i + j] = static_cast<uint8_t>(j * b);
+    }
+    float padded[32] = {};
+    for (int c = 0; c < (1 << b) && c < 32; ++c) padded[c] = values[c];
+    table0 = _mm512_loadu_ps(padded);
+    table1 = _mm512_loadu_ps(padded + 16);
+  }
+
+  // lanes of register k holding one of n codes (n a multiple of 8)
+  static __mmask16 lanes(int n, int k) { return 16 * k + 16 <= n ? 0xFFFF : 0x00FF; }
+
+  // values of codes [0, n) (n a multiple of 8, <= 64) of the row bytes at p -> out[4], lanes
+  // past n zero
+  void decode(const uint8_t* p, int n, const uint8_t* end, const float* values, __m512 (&out)[4]) const {
+    const int bytes = n * bits / 8;
+    const __m512i src = p + 64 <= end ? _mm512_loadu_si512(p)
+                                      : _mm512_maskz_loadu_epi8(bytes >= 64 ? ~uint64_t(0) : (uint64_t(1) << bytes) - 1, p);
+    const __m512i codes = _mm512_and_si512(
+        _mm512_multishift_epi64_epi8(_mm512_load_si512(offset.v),
+                                     _mm512_permutexvar_epi8(_mm512_load_si512(index.v), src)),
+        _mm512_set1_epi8(static_cast<char>((1 << bits) - 1)));
+    for (int k = 0; k < 4; ++k) {
+      if (16 * k >= n) break;
+      const __m512i idx = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(codes, k));
+      const __mmask16 m = lanes(n, k);
+      if (bits <= 4) {
+        out[k] = _mm512_maskz_permutexvar_ps(m, idx, table0);
+      } else if (bits == 5) {
+        out[k] = _mm512_maskz_permutex2var_ps(m, table0, idx, table1);
+      } else {
+        out[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, values, 4);
+      }
+    }
+  }
+};
+
+inline float scale_of(const uint16_t* scales, int64_t row) {
+  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(scales[row])));
+}
+
+void kv_scores(const KvScoresArgs& a) {
+  const KvRows& s = a.s;
+  const RowDecoder dec(s.bits, s.values);
+  const int row_bytes = s.channels * s.bits / 8;
+  for (int q0 = 0; q0 < a.n_queries; q0 += 4) {
+    const int nq = a.n_queries - q0 < 4 ? a.n_queries - q0 : 4;
+    for (int64_t t = 0; t < a.count; ++t) {
+      const uint8_t* row = s.packed + (a.first + t) * row_bytes;
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (int c0 = 0; c0 < s.channels; c0 += 64) {
+        const int n = s.channels - c0 < 64 ? s.channels - c0 : 64;
+        __m512 v[4];
+        dec.decode(row + c0 * s.bits / 8, n, s.end, s.values, v);
+        for (int q = 0; q < nq; ++q) {
+          const float* query = a.queries + (q0 + q) * s.channels + c0;
+          for (int k = 0; 16 * k < n; ++k) {
+            const __m512 qk = _mm512_maskz_loadu_ps(RowDecoder::lanes(n, k), query + 16 * k);
+            acc[q] = _mm512_fmadd_ps(v[k], qk, acc[q]);
+          }
+        }
+      }
+      const float scale = scale_of(s.scales, a.first + t);
+      for (int q = 0; q < nq; ++q) a.out[(q0 + q) * a.out_stride + t] += _mm512_reduce_add_ps(acc[q]) * scale;
+    }
+  }
+}
+
+void kv_weighted_sum(const KvWeightedArgs& a) {
+  const KvRows& s = a.s;
+  const RowDecoder dec(s.bits, s.values);
+  const int row_bytes = s.channels * s.bits / 8;
+  for (int c0 = 0; c0 < s.channels; c0 += 64) {
+    const int n = s.channels - c0 < 64 ? s.channels - c0 : 64;
+    for (int q0 = 0; q0 < a.n_queries; q0 += 4) {
+      const int nq = a.n_queries - q0 < 4 ? a.n_queries - q0 : 4;
+      __m512 acc[4][4];
+      for (int q = 0; q < 4; ++q)
+        for (int k = 0; k < 4; ++k) acc[q][k] = _mm512_setzero_ps();
+      for (int64_t t = 0; t < a.count; ++t) {
+        __m512 v[4];
+        dec.decode(s.packed + (a.first + t) * row_bytes + c0 * s.bits / 8, n, s.end, s.values, v);
+        const float scale = scale_of(s.scales, a.first + t);
+        for (int q = 0; q < nq; ++q) {
+          const __m512 w = _mm512_set1_ps(a.weights[(q0 + q) * a.weights_stride + t] * scale);
+          for (int k = 0; 16 * k < n; ++k) acc[q][k] = _mm512_fmadd_ps(w, v[k], acc[q][k]);
+        }
+      }
+      for (int q = 0; q < nq; ++q) {
+        float* out = a.out + (q0 + q) * s.channels + c0;
+        for (int k = 0; 16 * k < n; ++k) {
+          const __mmask16 m = RowDecoder::lanes(n, k);
+          _mm512_mask_storeu_ps(out + 16 * k, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, out + 16 * k), acc[q][k]));
+        }
+      }
+    }
+  }
+}
+
+void kv_decode(const KvDecodeArgs& a) {
+  const KvRows& s = a.s;
+  const RowDecoder dec(s.bits, s.values);
+  const int row_bytes = s.channels * s.bits / 8;
+  for (int64_t t = 0; t < a.count; ++t) {
+    const __m512 scale = _mm512_set1_ps(scale_of(s.scales, a.first + t));
+    float* out = a.out + t * a.out_stride;
+    for (int c0 = 0; c0 < s.channels; c0 += 64) {
+      const int n = s.channels - c0 < 64 ? s.channels - c0 : 64;
+      __m512 v[4];
+      dec.decode(s.packed + (a.first + t) * row_bytes + c0 * s.bits / 8, n, s.end, s.values, v);
+      for (int k = 0; 16 * k < n; ++k) {
+        _mm512_mask_storeu_ps(out + c0 + 16 * k, RowDecoder::lanes(n, k), _mm512_mul_ps(v[k], scale));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{"avx512", kQueries, scan, nullptr, nullptr, nullptr};
+  static const Kernels k{"avx512", kQueries, scan, kv_scores, kv_weighted_sum, kv_decode};
   return k;
 }
 

@@ -78,38 +78,36 @@ void scan(ScanArgs& a) {
 }
 
 // ------------------------------------------------------------------------- KV rows
-void decode_row(const KvStream& s, const uint8_t* row, float* out) {
+void decode_row(const KvRows& s, int64_t row, float* out) {
+  const uint8_t* bytes = s.packed + row * (s.channels * s.bits / 8);
+  const float scale = half_to_float(s.scales[row]);
   const uint64_t mask = (uint64_t(1) << s.bits) - 1;
   for (int g = 0; g < s.channels / 8; ++g) {
     uint64_t word = 0;
-    for (int i = 0; i < s.bits; ++i) word |= uint64_t(row[g * s.bits + i]) << (8 * i);
-    for (int j = 0; j < 8; ++j) out[8 * g + j] = s.values[(word >> (j * s.bits)) & mask];
+    for (int i = 0; i < s.bits; ++i) word |= uint64_t(bytes[g * s.bits + i]) << (8 * i);
+    for (int j = 0; j < 8; ++j) out[8 * g + j] = s.values[(word >> (j * s.bits)) & mask] * scale;
   }
 }
 
-const uint8_t* row_at(const KvStream& s, int head, int64_t row) {
-  return s.packed + head * s.head_stride + row * (s.channels * s.bits / 8);
-}
-
 void kv_scores(const KvScoresArgs& a) {
-  float values[1024];
+  float values[kMaxKvChannels];
   for (int64_t t = 0; t < a.count; ++t) {
-    decode_row(a.s, row_at(a.s, a.head, a.first + t), values);
+    decode_row(a.s, a.first + t, values);
     for (int q = 0; q < a.n_queries; ++q) {
       const float* query = a.queries + q * a.s.channels;
       float acc = 0.0f;
       for (int c = 0; c < a.s.channels; ++c) acc += query[c] * values[c];
-      a.out[q * a.out_stride + t] += acc * a.scales[t];
+      a.out[q * a.out_stride + t] += acc;
     }
   }
 }
 
 void kv_weighted_sum(const KvWeightedArgs& a) {
-  float values[1024];
+  float values[kMaxKvChannels];
   for (int64_t t = 0; t < a.count; ++t) {
-    decode_row(a.s, row_at(a.s, a.head, a.first + t), values);
+    decode_row(a.s, a.first + t, values);
     for (int q = 0; q < a.n_queries; ++q) {
-      const float w = a.weights[q * a.weights_stride + t] * a.scales[t];
+      const float w = a.weights[q * a.weights_stride + t];
       float* out = a.out + q * a.s.channels;
       for (int c = 0; c < a.s.channels; ++c) out[c] += w * values[c];
     }
@@ -117,12 +115,7 @@ void kv_weighted_sum(const KvWeightedArgs& a) {
 }
 
 void kv_decode(const KvDecodeArgs& a) {
-  float values[1024];
-  for (int64_t t = 0; t < a.count; ++t) {
-    decode_row(a.s, row_at(a.s, a.head, a.first + t), values);
-    float* out = a.out + t * a.out_stride;
-    for (int c = 0; c < a.s.channels; ++c) out[c] = values[c] * a.scales[t];
-  }
+  for (int64_t t = 0; t < a.count; ++t) decode_row(a.s, a.first + t, a.out + t * a.out_stride);
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
-"""The one thread pool of the package, and how many workers it has.
+"""Threads for numpy work: the codec's chunked encode and decode.
 
-The codec's chunked encode/decode, the index's lookup scan and the KV cache's compiled readers
-all split work over this pool. Their kernels release the GIL (numpy, numba ``nogil``), so plain
-threads run them in parallel; tasks never wait on other tasks of the pool, so callers from
-many threads at once cannot deadlock it.
+The kernels of the index scan and the KV readers run on the native core's own pool
+(``csrc/pool.cpp``); this one serves the numpy code that splits a batch into chunks (numpy
+releases the GIL). Both are sized by ``ROTAQUANT_NUM_THREADS`` (default: the cores). Tasks
+never wait on other tasks of the pool, so callers from many threads at once cannot deadlock
+it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from threadpoolctl import ThreadpoolController
 
 @functools.cache
 def workers() -> int:
-    """Threads the package splits work over: the cores, at most 4."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Threads to split work over: ``$ROTAQUANT_NUM_THREADS``, else the cores."""
+    configured = os.environ.get("ROTAQUANT_NUM_THREADS", "")
+    if configured.isdigit() and int(configured) >= 1:
+        return int(configured)
+    return max(1, os.cpu_count() or 1)
 
 
 @functools.cache

@@ -1,10 +1,11 @@
-"""ColdTier storage and the compiled readers (against the torch codec and plain matmuls)."""
+"""ColdTier storage and the native readers (against the torch codec and plain matmuls)."""
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rotaquant import _native
 from rotaquant.kv import cold as cold_module
 from rotaquant.kv.codec import HeadCodec
 from rotaquant.kv.cold import GROWTH, ColdTier
@@ -113,11 +114,18 @@ def test_nbytes_counts_capacity():
     assert tier.nbytes == 3 * 128 * (32 + 2)  # 70 tokens -> capacity 128 rows
 
 
-def test_small_calls_stay_on_the_calling_thread(monkeypatch):
-    """Work split across the pool gives the same result as one thread."""
+@pytest.mark.parametrize("variant", _native.variants())
+def test_readers_on_every_variant_and_thread_count_agree(monkeypatch, variant):
+    """The native readers give the same result on every kernel variant, on one thread or
+    split over the pool."""
     tier, _ = _tier(HeadCodec(64, 3), tokens=2000, batch=1, heads=3)
     snap = tier.snapshot()
     queries = snap.codec.query_domains(torch.randn(1, 3, 2, 64))
-    split = snap.scores(queries)
-    monkeypatch.setattr(cold_module.kernels, "_SPLIT_VALUES", 1 << 40)
-    torch.testing.assert_close(snap.scores(queries), split)
+    weights = torch.rand(1, 3, 2, snap.length)
+    expected = (snap.scores(queries), snap.weighted_sum(weights), snap.decode())
+    with _native.using_variant(variant):
+        for threads in (1, 2):
+            monkeypatch.setattr(cold_module, "READER_THREADS", threads)
+            got = (snap.scores(queries), snap.weighted_sum(weights), snap.decode())
+            for a, b in zip(got, expected, strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -18,11 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._parallel import workers
-from . import kernels
+from .. import _core
 from .codec import HeadCodec
 
 GROWTH = 64  # tokens added to the capacity at a time
+# Threads of the native readers: the calling thread only. Attention runs between torch's own
+# multi-threaded operations, whose threads still spin when a reader starts; splitting a reader
+# over the pool measured slower than one thread (python -m bench.kv --sections profile).
+READER_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -59,73 +62,64 @@ class ColdSnapshot:
         """All live tokens decoded: (batch, heads, length, head_dim) float32."""
         return torch.cat(list(self.decoded(1 << 30, rotated)), dim=-2)
 
-    # Compiled readers (CPU): every head's rows as tasks; see rotaquant.kv.kernels.
+    # Native readers (CPU): rotaquant._core.kv_* over every head's live rows.
 
-    def _kernel_inputs(self, ranges):
-        """(heads, packed arrays (heads, rows·bytes) per stream, scale columns (heads, tokens)
-        per scale, tasks covering ``ranges``) — what every compiled reader takes."""
+    def _native_inputs(self, ranges):
+        """(heads, packed (heads, capacity, row bytes) uint8 per stream, float16 scale bits
+        (heads, capacity) per scale, ranges (R, 2) int64) — what every native reader takes."""
         heads = self.scales[0][..., 0].numel()
-        packed = [p.reshape(heads, -1).numpy() for p in self.packed]
-        scales = [
-            torch.cat([s[..., a:b] for a, b in ranges], dim=-1).float().reshape(heads, -1).numpy()
-            for s in self.scales
-        ]
-        return heads, packed, scales, kernels.make_tasks(heads, ranges, _pieces(heads))
+        packed = [p.reshape(heads, *p.shape[-2:]).numpy() for p in self.packed]
+        scales = [s.reshape(heads, -1).numpy().view(np.uint16) for s in self.scales]
+        return heads, packed, scales, np.asarray(ranges, np.int64).reshape(-1, 2)
 
     def _decode_rows(self, ranges) -> torch.Tensor:
         """Rotated-domain decode of ``ranges``: (batch, heads, tokens, head_dim) float32."""
         codec = self.codec
         tokens = sum(b - a for a, b in ranges)
-        heads, packed, scales, tasks = self._kernel_inputs(ranges)
+        heads, packed, scales, spans = self._native_inputs(ranges)
         out = np.zeros((heads, tokens, codec.head_dim), np.float32)
         for layout, stream in zip(codec.layouts, packed, strict=True):
-            target = out if layout.domain == "rotated" else np.zeros_like(out)
-            args = (stream, layout.bits, layout.values, scales[layout.scale])
-            part = target[:, :, layout.start : layout.stop]
-            kernels.run(kernels.decode, tasks, layout.channels, args, part)
-            if target is not out:
-                out += codec.from_domain(layout.domain, target)
+            part = np.empty((heads, tokens, layout.channels), np.float32)
+            args = (stream, layout.bits, layout.values, scales[layout.scale], spans)
+            _core.kv_decode(*args, part, READER_THREADS)
+            if layout.domain == "rotated":
+                out[:, :, layout.start : layout.stop] = part
+            else:
+                out += codec.from_domain(layout.domain, part)
         return torch.from_numpy(out).reshape(*self.scales[0].shape[:-1], tokens, -1)
 
     def scores(self, domains: dict[str, torch.Tensor]) -> torch.Tensor:
         """⟨q, k̂⟩ of queries (batch, heads, queries, head_dim), given in every stream domain,
         against all live tokens: (batch, heads, queries, length) float32."""
         codec = self.codec
-        heads, packed, scales, tasks = self._kernel_inputs(self.ranges)
+        heads, packed, scales, spans = self._native_inputs(self.ranges)
         first = domains["rotated"]
         queries = first.shape[-2]
         out = np.zeros((heads, queries, self.length), np.float32)
         for layout, stream in zip(codec.layouts, packed, strict=True):
             part = domains[layout.domain][..., layout.start : layout.stop]
             part = part.reshape(heads, queries, layout.channels).contiguous().numpy()
-            args = (stream, layout.bits, layout.values, part, scales[layout.scale])
-            kernels.run(kernels.scores, tasks, layout.channels * queries, args, out)
+            args = (stream, layout.bits, layout.values, scales[layout.scale], spans)
+            _core.kv_scores(*args, part, out, READER_THREADS)
         return torch.from_numpy(out).reshape(*first.shape[:-1], -1)
 
     def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
         """Σ_t weights[..., t] · v̂_t in the rotated domain: weights (batch, heads, queries,
         length) -> (batch, heads, queries, head_dim) float32."""
         codec = self.codec
-        heads, packed, scales, tasks = self._kernel_inputs(self.ranges)
+        heads, packed, scales, spans = self._native_inputs(self.ranges)
         queries = weights.shape[-2]
         w = weights.float().reshape(heads, queries, -1).contiguous().numpy()
         out = np.zeros((heads, queries, codec.head_dim), np.float32)
         for layout, stream in zip(codec.layouts, packed, strict=True):
-            partial = np.zeros((len(tasks), queries, layout.channels), np.float32)
-            args = (stream, layout.bits, layout.values, w, scales[layout.scale])
-            kernels.run(kernels.weighted_sum, tasks, layout.channels * queries, args, partial, True)
             part = np.zeros((heads, queries, layout.channels), np.float32)
-            np.add.at(part, tasks[:, 0], partial)
+            args = (stream, layout.bits, layout.values, scales[layout.scale], spans)
+            _core.kv_weighted_sum(*args, w, part, READER_THREADS)
             if layout.domain == "rotated":
                 out[:, :, layout.start : layout.stop] += part
             else:
                 out += codec.from_domain(layout.domain, part)
         return torch.from_numpy(out).reshape(*weights.shape[:-1], -1)
-
-
-def _pieces(heads: int) -> int:
-    """Row pieces per head so that every core gets about two tasks."""
-    return max(1, -(-2 * workers() // heads))
 
 
 class ColdTier:
