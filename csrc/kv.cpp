@@ -2,8 +2,10 @@
 //
 // A stream is `packed` (heads, capacity, row bytes) uint8 with `scales` (heads, capacity)
 // float16 (passed as uint16 bits); `ranges` (R, 2) int64 lists the live row ranges, whose rows
-// become output columns back to back. Work is cut into (head, row piece) tasks over the pool
-// when `threads` allows (1: the calling thread only).
+// become columns 0, 1, ... of the outputs (scores) or inputs (weights). Those arrays may be
+// wider than the live rows (the attention's logits, cold columns first): the kernels touch
+// only the first columns. Work is cut into (head, row piece) tasks over the pool when
+// `threads` allows (1: the calling thread only).
 #include "kv.h"
 
 #include <nanobind/ndarray.h>
@@ -117,9 +119,10 @@ void kv_scores_py(Array<const uint8_t, 3> packed, int64_t bits, Array<const floa
     fail("kv_scores: queries must be (heads, queries, channels)");
   }
   const int64_t nq = static_cast<int64_t>(queries.shape(1));
+  const int64_t width = static_cast<int64_t>(out.shape(2));
   if (static_cast<int64_t>(out.shape(0)) != s.heads || static_cast<int64_t>(out.shape(1)) != nq ||
-      static_cast<int64_t>(out.shape(2)) != s.length) {
-    fail("kv_scores: out must be (heads, queries, live rows)");
+      width < s.length) {
+    fail("kv_scores: out must be (heads, queries, >= live rows)");
   }
   const Kernels& k = active_kernels();
   const std::vector<Task> tasks = tasks_of(s, pieces_for(s, threads));
@@ -129,7 +132,7 @@ void kv_scores_py(Array<const uint8_t, 3> packed, int64_t bits, Array<const floa
   run(tasks, threads, [&](int64_t i, int) {
     const Task& t = tasks[i];
     KvScoresArgs a{head_rows(s, t.head), t.first, t.count, q + t.head * nq * s.rows.channels,
-                   static_cast<int32_t>(nq), o + t.head * nq * s.length + t.column, s.length};
+                   static_cast<int32_t>(nq), o + t.head * nq * width + t.column, width};
     k.kv_scores(a);
   });
 }
@@ -139,8 +142,9 @@ void kv_weighted_sum_py(Array<const uint8_t, 3> packed, int64_t bits, Array<cons
                         Array<const float, 3> weights, Array<float, 3> out, int64_t threads) {
   const Stream s = stream_of(packed, bits, values, scales, ranges);
   const int64_t nq = static_cast<int64_t>(weights.shape(1));
-  if (static_cast<int64_t>(weights.shape(0)) != s.heads || static_cast<int64_t>(weights.shape(2)) != s.length) {
-    fail("kv_weighted_sum: weights must be (heads, queries, live rows)");
+  const int64_t width = static_cast<int64_t>(weights.shape(2));
+  if (static_cast<int64_t>(weights.shape(0)) != s.heads || width < s.length) {
+    fail("kv_weighted_sum: weights must be (heads, queries, >= live rows)");
   }
   if (static_cast<int64_t>(out.shape(0)) != s.heads || static_cast<int64_t>(out.shape(1)) != nq ||
       static_cast<int64_t>(out.shape(2)) != s.rows.channels) {
@@ -156,7 +160,7 @@ void kv_weighted_sum_py(Array<const uint8_t, 3> packed, int64_t bits, Array<cons
   std::vector<float> partial(tasks.size() * slab, 0.0f);
   run(tasks, threads, [&](int64_t i, int) {
     const Task& t = tasks[i];
-    KvWeightedArgs a{head_rows(s, t.head), t.first, t.count, w + t.head * nq * s.length + t.column, s.length,
+    KvWeightedArgs a{head_rows(s, t.head), t.first, t.count, w + t.head * nq * width + t.column, width,
                      static_cast<int32_t>(nq), partial.data() + i * slab};
     k.kv_weighted_sum(a);
   });

@@ -282,9 +282,15 @@ struct RowDecoder {
     mask = _mm256_set1_epi32((1 << b) - 1);
   }
 
-  __m256 decode8(const uint8_t* p) const {
+  // p: a group of 8 codes (`bits` bytes); `end`: end of the buffer
+  __m256 decode8(const uint8_t* p, const uint8_t* end) const {
     uint64_t word = 0;
-    std::memcpy(&word, p, bits);
+    if (p + 8 <= end) {
+      std::memcpy(&word, p, 8);  // one load; the bytes past the group are masked off
+      if (bits < 8) word &= (uint64_t(1) << (8 * bits)) - 1;
+    } else {
+      for (int i = 0; i < bits; ++i) word |= uint64_t(p[i]) << (8 * i);
+    }
     const __m256i w = _mm256_set1_epi64x(static_cast<long long>(word));
     const __m256i even = _mm256_srlv_epi64(w, even_shift);
     const __m256i odd = _mm256_slli_epi64(_mm256_srlv_epi64(w, odd_shift), 32);
@@ -313,19 +319,24 @@ void kv_scores(const KvScoresArgs& a) {
   const KvRows& s = a.s;
   const RowDecoder dec(s.bits, s.values);
   const int row_bytes = s.channels * s.bits / 8;
+  const int groups = s.channels / 8;
   for (int q0 = 0; q0 < a.n_queries; q0 += 4) {
     const int nq = a.n_queries - q0 < 4 ? a.n_queries - q0 : 4;
+    const float* qs[4];
+    for (int q = 0; q < 4; ++q) qs[q] = a.queries + (q0 + (q < nq ? q : 0)) * s.channels;
     for (int64_t t = 0; t < a.count; ++t) {
       const uint8_t* row = s.packed + (a.first + t) * row_bytes;
-      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-      for (int g = 0; g < s.channels / 8; ++g) {
-        const __m256 v = dec.decode8(row + g * s.bits);
-        for (int q = 0; q < nq; ++q) {
-          acc[q] = _mm256_fmadd_ps(v, _mm256_loadu_ps(a.queries + (q0 + q) * s.channels + 8 * g), acc[q]);
-        }
+      __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+      for (int g = 0; g < groups; ++g) {
+        const __m256 v = dec.decode8(row + g * s.bits, s.end);
+        acc0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(qs[0] + 8 * g), acc0);
+        if (nq > 1) acc1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(qs[1] + 8 * g), acc1);
+        if (nq > 2) acc2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(qs[2] + 8 * g), acc2);
+        if (nq > 3) acc3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(qs[3] + 8 * g), acc3);
       }
       const float scale = scale_of(s.scales, a.first + t);
-      for (int q = 0; q < nq; ++q) a.out[(q0 + q) * a.out_stride + t] += sum8(acc[q]) * scale;
+      const float sums[4] = {sum8(acc0), sum8(acc1), sum8(acc2), sum8(acc3)};
+      for (int q = 0; q < nq; ++q) a.out[(q0 + q) * a.out_stride + t] += sums[q] * scale;
     }
   }
 }
@@ -334,27 +345,41 @@ void kv_weighted_sum(const KvWeightedArgs& a) {
   const KvRows& s = a.s;
   const RowDecoder dec(s.bits, s.values);
   const int row_bytes = s.channels * s.bits / 8;
-  for (int c0 = 0; c0 < s.channels; c0 += 32) {  // 4 registers of channels
+  for (int c0 = 0; c0 < s.channels; c0 += 32) {  // up to 4 registers of channels
     const int groups = (s.channels - c0 < 32 ? s.channels - c0 : 32) / 8;
     for (int q0 = 0; q0 < a.n_queries; q0 += 2) {
-      const int nq = a.n_queries - q0 < 2 ? a.n_queries - q0 : 2;
-      __m256 acc[2][4];
-      for (int q = 0; q < 2; ++q)
-        for (int k = 0; k < 4; ++k) acc[q][k] = _mm256_setzero_ps();
-      for (int64_t t = 0; t < a.count; ++t) {
-        const uint8_t* row = s.packed + (a.first + t) * row_bytes + (c0 / 8) * s.bits;
+      const bool two = a.n_queries - q0 > 1;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      const float* w0 = a.weights + q0 * a.weights_stride;
+      const float* w1 = two ? w0 + a.weights_stride : w0;
+      const uint8_t* row = s.packed + a.first * row_bytes + (c0 / 8) * s.bits;
+      for (int64_t t = 0; t < a.count; ++t, row += row_bytes) {
         const float scale = scale_of(s.scales, a.first + t);
-        __m256 w[2];
-        for (int q = 0; q < nq; ++q) w[q] = _mm256_set1_ps(a.weights[(q0 + q) * a.weights_stride + t] * scale);
-        for (int k = 0; k < groups; ++k) {
-          const __m256 v = dec.decode8(row + k * s.bits);
-          for (int q = 0; q < nq; ++q) acc[q][k] = _mm256_fmadd_ps(w[q], v, acc[q][k]);
+        const __m256 x = _mm256_set1_ps(w0[t] * scale), y = _mm256_set1_ps(w1[t] * scale);
+        const __m256 v0 = dec.decode8(row, s.end);
+        a0 = _mm256_fmadd_ps(x, v0, a0);
+        b0 = _mm256_fmadd_ps(y, v0, b0);
+        if (groups > 1) {
+          const __m256 v1 = dec.decode8(row + s.bits, s.end);
+          a1 = _mm256_fmadd_ps(x, v1, a1);
+          b1 = _mm256_fmadd_ps(y, v1, b1);
+        }
+        if (groups > 2) {
+          const __m256 v2 = dec.decode8(row + 2 * s.bits, s.end);
+          a2 = _mm256_fmadd_ps(x, v2, a2);
+          b2 = _mm256_fmadd_ps(y, v2, b2);
+        }
+        if (groups > 3) {
+          const __m256 v3 = dec.decode8(row + 3 * s.bits, s.end);
+          a3 = _mm256_fmadd_ps(x, v3, a3);
+          b3 = _mm256_fmadd_ps(y, v3, b3);
         }
       }
-      for (int q = 0; q < nq; ++q) {
+      const __m256 sums[2][4] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}};
+      for (int q = 0; q < (two ? 2 : 1); ++q) {
         float* out = a.out + (q0 + q) * s.channels + c0;
         for (int k = 0; k < groups; ++k) {
-          _mm256_storeu_ps(out + 8 * k, _mm256_add_ps(_mm256_loadu_ps(out + 8 * k), acc[q][k]));
+          _mm256_storeu_ps(out + 8 * k, _mm256_add_ps(_mm256_loadu_ps(out + 8 * k), sums[q][k]));
         }
       }
     }
@@ -370,7 +395,7 @@ void kv_decode(const KvDecodeArgs& a) {
     const __m256 scale = _mm256_set1_ps(scale_of(s.scales, a.first + t));
     float* out = a.out + t * a.out_stride;
     for (int g = 0; g < s.channels / 8; ++g) {
-      _mm256_storeu_ps(out + 8 * g, _mm256_mul_ps(dec.decode8(row + g * s.bits), scale));
+      _mm256_storeu_ps(out + 8 * g, _mm256_mul_ps(dec.decode8(row + g * s.bits, s.end), scale));
     }
   }
 }

@@ -246,19 +246,26 @@ void scan(ScanArgs& a) {
 // ------------------------------------------------------------------------- KV rows
 // 64 codes of a row (8 per `bits` bytes) at a time: a byte permute puts each 8-code group's
 // bytes in its 64-bit lane, multishift cuts the codes, and a float permute (<= 5 bits) or a
-// gather maps them to values.
+// gather maps them to values. Full chunks of 64 go through straight-line code (four named
+// registers: arrays of vectors indexed by a run-time bound end up on the stack); a row's last
+// partial chunk through the masked path.
+struct Quad {
+  __m512 v0, v1, v2, v3;
+};
+
 struct RowDecoder {
   Bytes64 index, offset;
   int bits;
   __m512 table0, table1;
+  const float* values;
 
-  RowDecoder(int b, const float* values) : bits(b) {
+  RowDecoder(int b, const float* v) : bits(b), values(v) {
     for (int i = 0; i < 8; ++i) {
       for (int t = 0; t < 8; ++t) index.v[8 * i + t] = static_cast<uint8_t>(i * b + t < 64 ? i * b + t : 63);
       for (int j = 0; j < 8; ++j) offset.v[8 * i + j] = static_cast<uint8_t>(j * b);
     }
     float padded[32] = {};
-    for (int c = 0; c < (1 << b) && c < 32; ++c) padded[c] = values[c];
+    for (int c = 0; c < (1 << b) && c < 32; ++c) padded[c] = v[c];
     table0 = _mm512_loadu_ps(padded);
     table1 = _mm512_loadu_ps(padded + 16);
   }
@@ -266,28 +273,33 @@ struct RowDecoder {
   // lanes of register k holding one of n codes (n a multiple of 8)
   static __mmask16 lanes(int n, int k) { return 16 * k + 16 <= n ? 0xFFFF : 0x00FF; }
 
-  // values of codes [0, n) (n a multiple of 8, <= 64) of the row bytes at p -> out[4], lanes
-  // past n zero
-  void decode(const uint8_t* p, int n, const uint8_t* end, const float* values, __m512 (&out)[4]) const {
+  __m512i codes(const uint8_t* p, int n, const uint8_t* end) const {
     const int bytes = n * bits / 8;
     const __m512i src = p + 64 <= end ? _mm512_loadu_si512(p)
                                       : _mm512_maskz_loadu_epi8(bytes >= 64 ? ~uint64_t(0) : (uint64_t(1) << bytes) - 1, p);
-    const __m512i codes = _mm512_and_si512(
-        _mm512_multishift_epi64_epi8(_mm512_load_si512(offset.v),
-                                     _mm512_permutexvar_epi8(_mm512_load_si512(index.v), src)),
-        _mm512_set1_epi8(static_cast<char>((1 << bits) - 1)));
-    for (int k = 0; k < 4; ++k) {
-      if (16 * k >= n) break;
-      const __m512i idx = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(codes, k));
-      const __mmask16 m = lanes(n, k);
-      if (bits <= 4) {
-        out[k] = _mm512_maskz_permutexvar_ps(m, idx, table0);
-      } else if (bits == 5) {
-        out[k] = _mm512_maskz_permutex2var_ps(m, table0, idx, table1);
-      } else {
-        out[k] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, values, 4);
-      }
-    }
+    return _mm512_and_si512(_mm512_multishift_epi64_epi8(_mm512_load_si512(offset.v),
+                                                         _mm512_permutexvar_epi8(_mm512_load_si512(index.v), src)),
+                            _mm512_set1_epi8(static_cast<char>((1 << bits) - 1)));
+  }
+
+  __m512 value(__m512i codes, int k, __mmask16 m) const {
+    const __m512i idx = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(codes, k));
+    if (bits <= 4) return _mm512_maskz_permutexvar_ps(m, idx, table0);
+    if (bits == 5) return _mm512_maskz_permutex2var_ps(m, table0, idx, table1);
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, values, 4);
+  }
+
+  Quad full(const uint8_t* p, const uint8_t* end) const {
+    const __m512i c = codes(p, 64, end);
+    return {value(c, 0, 0xFFFF), value(c, 1, 0xFFFF), value(c, 2, 0xFFFF), value(c, 3, 0xFFFF)};
+  }
+
+  // codes [0, n) of a partial chunk (n < 64): lanes past n zero
+  Quad part(const uint8_t* p, int n, const uint8_t* end) const {
+    const __m512i c = codes(p, n, end);
+    const __m512 z = _mm512_setzero_ps();
+    return {value(c, 0, lanes(n, 0)), n > 16 ? value(c, 1, lanes(n, 1)) : z,
+            n > 32 ? value(c, 2, lanes(n, 2)) : z, n > 48 ? value(c, 3, lanes(n, 3)) : z};
   }
 };
 
@@ -295,30 +307,70 @@ inline float scale_of(const uint16_t* scales, int64_t row) {
   return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(scales[row])));
 }
 
+inline __m512 load_lanes(const float* p, int n, int k) {
+  return _mm512_maskz_loadu_ps(RowDecoder::lanes(n, k) & (16 * k < n ? 0xFFFF : 0), p + 16 * k);
+}
+
+// Four 16-lane sums at once: lane q of the result is the sum of the lanes of v_q.
+inline __m128 sum4(__m512 v0, __m512 v1, __m512 v2, __m512 v3) {
+  const __m512 a = _mm512_add_ps(_mm512_unpacklo_ps(v0, v1), _mm512_unpackhi_ps(v0, v1));
+  const __m512 b = _mm512_add_ps(_mm512_unpacklo_ps(v2, v3), _mm512_unpackhi_ps(v2, v3));
+  const __m512 c = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))),
+                                 _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))));
+  const __m256 d = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
+  return _mm_add_ps(_mm256_castps256_ps128(d), _mm256_extractf128_ps(d, 1));
+}
+
+// <x, q> over one chunk, as a 16-lane partial sum (short tree, no chain of fused adds)
+inline __m512 dot(const Quad& x, const float* q, int n) {
+  if (n == 64) {
+    return _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(x.v0, _mm512_loadu_ps(q)), _mm512_mul_ps(x.v1, _mm512_loadu_ps(q + 16))),
+                         _mm512_add_ps(_mm512_mul_ps(x.v2, _mm512_loadu_ps(q + 32)), _mm512_mul_ps(x.v3, _mm512_loadu_ps(q + 48))));
+  }
+  return _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(x.v0, load_lanes(q, n, 0)), _mm512_mul_ps(x.v1, load_lanes(q, n, 1))),
+                       _mm512_add_ps(_mm512_mul_ps(x.v2, load_lanes(q, n, 2)), _mm512_mul_ps(x.v3, load_lanes(q, n, 3))));
+}
+
 void kv_scores(const KvScoresArgs& a) {
   const KvRows& s = a.s;
   const RowDecoder dec(s.bits, s.values);
   const int row_bytes = s.channels * s.bits / 8;
+  const int chunk_bytes = 8 * s.bits;  // 64 codes
   for (int q0 = 0; q0 < a.n_queries; q0 += 4) {
     const int nq = a.n_queries - q0 < 4 ? a.n_queries - q0 : 4;
+    const float* qs[4];
+    for (int q = 0; q < 4; ++q) qs[q] = a.queries + (q0 + (q < nq ? q : 0)) * s.channels;
     for (int64_t t = 0; t < a.count; ++t) {
       const uint8_t* row = s.packed + (a.first + t) * row_bytes;
-      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-      for (int c0 = 0; c0 < s.channels; c0 += 64) {
+      __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+      for (int c0 = 0; c0 < s.channels; c0 += 64, row += chunk_bytes) {
         const int n = s.channels - c0 < 64 ? s.channels - c0 : 64;
-        __m512 v[4];
-        dec.decode(row + c0 * s.bits / 8, n, s.end, s.values, v);
-        for (int q = 0; q < nq; ++q) {
-          const float* query = a.queries + (q0 + q) * s.channels + c0;
-          for (int k = 0; 16 * k < n; ++k) {
-            const __m512 qk = _mm512_maskz_loadu_ps(RowDecoder::lanes(n, k), query + 16 * k);
-            acc[q] = _mm512_fmadd_ps(v[k], qk, acc[q]);
-          }
-        }
+        const Quad x = n == 64 ? dec.full(row, s.end) : dec.part(row, n, s.end);
+        acc0 = _mm512_add_ps(acc0, dot(x, qs[0] + c0, n));
+        if (nq > 1) acc1 = _mm512_add_ps(acc1, dot(x, qs[1] + c0, n));
+        if (nq > 2) acc2 = _mm512_add_ps(acc2, dot(x, qs[2] + c0, n));
+        if (nq > 3) acc3 = _mm512_add_ps(acc3, dot(x, qs[3] + c0, n));
       }
-      const float scale = scale_of(s.scales, a.first + t);
-      for (int q = 0; q < nq; ++q) a.out[(q0 + q) * a.out_stride + t] += _mm512_reduce_add_ps(acc[q]) * scale;
+      alignas(16) float sums[4];
+      _mm_store_ps(sums, _mm_mul_ps(sum4(acc0, acc1, acc2, acc3), _mm_set1_ps(scale_of(s.scales, a.first + t))));
+      for (int q = 0; q < nq; ++q) a.out[(q0 + q) * a.out_stride + t] += sums[q];
     }
+  }
+}
+
+// acc += w * x over one chunk
+inline void axpy(__m512 w, const Quad& x, Quad& acc) {
+  acc.v0 = _mm512_fmadd_ps(w, x.v0, acc.v0);
+  acc.v1 = _mm512_fmadd_ps(w, x.v1, acc.v1);
+  acc.v2 = _mm512_fmadd_ps(w, x.v2, acc.v2);
+  acc.v3 = _mm512_fmadd_ps(w, x.v3, acc.v3);
+}
+
+inline void add_into(float* out, const Quad& acc, int n) {
+  const __m512 parts[4] = {acc.v0, acc.v1, acc.v2, acc.v3};
+  for (int k = 0; 16 * k < n; ++k) {
+    const __mmask16 m = RowDecoder::lanes(n, k);
+    _mm512_mask_storeu_ps(out + 16 * k, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, out + 16 * k), parts[k]));
   }
 }
 
@@ -328,27 +380,23 @@ void kv_weighted_sum(const KvWeightedArgs& a) {
   const int row_bytes = s.channels * s.bits / 8;
   for (int c0 = 0; c0 < s.channels; c0 += 64) {
     const int n = s.channels - c0 < 64 ? s.channels - c0 : 64;
+    const uint8_t* first = s.packed + a.first * row_bytes + c0 * s.bits / 8;
     for (int q0 = 0; q0 < a.n_queries; q0 += 4) {
       const int nq = a.n_queries - q0 < 4 ? a.n_queries - q0 : 4;
-      __m512 acc[4][4];
-      for (int q = 0; q < 4; ++q)
-        for (int k = 0; k < 4; ++k) acc[q][k] = _mm512_setzero_ps();
-      for (int64_t t = 0; t < a.count; ++t) {
-        __m512 v[4];
-        dec.decode(s.packed + (a.first + t) * row_bytes + c0 * s.bits / 8, n, s.end, s.values, v);
+      const __m512 z = _mm512_setzero_ps();
+      Quad acc0{z, z, z, z}, acc1 = acc0, acc2 = acc0, acc3 = acc0;
+      const float* w0 = a.weights + q0 * a.weights_stride;
+      const uint8_t* row = first;
+      for (int64_t t = 0; t < a.count; ++t, row += row_bytes) {
+        const Quad x = n == 64 ? dec.full(row, s.end) : dec.part(row, n, s.end);
         const float scale = scale_of(s.scales, a.first + t);
-        for (int q = 0; q < nq; ++q) {
-          const __m512 w = _mm512_set1_ps(a.weights[(q0 + q) * a.weights_stride + t] * scale);
-          for (int k = 0; 16 * k < n; ++k) acc[q][k] = _mm512_fmadd_ps(w, v[k], acc[q][k]);
-        }
+        axpy(_mm512_set1_ps(w0[t] * scale), x, acc0);
+        if (nq > 1) axpy(_mm512_set1_ps(w0[a.weights_stride + t] * scale), x, acc1);
+        if (nq > 2) axpy(_mm512_set1_ps(w0[2 * a.weights_stride + t] * scale), x, acc2);
+        if (nq > 3) axpy(_mm512_set1_ps(w0[3 * a.weights_stride + t] * scale), x, acc3);
       }
-      for (int q = 0; q < nq; ++q) {
-        float* out = a.out + (q0 + q) * s.channels + c0;
-        for (int k = 0; 16 * k < n; ++k) {
-          const __mmask16 m = RowDecoder::lanes(n, k);
-          _mm512_mask_storeu_ps(out + 16 * k, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, out + 16 * k), acc[q][k]));
-        }
-      }
+      const Quad* accs[4] = {&acc0, &acc1, &acc2, &acc3};
+      for (int q = 0; q < nq; ++q) add_into(a.out + (q0 + q) * s.channels + c0, *accs[q], n);
     }
   }
 }
@@ -358,14 +406,15 @@ void kv_decode(const KvDecodeArgs& a) {
   const RowDecoder dec(s.bits, s.values);
   const int row_bytes = s.channels * s.bits / 8;
   for (int64_t t = 0; t < a.count; ++t) {
+    const uint8_t* row = s.packed + (a.first + t) * row_bytes;
     const __m512 scale = _mm512_set1_ps(scale_of(s.scales, a.first + t));
     float* out = a.out + t * a.out_stride;
-    for (int c0 = 0; c0 < s.channels; c0 += 64) {
+    for (int c0 = 0; c0 < s.channels; c0 += 64, row += 8 * s.bits) {
       const int n = s.channels - c0 < 64 ? s.channels - c0 : 64;
-      __m512 v[4];
-      dec.decode(s.packed + (a.first + t) * row_bytes + c0 * s.bits / 8, n, s.end, s.values, v);
+      const Quad x = n == 64 ? dec.full(row, s.end) : dec.part(row, n, s.end);
+      const __m512 parts[4] = {x.v0, x.v1, x.v2, x.v3};
       for (int k = 0; 16 * k < n; ++k) {
-        _mm512_mask_storeu_ps(out + c0 + 16 * k, RowDecoder::lanes(n, k), _mm512_mul_ps(v[k], scale));
+        _mm512_mask_storeu_ps(out + c0 + 16 * k, RowDecoder::lanes(n, k), _mm512_mul_ps(parts[k], scale));
       }
     }
   }

@@ -34,22 +34,25 @@ def compressed_attention(
     kv_heads = key.shape[1]
     groups = q_heads // kv_heads
     scaling = head_dim**-0.5 if scaling is None else scaling
-    q = query.float().reshape(batch, kv_heads, groups * q_len, head_dim)
+    # the scale folded into the queries: logits come out scaled, no pass over them
+    q = (query.float() * scaling).reshape(batch, kv_heads, groups * q_len, head_dim)
     cold = getattr(key, "_rotaquant_cold", None)
     cold_length = 0 if cold is None else cold.length
     row_kernels = (
         cold_length and query.device.type == "cpu" and groups * q_len <= ROW_KERNEL_QUERIES
     )
-    scores = []
-    if cold_length:
-        domains = cold.keys.codec.query_domains(q)
-        if row_kernels:
-            scores.append(cold.keys.scores(domains))
-        else:
-            rotated = domains["rotated"]  # decoded prod keys carry their QJL term
-            scores.extend(rotated @ k.transpose(-1, -2) for k in cold.keys.decoded(CHUNK_TOKENS))
-    scores.append(q @ key.float().transpose(-1, -2))
-    logits = torch.cat(scores, dim=-1) * scaling
+    hot = q @ key.float().transpose(-1, -2)
+    if not cold_length:
+        logits = hot
+    elif row_kernels:  # the native readers write the cold logits in place, cold tokens first
+        logits = torch.empty((*hot.shape[:-1], cold_length + hot.shape[-1]), dtype=torch.float32)
+        logits[..., :cold_length] = 0
+        logits[..., cold_length:] = hot
+        cold.keys.scores(cold.keys.codec.query_domains(q), out=logits)
+    else:
+        rotated = cold.keys.codec.query_domains(q)["rotated"]  # decoded prod keys: QJL term in
+        parts = [rotated @ k.transpose(-1, -2) for k in cold.keys.decoded(CHUNK_TOKENS)]
+        logits = torch.cat([*parts, hot], dim=-1)
     softcap = kwargs.get("softcap")
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
@@ -62,10 +65,10 @@ def compressed_attention(
     weights = torch.softmax(logits, dim=-1)
     out = weights[..., cold_length:] @ value.float()
     if cold_length:
-        cold_weights = weights[..., :cold_length]
-        if row_kernels:
-            accumulated = cold.values.weighted_sum(cold_weights)
+        if row_kernels:  # the readers take the weights' cold columns in place
+            accumulated = cold.values.weighted_sum(weights)
         else:
+            cold_weights = weights[..., :cold_length]
             accumulated, start = 0, 0
             for values in cold.values.decoded(CHUNK_TOKENS):
                 stop = start + values.shape[-2]

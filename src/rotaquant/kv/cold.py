@@ -88,28 +88,35 @@ class ColdSnapshot:
                 out += codec.from_domain(layout.domain, part)
         return torch.from_numpy(out).reshape(*self.scales[0].shape[:-1], tokens, -1)
 
-    def scores(self, domains: dict[str, torch.Tensor]) -> torch.Tensor:
+    def scores(
+        self, domains: dict[str, torch.Tensor], out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """⟨q, k̂⟩ of queries (batch, heads, queries, head_dim), given in every stream domain,
-        against all live tokens: (batch, heads, queries, length) float32."""
+        against all live tokens: (batch, heads, queries, length) float32. With ``out``
+        (batch, heads, queries, ≥ length) float32 contiguous, the scores are added into its
+        first ``length`` columns instead (the attention's logits, cold tokens first)."""
         codec = self.codec
         heads, packed, scales, spans = self._native_inputs(self.ranges)
         first = domains["rotated"]
         queries = first.shape[-2]
-        out = np.zeros((heads, queries, self.length), np.float32)
+        if out is None:
+            out = torch.zeros((*first.shape[:-1], self.length), dtype=torch.float32)
+        target = out.reshape(heads, queries, out.shape[-1]).numpy()
         for layout, stream in zip(codec.layouts, packed, strict=True):
             part = domains[layout.domain][..., layout.start : layout.stop]
             part = part.reshape(heads, queries, layout.channels).contiguous().numpy()
             args = (stream, layout.bits, layout.values, scales[layout.scale], spans)
-            _core.kv_scores(*args, part, out, READER_THREADS)
-        return torch.from_numpy(out).reshape(*first.shape[:-1], -1)
+            _core.kv_scores(*args, part, target, READER_THREADS)
+        return out
 
     def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
         """Σ_t weights[..., t] · v̂_t in the rotated domain: weights (batch, heads, queries,
-        length) -> (batch, heads, queries, head_dim) float32."""
+        ≥ length) float32, the live tokens in the first ``length`` columns -> (batch, heads,
+        queries, head_dim) float32."""
         codec = self.codec
         heads, packed, scales, spans = self._native_inputs(self.ranges)
         queries = weights.shape[-2]
-        w = weights.float().reshape(heads, queries, -1).contiguous().numpy()
+        w = weights.float().reshape(heads, queries, weights.shape[-1]).contiguous().numpy()
         out = np.zeros((heads, queries, codec.head_dim), np.float32)
         for layout, stream in zip(codec.layouts, packed, strict=True):
             part = np.zeros((heads, queries, layout.channels), np.float32)
@@ -119,7 +126,7 @@ class ColdSnapshot:
                 out[:, :, layout.start : layout.stop] += part
             else:
                 out += codec.from_domain(layout.domain, part)
-        return torch.from_numpy(out).reshape(*weights.shape[:-1], -1)
+        return torch.from_numpy(out).reshape(*weights.shape[:-2], queries, -1)
 
 
 class ColdTier:

@@ -71,18 +71,27 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def decode_rate(model, ids: torch.Tensor, cache, context: int, steps: int) -> float:
-    """Tokens/s of single-token forward steps after a ``context``-token prompt (prefilled in
-    512-token chunks, two warm-up steps)."""
+def prefill(model, ids: torch.Tensor, cache, context: int) -> None:
+    """Feed the first ``context`` tokens in 512-token chunks, then two warm-up decode steps."""
     for start in range(0, context, 512):
         model(ids[:, start : min(context, start + 512)], cache=cache, use_cache=True)
-    token = ids[:, context : context + 1]
     for _ in range(2):
-        model(token, cache=cache, use_cache=True)
+        model(ids[:, context : context + 1], cache=cache, use_cache=True)
+
+
+def step_rate(model, ids: torch.Tensor, cache, context: int, steps: int) -> float:
+    """Tokens/s of ``steps`` single-token forward steps on a prefilled cache."""
+    token = ids[:, context : context + 1]
     start = time.perf_counter()
     for _ in range(steps):
         model(token, cache=cache, use_cache=True)
     return steps / (time.perf_counter() - start)
+
+
+def decode_rate(model, ids: torch.Tensor, cache, context: int, steps: int) -> float:
+    """Tokens/s of single-token forward steps after a ``context``-token prompt."""
+    prefill(model, ids, cache, context)
+    return step_rate(model, ids, cache, context, steps)
 
 
 # Passkey retrieval, shaped for 135M-270M models: the pass key announced up front, the needle in
