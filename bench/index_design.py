@@ -3,8 +3,9 @@
 1. norm: recall@10 when each vector stores ‖x‖ (the codec's default), ‖x‖/‖ĉ‖ (norm
    correction, what the index stores) or the least-squares gain ⟨x, ĉ⟩/‖ĉ‖².
 2. seeds: spread of VectorIndex recall@10 over five rotation seeds (GloVe, as bench.index).
-3. candidates: rows the native scan re-scores exactly per query (its margin at work: the
-   fewer above k, the less float work), per width and k.
+3. candidates: rows the native scan's kernels report per query (upper bound over the running
+   threshold) and re-score exactly (still within reach at the end): its margin at work, per
+   width and k.
 4. idmap: inserting and finding one million random ids.
 
     python -m bench.index_design [--out index_design]
@@ -97,9 +98,18 @@ def candidates(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str,
             segments = [s.scan_view(o, None) for s, o, _ in index._rows.segment_rows(None)]
             rotated = np.ascontiguousarray(index.quantizer.rotation.forward(queries))
             for k in (10, 100):
-                _, _, rescored = _core.scan(index._searcher._codec, segments, rotated, None, k)
+                _, _, rescored, reported = _core.scan(
+                    index._searcher._codec, segments, rotated, None, k
+                )
+                m = len(queries)
                 rows.append(
-                    {"data": name, "bits": bits, "k": k, "per query": rescored / len(queries)}
+                    {
+                        "data": name,
+                        "bits": bits,
+                        "k": k,
+                        "per query": rescored / m,
+                        "reported per query": reported / m,
+                    }
                 )
     return rows
 
@@ -134,7 +144,8 @@ CANDIDATE_COLUMNS: list[Column] = [
     ("data", "data", ""),
     ("bits", "b", "d"),
     ("k", "k", "d"),
-    ("per query", "re-scored per query", ".1f"),
+    ("reported per query", "reported by the kernels", ".1f"),
+    ("per query", "re-scored exactly", ".1f"),
 ]
 
 

@@ -13,7 +13,6 @@ namespace rq {
 constexpr int kMaxQueries = 8;      // queries scored per pass over a block
 constexpr int kMaxClasses = 2;      // per-row factors: 0 the (corrected) norm, 1 the QJL residual
 constexpr int kCandidates = 2048;   // per query and scan call: rows reported before returning
-constexpr int kLevelOffset = 64;    // levels are stored as level + 64 in 1..127
 
 // ------------------------------------------------------------------------- index scan
 // Consecutive groups of one stream with the same channel count (all full groups, then the
@@ -30,8 +29,10 @@ struct ScanRun {
 
 // Approximate score of a row for one query: sum over classes of
 //   f_c[row] * (bias + delta * S_c[row])   (+ shift[row]),
-// S_c = sum over the class's channels of weight * (level[code] + 64), all integers; the exact
-// score lies within sum_c f_c[row] * margin of it (scan.cpp derives margin).
+// S_c = sum over the class's channels of weight * (level[code] + offset), all integers (levels
+// in [-level_max, level_max], offset level_max + 1, so that the unsigned operand of the byte
+// dot products stays in 1..2 * level_max + 1); the exact score lies within
+// sum_c f_c[row] * margin of it (scan.cpp derives margin).
 struct ClassConsts {
   float bias;
   float delta;
@@ -50,7 +51,7 @@ struct ScanArgs {
   const ScanRun* runs;
   int32_t n_runs;
   int32_t n_classes;
-  const uint8_t* levels[4];       // per stream: 256 entries, level + 64 of each code
+  const uint8_t* levels[4];       // per stream: 256 entries, level + offset of each code
   const uint8_t* blocks[4];       // per stream: the first block of the call
   const uint8_t* ends[4];         // per stream: end of its buffer (loads must stay below)
   int64_t block_bytes[4];
@@ -119,6 +120,8 @@ struct KvDecodeArgs {
 struct Kernels {
   const char* name;        // "scalar", "avx2", "avx512"
   int32_t queries;         // queries per scan call it is fastest with (<= kMaxQueries)
+  int32_t level_max;       // codebook levels in [-level_max, level_max] (63 or 127): what its
+                           // byte products hold without saturating
   void (*scan)(ScanArgs&);
   void (*kv_scores)(const KvScoresArgs&);
   void (*kv_weighted_sum)(const KvWeightedArgs&);

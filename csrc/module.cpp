@@ -245,7 +245,7 @@ nb::tuple scan_py(nb::list codec_list, nb::list segment_list, Array2<const float
     stats = scan(codec, segments, rotated.data(), projected ? projected->data() : nullptr, m,
                  static_cast<int32_t>(dim), static_cast<int32_t>(k), rows.data(), scores.data());
   }
-  return nb::make_tuple(rows, scores, stats.candidates);
+  return nb::make_tuple(rows, scores, stats.candidates, stats.reported);
 }
 
 nb::ndarray<nb::numpy, float> exact_scores_py(nb::list codec_list, nb::handle segment, Array2<const float> rotated,

@@ -3,10 +3,11 @@
 //
 // Quantization. Per class, the query's channels (times the stream's scale) become int8
 // weights w = round(q / qs), qs = max|q| / 127, and every stream's codebook values int8 levels
-// l = round(value / cs), cs = max|value| / 63 (one cs per class, so the streams of a class add
-// into one integer sum). A row's approximate score is qs * cs * sum w * l, which the kernels
-// get as delta * (S - 64 * sum w) with S = sum w * (l + 64) (unsigned levels for the byte dot
-// products); bias folds in the constant.
+// l = round(value / cs), cs = max|value| / L (one cs per class, so the streams of a class add
+// into one integer sum; L the variant's level_max: 127 for VNNI and scalar, 63 for AVX2, whose
+// byte products saturate at int16). A row's approximate score is qs * cs * sum w * l, which the
+// kernels get as delta * (S - (L + 1) * sum w) with S = sum w * (l + L + 1) (unsigned levels
+// for the byte dot products); bias folds in the constant.
 //
 // Margin. The error of channel i for code c, err_i(c) = q_i * value(c) - qs * cs * w_i * l(c),
 // depends only on the code. A row's error is the sum over its channels; we centre it by its
@@ -21,6 +22,7 @@
 #include "scan.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -45,7 +47,8 @@ struct Plan {
   int32_t n_classes = 1;
   int64_t weight_bytes = 0;                  // per query
   int64_t block_bytes_total = 0;
-  std::vector<std::vector<uint8_t>> levels;  // per stream: 256 entries, level + 64
+  int32_t level_offset = 64;                 // level_max + 1 of the kernel variant
+  std::vector<std::vector<uint8_t>> levels;  // per stream: 256 entries, level + offset
   // per stream, under its code law: E[v], E[l], E[v^2], E[v l], E[l^2] (v the code's value,
   // l its signed level), the largest |l| and the largest |v - cs * l|
   struct Moments {
@@ -56,26 +59,30 @@ struct Plan {
   std::vector<int32_t> stream_weight_offset;
 };
 
-Plan make_plan(const std::vector<CodecStream>& codec) {
+Plan make_plan(const std::vector<CodecStream>& codec, int level_max) {
   Plan plan;
+  plan.level_offset = level_max + 1;
   for (const CodecStream& s : codec) plan.n_classes = std::max(plan.n_classes, s.cls + 1);
   double largest[kMaxClasses] = {0, 0};
   for (const CodecStream& s : codec) {
     for (float v : s.values) largest[s.cls] = std::max(largest[s.cls], double(std::fabs(v)));
   }
-  for (int c = 0; c < kMaxClasses; ++c) plan.level_scale[c] = largest[c] > 0 ? largest[c] / 63 : 1;
+  for (int c = 0; c < kMaxClasses; ++c) {
+    plan.level_scale[c] = largest[c] > 0 ? largest[c] / level_max : 1;
+  }
   int32_t weight_offset = 0;
   for (size_t s = 0; s < codec.size(); ++s) {
     const CodecStream& cs = codec[s];
     const StreamLayout& layout = cs.layout;
     plan.block_bytes_total += layout.block_bytes;
     plan.stream_weight_offset.push_back(weight_offset);
-    std::vector<uint8_t> table(256, kLevelOffset);
+    std::vector<uint8_t> table(256, static_cast<uint8_t>(plan.level_offset));
     Plan::Moments mo;
     const double scale = plan.level_scale[cs.cls];
     for (size_t c = 0; c < cs.values.size(); ++c) {
-      const double level = std::max(-63.0, std::min(63.0, std::nearbyint(cs.values[c] / scale)));
-      table[c] = static_cast<uint8_t>(level + kLevelOffset);
+      const double level =
+          std::max(-double(level_max), std::min(double(level_max), std::nearbyint(cs.values[c] / scale)));
+      table[c] = static_cast<uint8_t>(level + plan.level_offset);
       const double v = cs.values[c], p = cs.probs[c];
       mo.v += p * v;
       mo.l += p * level;
@@ -162,9 +169,9 @@ void prepare_query(const std::vector<CodecStream>& codec, const Plan& plan, cons
     const double a = st.largest * kLogTwoOverDelta / 3;
     const double bernstein = a + std::sqrt(a * a + 2 * st.variance * kLogTwoOverDelta);
     const double worst = st.worst + std::fabs(st.mean);
-    const double bias = -kLevelOffset * delta * st.weight_sum + st.mean;
+    const double bias = -plan.level_offset * delta * st.weight_sum + st.mean;
     // float32 evaluation of bias + delta * S, with room to spare
-    const double slack = 1e-6 * (std::fabs(bias) + delta * 127.0 * 127.0 * plan.weight_bytes);
+    const double slack = 1e-6 * (std::fabs(bias) + delta * 127.0 * 255.0 * plan.weight_bytes);
     consts.cls[c].bias = static_cast<float>(bias);
     consts.cls[c].delta = static_cast<float>(delta);
     consts.cls[c].margin = static_cast<float>(std::min(worst, bernstein) + slack);
@@ -231,14 +238,18 @@ struct Pool {
     if (static_cast<int>(lows.size()) < k) {
       lows.push_back(lower);
       std::push_heap(lows.begin(), lows.end(), std::greater<float>());
-      if (static_cast<int>(lows.size()) == k) threshold = lows.front();
+      if (static_cast<int>(lows.size()) == k) threshold = std::max(threshold, lows.front());
     } else if (lower > lows.front()) {
       std::pop_heap(lows.begin(), lows.end(), std::greater<float>());
       lows.back() = lower;
       std::push_heap(lows.begin(), lows.end(), std::greater<float>());
-      threshold = lows.front();
+      threshold = std::max(threshold, lows.front());
     }
   }
+
+  // Another thread's threshold for the same query: every threshold is the k-th largest lower
+  // bound of some rows, so none exceeds the final k-th best exact score and the largest holds.
+  void raise(float t) { threshold = std::max(threshold, t); }
 
   void compact() {
     const float t = threshold;
@@ -384,7 +395,7 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
   }
   if (m == 0 || k == 0 || codec.empty()) return stats;
   const Kernels& kern = active_kernels();
-  const Plan plan = make_plan(codec);
+  const Plan plan = make_plan(codec, kern.level_max);
   const int group = kern.queries;
   const int slots = pool_size();
   // block spans of ~kTaskBytes of codes
@@ -400,6 +411,8 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
   std::vector<int8_t> weights;
   std::vector<QueryConsts> consts;
   std::vector<std::vector<Pool>> pools(slots);
+  std::vector<int64_t> reported(slots, 0);
+  std::unique_ptr<std::atomic<float>[]> shared;  // per query: the best threshold of any thread
 
   for (int64_t q0 = 0; q0 < m; q0 += kChunkQueries) {
     const int64_t nq = std::min(kChunkQueries, m - q0);
@@ -414,6 +427,8 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
       per_slot.resize(nq);
       for (Pool& p : per_slot) p.reset(k);
     }
+    shared.reset(new std::atomic<float>[nq]);
+    for (int64_t i = 0; i < nq; ++i) shared[i].store(-kInf, std::memory_order_relaxed);
     const int64_t groups = (nq + group - 1) / group;
     // enough tasks for every thread; a task keeps its span of codes hot in cache while it
     // runs its query groups over it
@@ -486,11 +501,22 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
           } else {
             sc.tail.fill(seg, plan.n_classes, first_row, a.factors, &a.shift);
           }
-          for (int i = 0; i < a.n_queries; ++i) thresholds[i] = mine[first_q + i].threshold;
-          kern.scan(a);
           for (int i = 0; i < a.n_queries; ++i) {
-            mine[first_q + i].offer(task.segment, first_row, sc.out_rows[i], sc.out_lower[i],
-                                    sc.out_upper[i], counts[i]);
+            Pool& pool = mine[first_q + i];
+            pool.raise(shared[first_q + i].load(std::memory_order_relaxed));
+            thresholds[i] = pool.threshold;
+          }
+          kern.scan(a);
+          for (int i = 0; i < a.n_queries; ++i) reported[slot] += counts[i];
+          for (int i = 0; i < a.n_queries; ++i) {
+            Pool& pool = mine[first_q + i];
+            pool.offer(task.segment, first_row, sc.out_rows[i], sc.out_lower[i], sc.out_upper[i],
+                       counts[i]);
+            std::atomic<float>& best = shared[first_q + i];
+            float seen = best.load(std::memory_order_relaxed);
+            while (pool.threshold > seen &&
+                   !best.compare_exchange_weak(seen, pool.threshold, std::memory_order_relaxed)) {
+            }
           }
           b += a.blocks_done;
         }
@@ -538,6 +564,7 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
     });
     for (int64_t r : rescored) stats.candidates += r;
   }
+  for (int64_t r : reported) stats.reported += r;
   return stats;
 }
 

@@ -40,6 +40,7 @@ struct SegmentView {
 
 struct ScanStats {
   int64_t candidates = 0;  // rows re-scored exactly, over all queries
+  int64_t reported = 0;    // rows the kernels reported (upper bound over the threshold)
 };
 
 // queries: rotated (m, dim) and, with a QJL stream, projected (m, dim), float32 row-major.

@@ -5,10 +5,10 @@
 // them; every other layout goes through 16-bit lanes, one code each: a byte shuffle puts the
 // two bytes holding the code in the lane, a multiply by 2**(8 - shift) lifts the code into the
 // high byte (a per-lane shift AVX2 lacks), and a pack returns bytes. One shuffle (a blend tree
-// of shuffles for 5..8 bits) maps codes to levels + 64 (<= 127), maddubs multiplies by the int8
-// weights and adds pairs, madd adds the pairs into the row's int32 sum. Loads are dword-masked
-// inside the group (groups are 4-byte aligned and 4*channels*bits long), so nothing past a
-// stream is read.
+// of shuffles for 5..8 bits) maps codes to levels + 64, maddubs multiplies them by the int8
+// weights and adds pairs in int16 (levels stay within +-63, level_max, so that 127 * 127 * 2
+// cannot saturate), and madd adds the pairs into the row's int32 sum. Loads stay inside the
+// stream's buffer (plain loads away from its end, dword-masked near it).
 #include <immintrin.h>
 
 #include <cstring>
@@ -156,7 +156,7 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec
 #pragma GCC unroll 4
       for (int q = 0; q < Q; ++q) {
         const __m256i w = _mm256_set1_epi32(weight_word(weights[q] + 4 * g));
-        const __m256i pairs = _mm256_maddubs_epi16(lv, w);  // |127 * 127 * 2| fits int16
+        const __m256i pairs = _mm256_maddubs_epi16(lv, w);  // levels <= 127: 127 * 127 * 2 fits int16
         acc[q] = _mm256_add_epi32(acc[q], _mm256_madd_epi16(pairs, ones));
       }
     }
@@ -403,7 +403,7 @@ void kv_decode(const KvDecodeArgs& a) {
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2", kQueries, scan, kv_scores, kv_weighted_sum, kv_decode};
+  static const Kernels k{"avx2", kQueries, 63, scan, kv_scores, kv_weighted_sum, kv_decode};
   return k;
 }
 

@@ -3,7 +3,7 @@
 // For each group and half block (16 rows), one masked load brings the rows' codes (at most 64
 // bytes), a byte permute puts each 32-bit lane's source bytes (row r, channels 0..3) into its
 // 64-bit lane and a multishift cuts out the codes at their bit offsets: one code per byte,
-// row r in lane r. One shuffle (or permute, for 5..8 bits) maps codes to levels + 64, and one
+// row r in lane r. One shuffle (or permute, for 5..8 bits) maps codes to levels + 128, and one
 // vpdpbusd per query adds level * weight over the lane's four channels into the row's int32
 // sum. Channels past a partial group carry weight 0.
 #include <immintrin.h>
@@ -52,7 +52,7 @@ struct Decoder {
   }
 };
 
-// Level (+ 64) of each code byte: LevelKind 0 (<= 4 bits: 16-entry shuffle), 1 (<= 6 bits:
+// Level (+ offset) of each code byte: LevelKind 0 (<= 4 bits: 16-entry shuffle), 1 (<= 6 bits:
 // 64-entry permute), 2 (7 bits: 128 entries), 3 (8 bits: 256).
 template <int LevelKind>
 struct Levels {
@@ -423,7 +423,7 @@ void kv_decode(const KvDecodeArgs& a) {
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{"avx512", kQueries, scan, kv_scores, kv_weighted_sum, kv_decode};
+  static const Kernels k{"avx512", kQueries, 127, scan, kv_scores, kv_weighted_sum, kv_decode};
   return k;
 }
 

@@ -14,7 +14,7 @@ float factor_at(const void* factors, int half, int r) {
   return static_cast<const float*>(factors)[r];
 }
 
-// sums[c][r] of one query over one block: weight * (level + 64) over the class's channels
+// sums[c][r] of one query over one block: weight * (level + offset) over the class's channels
 void block_sums(const ScanArgs& a, int64_t block, const int8_t* weights,
                 int32_t sums[kMaxClasses][kBlockRows]) {
   for (int i = 0; i < a.n_runs; ++i) {
@@ -121,7 +121,7 @@ void kv_decode(const KvDecodeArgs& a) {
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{"scalar", kMaxQueries, scan, kv_scores, kv_weighted_sum, kv_decode};
+  static const Kernels k{"scalar", kMaxQueries, 127, scan, kv_scores, kv_weighted_sum, kv_decode};
   return k;
 }
 

@@ -128,7 +128,7 @@ def run_case(name, m, k, sizes, seed, shift=False, allow_fraction=None):
     results = {}
     for variant in VARIANTS:
         with _native.using_variant(variant):
-            got_rows, got_scores, candidates = _core.scan(codec, segments, rotated, projected, k)
+            got_rows, got_scores, candidates, _ = _core.scan(codec, segments, rotated, projected, k)
         np.testing.assert_array_equal(got_rows, expected[0], err_msg=variant)
         finite = np.isfinite(expected[1])
         np.testing.assert_allclose(got_scores[finite], expected[1][finite], rtol=2e-5, atol=2e-5)

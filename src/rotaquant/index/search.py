@@ -99,7 +99,7 @@ class Searcher:
             if projected is not None:
                 projected *= 2
         depth = min(k, store.n)  # work bounded by what exists; the rest is padding
-        found_rows, found_scores, _ = _core.scan(self._codec, segments, rotated, projected, depth)
+        found_rows, found_scores, *_ = _core.scan(self._codec, segments, rotated, projected, depth)
         rows[:, :depth] = found_rows
         scores[:, :depth] = found_scores
         return rows, scores
