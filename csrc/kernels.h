@@ -74,6 +74,18 @@ struct ScanArgs {
   int64_t blocks_done;
 };
 
+// Exact re-scoring of one row of one stream: sum over its channels of query * values[code], in
+// float32 (scan.cpp does it in portable code for variants without their own).
+struct RescoreStream {
+  const uint8_t* block;   // the row's block in this stream
+  const uint8_t* end;     // end of the stream's buffer
+  int32_t full_groups;    // groups of 4 channels
+  int32_t tail_channels;  // channels of the last, partial group (0..3)
+  int32_t bits;
+  const float* values;    // [2**bits]
+  const float* query;     // the stream's channels of the query, in its domain
+};
+
 // ------------------------------------------------------------------------- KV row readers
 // Rows of one head of one stream of the KV cache: rows of channels * bits / 8 bytes (channels a
 // multiple of 8, at most kMaxKvChannels), 8 codes in every `bits` bytes, little-endian
@@ -123,6 +135,7 @@ struct Kernels {
   int32_t level_max;       // codebook levels in [-level_max, level_max] (63 or 127): what its
                            // byte products hold without saturating
   void (*scan)(ScanArgs&);
+  float (*rescore)(const RescoreStream&, int row);  // row 0..31 of the block; may be null
   void (*kv_scores)(const KvScoresArgs&);
   void (*kv_weighted_sum)(const KvWeightedArgs&);
   void (*kv_decode)(const KvDecodeArgs&);

@@ -288,21 +288,29 @@ inline uint64_t row_word(const uint8_t* group, int group_bytes, int channels, in
   return word >> (bit & 7);
 }
 
-float exact_one(const std::vector<CodecStream>& codec, int n_classes, const SegmentView& seg,
-                int64_t row, const float* rotated, const float* projected) {
+float exact_one(const Kernels& kern, const std::vector<CodecStream>& codec, int n_classes,
+                const SegmentView& seg, int64_t row, const float* rotated, const float* projected) {
   float per_class[kMaxClasses] = {0, 0};
   const int r = static_cast<int>(row % kBlockRows);
+  const int64_t blocks = (seg.rows + kBlockRows - 1) / kBlockRows;
   for (size_t s = 0; s < codec.size(); ++s) {
     const CodecStream& cs = codec[s];
     const uint8_t* block = seg.streams[s] + (row / kBlockRows) * cs.layout.block_bytes;
     const float* q = (cs.domain ? projected : rotated) + cs.first;
-    const float* values = cs.values.data();
-    const uint64_t mask = (uint64_t(1) << cs.bits) - 1;
     float acc = 0;
-    for (const Group& g : cs.layout.groups) {
-      const uint64_t word = row_word(block + g.offset, g.bytes, g.channels, cs.bits, r);
-      for (int j = 0; j < g.channels; ++j) {
-        acc += q[g.first + j] * values[(word >> (j * cs.bits)) & mask];
+    if (kern.rescore) {
+      const RescoreStream rs{block, seg.streams[s] + blocks * cs.layout.block_bytes,
+                             cs.channels / kGroupChannels, cs.channels % kGroupChannels, cs.bits,
+                             cs.values.data(), q};
+      acc = kern.rescore(rs, r);
+    } else {
+      const float* values = cs.values.data();
+      const uint64_t mask = (uint64_t(1) << cs.bits) - 1;
+      for (const Group& g : cs.layout.groups) {
+        const uint64_t word = row_word(block + g.offset, g.bytes, g.channels, cs.bits, r);
+        for (int j = 0; j < g.channels; ++j) {
+          acc += q[g.first + j] * values[(word >> (j * cs.bits)) & mask];
+        }
       }
     }
     per_class[cs.cls] += acc * cs.scale;
@@ -380,7 +388,7 @@ void exact_scores(const std::vector<CodecStream>& codec, const SegmentView& segm
     const float* qr = rotated + q * dim;
     const float* qp = projected ? projected + q * dim : nullptr;
     for (int64_t i = 0; i < count; ++i) {
-      out[q * count + i] = exact_one(codec, classes, segment, rows[i], qr, qp);
+      out[q * count + i] = exact_one(active_kernels(), codec, classes, segment, rows[i], qr, qp);
     }
   }
 }
@@ -547,7 +555,7 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
       for (const Candidate& c : cands) {
         if (c.upper < threshold) continue;
         const SegmentView& seg = segments[c.segment];
-        scored.emplace_back(exact_one(codec, plan.n_classes, seg, c.row, qr, qp),
+        scored.emplace_back(exact_one(kern, codec, plan.n_classes, seg, c.row, qr, qp),
                             seg.first_row + c.row);
       }
       rescored[i] = static_cast<int64_t>(scored.size());

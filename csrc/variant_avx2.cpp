@@ -403,7 +403,7 @@ void kv_decode(const KvDecodeArgs& a) {
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2", kQueries, 63, scan, kv_scores, kv_weighted_sum, kv_decode};
+  static const Kernels k{"avx2", kQueries, 63, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode};
   return k;
 }
 

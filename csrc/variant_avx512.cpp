@@ -420,10 +420,70 @@ void kv_decode(const KvDecodeArgs& a) {
   }
 }
 
+// ------------------------------------------------------------------------- re-scoring
+// Row r of 8 full groups at once: a 64-bit gather brings the row's 4 codes of each group
+// (4*bits bits from bit r*4*bits of the group), a shift aligns them, multishift cuts them into
+// bytes, a byte permute packs 32 codes, and float permutes (or a gather) give the values.
+float rescore(const RescoreStream& s, int r) {
+  const int b = s.bits;
+  const int group_bytes = 16 * b;
+  const int bit0 = r * 4 * b;
+  const int byte0 = bit0 >> 3, shift = bit0 & 7;
+  alignas(64) uint8_t offsets[64], pick[64];
+  for (int i = 0; i < 64; ++i) offsets[i] = static_cast<uint8_t>((i % 8 < 4 ? i % 8 : 0) * b);
+  for (int i = 0; i < 64; ++i) pick[i] = static_cast<uint8_t>(8 * ((i / 4) % 8) + i % 4);
+  float padded[32] = {};
+  for (int c = 0; c < (1 << b) && c < 32; ++c) padded[c] = s.values[c];
+  const __m512 table0 = _mm512_loadu_ps(padded), table1 = _mm512_loadu_ps(padded + 16);
+  const __m512i lanes = _mm512_add_epi64(
+      _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), _mm512_set1_epi64(group_bytes)),
+      _mm512_set1_epi64(byte0));
+  const __m512i mask = _mm512_set1_epi8(static_cast<char>((1 << b) - 1));
+  __m512 acc = _mm512_setzero_ps();
+  int g = 0;
+  for (; g + 8 <= s.full_groups; g += 8) {
+    const uint8_t* base = s.block + g * group_bytes;
+    if (base + 7 * group_bytes + byte0 + 8 > s.end) break;  // the rest below, byte by byte
+    const __m512i words = _mm512_srli_epi64(_mm512_i64gather_epi64(lanes, base, 1), shift);
+    const __m512i codes = _mm512_and_si512(_mm512_multishift_epi64_epi8(_mm512_load_si512(offsets), words), mask);
+    const __m512i packed = _mm512_permutexvar_epi8(_mm512_load_si512(pick), codes);
+    const __m512i i0 = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(packed));
+    const __m512i i1 = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(packed, 1));
+    __m512 v0, v1;
+    if (b <= 4) {
+      v0 = _mm512_permutexvar_ps(i0, table0);
+      v1 = _mm512_permutexvar_ps(i1, table0);
+    } else if (b == 5) {
+      v0 = _mm512_permutex2var_ps(table0, i0, table1);
+      v1 = _mm512_permutex2var_ps(table0, i1, table1);
+    } else {
+      v0 = _mm512_i32gather_ps(i0, s.values, 4);
+      v1 = _mm512_i32gather_ps(i1, s.values, 4);
+    }
+    acc = _mm512_fmadd_ps(v0, _mm512_loadu_ps(s.query + 4 * g), acc);
+    acc = _mm512_fmadd_ps(v1, _mm512_loadu_ps(s.query + 4 * g + 16), acc);
+  }
+  float total = _mm512_reduce_add_ps(acc);
+  const auto code = [&](const uint8_t* group, int channels, int j) {
+    const int bit = (r * channels + j) * b;
+    const uint8_t* p = group + (bit >> 3);
+    uint32_t word = p[0];
+    if ((bit & 7) + b > 8) word |= uint32_t(p[1]) << 8;
+    return (word >> (bit & 7)) & ((1u << b) - 1);
+  };
+  for (; g < s.full_groups; ++g) {
+    for (int j = 0; j < 4; ++j) total += s.query[4 * g + j] * s.values[code(s.block + g * group_bytes, 4, j)];
+  }
+  for (int j = 0; j < s.tail_channels; ++j) {
+    total += s.query[4 * g + j] * s.values[code(s.block + g * group_bytes, s.tail_channels, j)];
+  }
+  return total;
+}
+
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{"avx512", kQueries, 127, scan, kv_scores, kv_weighted_sum, kv_decode};
+  static const Kernels k{"avx512", kQueries, 127, scan, rescore, kv_scores, kv_weighted_sum, kv_decode};
   return k;
 }
 

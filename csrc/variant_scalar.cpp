@@ -121,7 +121,7 @@ void kv_decode(const KvDecodeArgs& a) {
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{"scalar", kMaxQueries, 127, scan, kv_scores, kv_weighted_sum, kv_decode};
+  static const Kernels k{"scalar", kMaxQueries, 127, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode};
   return k;
 }
 

@@ -160,12 +160,13 @@ def test_l2_shift_and_many_queries():
     run_case("2.5bit-d50", m=21, k=5, sizes=[500], seed=4, shift=True)
 
 
-def test_variants_agree_exactly():
+def test_variants_agree():
+    """Same rows; scores equal up to float32 summation order (AVX-512 re-scores in SIMD)."""
     results = run_case("4bit-d384", m=9, k=20, sizes=[2000], seed=5)
     first = next(iter(results.values()))
     for rows, scores in results.values():
         np.testing.assert_array_equal(rows, first[0])
-        np.testing.assert_array_equal(scores, first[1])
+        np.testing.assert_allclose(scores, first[1], rtol=1e-6, atol=1e-6)
 
 
 def test_concurrent_callers_get_their_own_results():
