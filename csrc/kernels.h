@@ -10,7 +10,7 @@
 
 namespace rq {
 
-constexpr int kMaxQueries = 8;      // queries scored per pass over a block
+constexpr int kMaxQueries = 16;     // queries scored per pass over a block
 constexpr int kMaxClasses = 2;      // per-row factors: 0 the (corrected) norm, 1 the QJL residual
 constexpr int kCandidates = 2048;   // per query and scan call: rows reported before returning
 

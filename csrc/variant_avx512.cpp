@@ -1,4 +1,4 @@
-// AVX-512 variant (F, BW, VL, DQ, VBMI, VNNI), up to 8 queries per pass.
+// AVX-512 variant (F, BW, VL, DQ, VBMI, VNNI), up to 16 queries per pass.
 //
 // For each group and half block (16 rows), one masked load brings the rows' codes (at most 64
 // bytes), a byte permute puts each 32-bit lane's source bytes (row r, channels 0..3) into its
@@ -15,7 +15,7 @@
 namespace rq {
 namespace {
 
-constexpr int kQueries = 8;
+constexpr int kQueries = 16;
 
 struct Bytes64 {
   alignas(64) uint8_t v[64];
@@ -93,69 +93,61 @@ inline int32_t weight_word(const int8_t* w) {
   return word;
 }
 
-// acc[q][h] += levels . weights over the run's groups in block `block`. The accumulators live
-// in plain local registers inside the loop (GCC keeps arrays of vectors indexed through a
-// reference in memory otherwise).
+// acc[q] += levels . weights over the run's groups, for half `h` (rows 16h..16h+15) of block
+// `block`: one half at a time, so that 16 queries' accumulators fit the registers beside the
+// decoder's (arrays of vectors indexed through a reference would stay in memory: the loop
+// works on a local copy).
 template <int Q, int LevelKind>
 inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec, int64_t block,
-                       __m512i (&acc)[Q][2]) {
-  const uint8_t* group = a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset;
+                       int h, __m512i (&acc)[Q]) {
+  const uint8_t* group =
+      a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset + h * dec.half_bytes;
   const uint8_t* end = a.ends[run.stream];
   const Levels<LevelKind> levels(a.levels[run.stream]);
   const int group_bytes = 4 * run.channels * run.bits;
-  const int half = dec.half_bytes;
   const int8_t* weights[Q];
-  __m512i lo[Q], hi[Q];
+  __m512i local[Q];
   for (int q = 0; q < Q; ++q) {
     weights[q] = a.weights[q] + run.weight_offset;
-    lo[q] = acc[q][0];
-    hi[q] = acc[q][1];
+    local[q] = acc[q];
   }
   for (int g = 0; g < run.count; ++g, group += group_bytes) {
-    const __m512i lv0 = levels(dec.codes(group, end, run.bits));
-    const __m512i lv1 = levels(dec.codes(group + half, end, run.bits));
-#pragma GCC unroll 8
+    const __m512i lv = levels(dec.codes(group, end, run.bits));
+#pragma GCC unroll 16
     for (int q = 0; q < Q; ++q) {
-      const __m512i w = _mm512_set1_epi32(weight_word(weights[q] + 4 * g));
-      lo[q] = _mm512_dpbusd_epi32(lo[q], lv0, w);
-      hi[q] = _mm512_dpbusd_epi32(hi[q], lv1, w);
+      local[q] = _mm512_dpbusd_epi32(local[q], lv, _mm512_set1_epi32(weight_word(weights[q] + 4 * g)));
     }
   }
-  for (int q = 0; q < Q; ++q) {
-    acc[q][0] = lo[q];
-    acc[q][1] = hi[q];
-  }
+  for (int q = 0; q < Q; ++q) acc[q] = local[q];
 }
 
 template <int Q>
 inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block,
                        int32_t (&sums)[kMaxClasses][Q][32]) {
-  __m512i acc[Q][2];
-  for (int q = 0; q < Q; ++q) acc[q][0] = acc[q][1] = _mm512_setzero_si512();
-  int cls = a.runs[0].cls;
-  for (int i = 0; i < a.n_runs; ++i) {
-    const ScanRun& run = a.runs[i];
-    if (run.cls != cls) {  // runs come sorted by class: park the finished class's sums
-      for (int q = 0; q < Q; ++q) {
-        _mm512_store_si512(sums[cls][q], acc[q][0]);
-        _mm512_store_si512(sums[cls][q] + 16, acc[q][1]);
-        acc[q][0] = acc[q][1] = _mm512_setzero_si512();
+  for (int h = 0; h < 2; ++h) {
+    __m512i acc[Q];
+    for (int q = 0; q < Q; ++q) acc[q] = _mm512_setzero_si512();
+    int cls = a.runs[0].cls;
+    for (int i = 0; i < a.n_runs; ++i) {
+      const ScanRun& run = a.runs[i];
+      if (run.cls != cls) {  // runs come sorted by class: park the finished class's sums
+        for (int q = 0; q < Q; ++q) {
+          _mm512_store_si512(sums[cls][q] + 16 * h, acc[q]);
+          acc[q] = _mm512_setzero_si512();
+        }
+        cls = run.cls;
       }
-      cls = run.cls;
+      if (run.bits <= 4) {
+        run_groups<Q, 0>(a, run, decoders[i], block, h, acc);
+      } else if (run.bits <= 6) {
+        run_groups<Q, 1>(a, run, decoders[i], block, h, acc);
+      } else if (run.bits == 7) {
+        run_groups<Q, 2>(a, run, decoders[i], block, h, acc);
+      } else {
+        run_groups<Q, 3>(a, run, decoders[i], block, h, acc);
+      }
     }
-    if (run.bits <= 4) {
-      run_groups<Q, 0>(a, run, decoders[i], block, acc);
-    } else if (run.bits <= 6) {
-      run_groups<Q, 1>(a, run, decoders[i], block, acc);
-    } else if (run.bits == 7) {
-      run_groups<Q, 2>(a, run, decoders[i], block, acc);
-    } else {
-      run_groups<Q, 3>(a, run, decoders[i], block, acc);
-    }
-  }
-  for (int q = 0; q < Q; ++q) {
-    _mm512_store_si512(sums[cls][q], acc[q][0]);
-    _mm512_store_si512(sums[cls][q] + 16, acc[q][1]);
+    for (int q = 0; q < Q; ++q) _mm512_store_si512(sums[cls][q] + 16 * h, acc[q]);
   }
 }
 
@@ -239,7 +231,15 @@ void scan(ScanArgs& a) {
     case 5: scan_classes<5>(a, decoders); break;
     case 6: scan_classes<6>(a, decoders); break;
     case 7: scan_classes<7>(a, decoders); break;
-    default: scan_classes<8>(a, decoders); break;
+    case 8: scan_classes<8>(a, decoders); break;
+    case 9: scan_classes<9>(a, decoders); break;
+    case 10: scan_classes<10>(a, decoders); break;
+    case 11: scan_classes<11>(a, decoders); break;
+    case 12: scan_classes<12>(a, decoders); break;
+    case 13: scan_classes<13>(a, decoders); break;
+    case 14: scan_classes<14>(a, decoders); break;
+    case 15: scan_classes<15>(a, decoders); break;
+    default: scan_classes<16>(a, decoders); break;
   }
 }
 
