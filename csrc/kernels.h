@@ -23,7 +23,7 @@ struct ScanRun {
   int32_t count;          // groups
   int32_t channels;       // channels per group, 1..4
   int32_t bits;
-  int32_t weight_offset;  // byte offset of the first group's 4 weights in a query's weights
+  int32_t weight_group;   // index of the first group among the groups of all streams
   int32_t cls;            // factor class of the stream
 };
 
@@ -62,7 +62,9 @@ struct ScanArgs {
   int32_t factor_half[kMaxClasses];  // 1: float16, 0: float32
   const float* shift;             // per-row additive term (32 * n_blocks readable) or null
   int32_t n_queries;              // 1..kMaxQueries
-  const int8_t* weights[kMaxQueries];  // per query: 4 per group of every stream
+  const int8_t* weights;          // [groups of all streams][n_queries][4]: each group's
+                                  // channel weights, query after query (one pointer: the
+                                  // kernels reach query q's at a fixed offset)
   const QueryConsts* consts;      // [n_queries]
   const float* thresholds;        // [n_queries]: report rows whose upper bound reaches it
   // outputs, per query: the eligible rows reported (relative to the first block) and bounds

@@ -101,7 +101,7 @@ Plan make_plan(const std::vector<CodecStream>& codec, int level_max) {
       run.offset = g.offset;
       run.channels = g.channels;
       run.bits = cs.bits;
-      run.weight_offset = weight_offset + 4 * static_cast<int32_t>(i);
+      run.weight_group = weight_offset / 4 + static_cast<int32_t>(i);
       run.cls = cs.cls;
       size_t j = i;
       while (j < layout.groups.size() && layout.groups[j].channels == g.channels) ++j;
@@ -416,7 +416,7 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
       spans.push_back({static_cast<int32_t>(s), b, std::min(blocks, b + span_blocks), 0, 0});
     }
   }
-  std::vector<int8_t> weights;
+  std::vector<int8_t> weights, interleaved;
   std::vector<QueryConsts> consts;
   std::vector<std::vector<Pool>> pools(slots);
   std::vector<int64_t> reported(slots, 0);
@@ -431,13 +431,25 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
       prepare_query(codec, plan, rotated + q * dim, projected ? projected + q * dim : nullptr,
                     weights.data() + i * plan.weight_bytes, consts[i]);
     });
+    const int64_t groups = (nq + group - 1) / group;
+    // the kernels' order: per query group, every channel group's weights query after query
+    interleaved.resize(weights.size());
+    parallel_for(groups, [&](int64_t g, int) {
+      const int64_t first_q = g * group, count = std::min<int64_t>(group, nq - first_q);
+      const int8_t* from = weights.data() + first_q * plan.weight_bytes;
+      int8_t* to = interleaved.data() + first_q * plan.weight_bytes;
+      for (int64_t c = 0; c < plan.weight_bytes / 4; ++c) {
+        for (int64_t i = 0; i < count; ++i) {
+          std::memcpy(to + 4 * (c * count + i), from + i * plan.weight_bytes + 4 * c, 4);
+        }
+      }
+    });
     for (auto& per_slot : pools) {
       per_slot.resize(nq);
       for (Pool& p : per_slot) p.reset(k);
     }
     shared.reset(new std::atomic<float>[nq]);
     for (int64_t i = 0; i < nq; ++i) shared[i].store(-kInf, std::memory_order_relaxed);
-    const int64_t groups = (nq + group - 1) / group;
     // enough tasks for every thread; a task keeps its span of codes hot in cache while it
     // runs its query groups over it
     int64_t split = 1;
@@ -486,9 +498,7 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
       for (int64_t g = task.group_first; g < task.group_end; ++g) {
         const int64_t first_q = g * group;
         a.n_queries = static_cast<int32_t>(std::min<int64_t>(group, nq - first_q));
-        for (int i = 0; i < a.n_queries; ++i) {
-          a.weights[i] = weights.data() + (first_q + i) * plan.weight_bytes;
-        }
+        a.weights = interleaved.data() + first_q * plan.weight_bytes;
         a.consts = consts.data() + first_q;
         for (int64_t b = task.first_block; b < task.end_block;) {
           const int64_t stop = b < whole_end ? whole_end : task.end_block;

@@ -144,8 +144,7 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec
   const __m256i small_table = table16(table);
   const __m256i ones = _mm256_set1_epi16(1);
   const int group_bytes = 4 * run.channels * run.bits;
-  const int8_t* weights[Q];
-  for (int q = 0; q < Q; ++q) weights[q] = a.weights[q] + run.weight_offset;
+  const int8_t* weights = a.weights + 4 * Q * run.weight_group;
   for (int t = 0; t < 4; ++t) {
     __m256i acc[Q];
     for (int q = 0; q < Q; ++q) acc[q] = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums[q] + 8 * t));
@@ -155,7 +154,7 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec
       const __m256i lv = Small ? _mm256_shuffle_epi8(small_table, codes) : levels_of(codes, table, run.bits);
 #pragma GCC unroll 4
       for (int q = 0; q < Q; ++q) {
-        const __m256i w = _mm256_set1_epi32(weight_word(weights[q] + 4 * g));
+        const __m256i w = _mm256_set1_epi32(weight_word(weights + 4 * (Q * g + q)));
         const __m256i pairs = _mm256_maddubs_epi16(lv, w);  // levels <= 127: 127 * 127 * 2 fits int16
         acc[q] = _mm256_add_epi32(acc[q], _mm256_madd_epi16(pairs, ones));
       }

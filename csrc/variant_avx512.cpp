@@ -8,6 +8,7 @@
 // sum. Channels past a partial group carry weight 0.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels.h"
@@ -42,10 +43,13 @@ struct Decoder {
     }
   }
 
-  // `end`: end of the stream's buffer; a full-width load is used whenever it stays below it
-  // (masked loads are much slower on some CPUs)
+  // Checked: the 64 bytes from `half` may pass `end`, the end of the stream's buffer (a masked
+  // load then; masked loads are much slower on some CPUs); otherwise they are known to stay
+  // below it
+  template <bool Checked>
   __m512i codes(const uint8_t* half, const uint8_t* end, int bits) const {
-    const __m512i src = half + 64 <= end ? _mm512_loadu_si512(half) : _mm512_maskz_loadu_epi8(load_mask, half);
+    const __m512i src = !Checked || half + 64 <= end ? _mm512_loadu_si512(half)
+                                                     : _mm512_maskz_loadu_epi8(load_mask, half);
     const __m512i gathered = _mm512_permutexvar_epi8(_mm512_load_si512(index.v), src);
     const __m512i cut = _mm512_multishift_epi64_epi8(_mm512_load_si512(offset.v), gathered);
     return _mm512_and_si512(cut, _mm512_set1_epi8(static_cast<char>((1 << bits) - 1)));
@@ -96,32 +100,48 @@ inline int32_t weight_word(const int8_t* w) {
 // acc[q] += levels . weights over the run's groups, for half `h` (rows 16h..16h+15) of block
 // `block`: one half at a time, so that 16 queries' accumulators fit the registers beside the
 // decoder's (arrays of vectors indexed through a reference would stay in memory: the loop
-// works on a local copy).
-template <int Q, int LevelKind>
+// works on a local copy). Few queries would leave the loop waiting on the latency of one
+// dot-product chain per query: Chains independent chains take consecutive groups in turn.
+template <int Q, int LevelKind, bool Checked>
 inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec, int64_t block,
                        int h, __m512i (&acc)[Q]) {
+  constexpr int Chains = Q >= 4 ? 1 : Q == 1 ? 4 : 2;
   const uint8_t* group =
       a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset + h * dec.half_bytes;
   const uint8_t* end = a.ends[run.stream];
   const Levels<LevelKind> levels(a.levels[run.stream]);
   const int group_bytes = 4 * run.channels * run.bits;
-  const int8_t* weights[Q];
-  __m512i local[Q];
+  const int8_t* weights = a.weights + 4 * Q * run.weight_group;
+  __m512i local[Chains][Q];
   for (int q = 0; q < Q; ++q) {
-    weights[q] = a.weights[q] + run.weight_offset;
-    local[q] = acc[q];
+    local[0][q] = acc[q];
+    for (int c = 1; c < Chains; ++c) local[c][q] = _mm512_setzero_si512();
   }
-  for (int g = 0; g < run.count; ++g, group += group_bytes) {
-    const __m512i lv = levels(dec.codes(group, end, run.bits));
+  int g = 0;
+  for (; g + Chains <= run.count; g += Chains, group += Chains * group_bytes, weights += 4 * Q * Chains) {
+#pragma GCC unroll 4
+    for (int c = 0; c < Chains; ++c) {
+      const __m512i lv = levels(dec.codes<Checked>(group + c * group_bytes, end, run.bits));
 #pragma GCC unroll 16
-    for (int q = 0; q < Q; ++q) {
-      local[q] = _mm512_dpbusd_epi32(local[q], lv, _mm512_set1_epi32(weight_word(weights[q] + 4 * g)));
+      for (int q = 0; q < Q; ++q) {
+        local[c][q] = _mm512_dpbusd_epi32(local[c][q], lv,
+                                          _mm512_set1_epi32(weight_word(weights + 4 * (Q * c + q))));
+      }
     }
   }
-  for (int q = 0; q < Q; ++q) acc[q] = local[q];
+  for (; g < run.count; ++g, group += group_bytes, weights += 4 * Q) {
+    const __m512i lv = levels(dec.codes<Checked>(group, end, run.bits));
+    for (int q = 0; q < Q; ++q) {
+      local[0][q] = _mm512_dpbusd_epi32(local[0][q], lv, _mm512_set1_epi32(weight_word(weights + 4 * q)));
+    }
+  }
+  for (int q = 0; q < Q; ++q) {
+    for (int c = 1; c < Chains; ++c) local[0][q] = _mm512_add_epi32(local[0][q], local[c][q]);
+    acc[q] = local[0][q];
+  }
 }
 
-template <int Q>
+template <int Q, bool Checked>
 inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block,
                        int32_t (&sums)[kMaxClasses][Q][32]) {
   for (int h = 0; h < 2; ++h) {
@@ -138,13 +158,13 @@ inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block
         cls = run.cls;
       }
       if (run.bits <= 4) {
-        run_groups<Q, 0>(a, run, decoders[i], block, h, acc);
+        run_groups<Q, 0, Checked>(a, run, decoders[i], block, h, acc);
       } else if (run.bits <= 6) {
-        run_groups<Q, 1>(a, run, decoders[i], block, h, acc);
+        run_groups<Q, 1, Checked>(a, run, decoders[i], block, h, acc);
       } else if (run.bits == 7) {
-        run_groups<Q, 2>(a, run, decoders[i], block, h, acc);
+        run_groups<Q, 2, Checked>(a, run, decoders[i], block, h, acc);
       } else {
-        run_groups<Q, 3>(a, run, decoders[i], block, h, acc);
+        run_groups<Q, 3, Checked>(a, run, decoders[i], block, h, acc);
       }
     }
     for (int q = 0; q < Q; ++q) _mm512_store_si512(sums[cls][q] + 16 * h, acc[q]);
@@ -191,11 +211,23 @@ template <int Q, int Classes>
 void scan_q(ScanArgs& a, const Decoder* decoders) {
   alignas(64) int32_t sums[kMaxClasses][Q][32];
   for (int q = 0; q < Q; ++q) a.counts[q] = 0;
+  // blocks before `unchecked_end` are followed by at least 64 bytes of every stream's
+  // buffer, so their loads need no bounds test
+  int64_t unchecked_end = a.n_blocks;
+  for (int s = 0; s < 4; ++s) {
+    if (!a.blocks[s]) continue;
+    const int64_t room = a.ends[s] - a.blocks[s] - 64;
+    unchecked_end = std::min(unchecked_end, room < 0 ? 0 : room / a.block_bytes[s]);
+  }
   int64_t b = 0;
   for (; b < a.n_blocks; ++b) {
     const uint32_t eligible = static_cast<uint32_t>(a.eligible[b / 2] >> (32 * (b % 2)));
     if (eligible == 0) continue;
-    block_sums<Q>(a, decoders, b, sums);
+    if (b < unchecked_end) {
+      block_sums<Q, false>(a, decoders, b, sums);
+    } else {
+      block_sums<Q, true>(a, decoders, b, sums);
+    }
     report<Q, Classes>(a, b, eligible, sums);
     // back to the caller once a query reported report_limit rows, or as soon as a query
     // without a threshold yet has any (the caller then raises its threshold)

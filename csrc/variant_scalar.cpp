@@ -15,8 +15,7 @@ float factor_at(const void* factors, int half, int r) {
 }
 
 // sums[c][r] of one query over one block: weight * (level + offset) over the class's channels
-void block_sums(const ScanArgs& a, int64_t block, const int8_t* weights,
-                int32_t sums[kMaxClasses][kBlockRows]) {
+void block_sums(const ScanArgs& a, int64_t block, int q, int32_t sums[kMaxClasses][kBlockRows]) {
   for (int i = 0; i < a.n_runs; ++i) {
     const ScanRun& run = a.runs[i];
     const uint8_t* base = a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset;
@@ -24,7 +23,7 @@ void block_sums(const ScanArgs& a, int64_t block, const int8_t* weights,
     const int group_bytes = 4 * run.channels * run.bits;
     for (int g = 0; g < run.count; ++g) {
       const uint8_t* group = base + g * group_bytes;
-      const int8_t* w = weights + run.weight_offset + 4 * g;
+      const int8_t* w = a.weights + 4 * ((run.weight_group + g) * a.n_queries + q);
       for (int r = 0; r < kBlockRows; ++r) {
         int32_t sum = 0;
         for (int j = 0; j < run.channels; ++j) {
@@ -45,7 +44,7 @@ void scan(ScanArgs& a) {
     bool full = false;
     for (int q = 0; q < a.n_queries; ++q) {
       int32_t sums[kMaxClasses][kBlockRows] = {};
-      block_sums(a, b, a.weights[q], sums);
+      block_sums(a, b, q, sums);
       const QueryConsts& c = a.consts[q];
       for (int r = 0; r < kBlockRows; ++r) {
         if (!(eligible >> r & 1)) continue;

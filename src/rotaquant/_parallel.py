@@ -9,9 +9,13 @@ it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from threadpoolctl import ThreadpoolController
 
@@ -32,6 +36,33 @@ def pool() -> ThreadPoolExecutor:
 
 
 @functools.cache
-def blas() -> ThreadpoolController:
-    """Controls BLAS threads (held to one while the pool runs matrix products in parallel)."""
+def _blas() -> ThreadpoolController:
     return ThreadpoolController()
+
+
+_blas_lock = threading.Lock()
+_blas_holders = 0
+_blas_limit: Any = None
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS held to one thread inside: while rotaquant's own threads fill the cores, BLAS
+    threads would only compete with them (and OpenBLAS's keep spinning after each product:
+    they cost the native scan 12% of a 2-core machine). Counted across threads: the first
+    caller in lowers the limit and the last one out restores it, so concurrent callers
+    never leave BLAS at one thread. (OpenBLAS ignores a limit set from a worker thread once
+    the main thread has set one: there the limit is a no-op, not an error.)"""
+    global _blas_holders, _blas_limit
+    with _blas_lock:
+        if _blas_holders == 0:
+            _blas_limit = _blas().limit(limits=1, user_api="blas")
+        _blas_holders += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_holders -= 1
+            if _blas_holders == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None

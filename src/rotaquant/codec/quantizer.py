@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._arrays import check_matrix, from_numpy, to_numpy
-from .._parallel import blas, pool
+from .._parallel import pool, single_threaded_blas
 from .codebook import Codebook, lloyd_max
 from .codes import ChannelGroup, CodecConfig, Codes
 from .packing import pack, packed_nbytes
@@ -332,6 +332,6 @@ class TurboQuantizer:
             for start, stop in bounds:
                 fn(start, stop)
             return
-        with blas().limit(limits=1, user_api="blas"):
+        with single_threaded_blas():
             for _ in pool().map(lambda b: fn(*b), bounds):
                 pass

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
+from .._parallel import single_threaded_blas
 from ..codec.quantizer import TurboQuantizer
 from .rows import RowStore
 from .topk import TopK
@@ -91,15 +92,18 @@ class Searcher:
         ]
         if m == 0 or not segments:
             return rows, scores
-        rotated = np.ascontiguousarray(self.quantizer.rotation.forward(queries), np.float32)
-        qjl = self.quantizer.qjl
-        projected = None if qjl is None else np.ascontiguousarray(qjl.project(rotated))
-        if self.metric == "l2":
-            rotated *= 2
-            if projected is not None:
-                projected *= 2
         depth = min(k, store.n)  # work bounded by what exists; the rest is padding
-        found_rows, found_scores, *_ = _core.scan(self._codec, segments, rotated, projected, depth)
+        with single_threaded_blas():  # the scan's threads fill the cores
+            rotated = np.ascontiguousarray(self.quantizer.rotation.forward(queries), np.float32)
+            qjl = self.quantizer.qjl
+            projected = None if qjl is None else np.ascontiguousarray(qjl.project(rotated))
+            if self.metric == "l2":
+                rotated *= 2
+                if projected is not None:
+                    projected *= 2
+            found_rows, found_scores, *_ = _core.scan(
+                self._codec, segments, rotated, projected, depth
+            )
         rows[:, :depth] = found_rows
         scores[:, :depth] = found_scores
         return rows, scores
