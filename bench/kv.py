@@ -543,9 +543,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=256)
     parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--steps", type=int, default=32)
-    parser.add_argument(
-        "--attention-contexts", type=int, nargs="+", default=[4096, 16384, 32768]
-    )
+    parser.add_argument("--attention-contexts", type=int, nargs="+", default=[4096, 16384, 32768])
     parser.add_argument("--out", default="kv", help="JSON path or name in bench/results")
     args = parser.parse_args(argv)
 

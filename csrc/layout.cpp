@@ -1,10 +1,17 @@
 // The block layout (see layout.h): building it and reading rows back.
 #include "layout.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
+#include "pool.h"
+
 namespace rq {
+
+namespace {
+constexpr int64_t kPackBlocks = 256;  // blocks per pool task when packing many rows
+}  // namespace
 
 StreamLayout StreamLayout::make(int channels, int bits) {
   if (channels < 1 || bits < 1 || bits > 8) {
@@ -41,23 +48,27 @@ void write_code(uint8_t* group, int channels, int bits, int r, int j, uint32_t c
   if (shift + bits > 8) p[1] = static_cast<uint8_t>((p[1] & ~(mask >> 8)) | (value >> 8));
 }
 
-// A whole block from 32 rows of codes (32, C): each group is one bit stream.
+// A whole block from 32 rows of codes (32, C): each group is one bit stream, built a row's
+// group word (channels * bits <= 32 bits) at a time and written out 32 bits at a time (a
+// group's 32 rows fill a multiple of 32 bits).
 void pack_block(const StreamLayout& layout, const uint8_t* codes, uint8_t* block) {
   const int bits = layout.bits;
   for (const Group& g : layout.groups) {
     uint8_t* out = block + g.offset;
+    const int width = g.channels * bits;
     uint64_t acc = 0;
     int filled = 0;
     for (int r = 0; r < kBlockRows; ++r) {
       const uint8_t* code = codes + int64_t(r) * layout.channels + g.first;
-      for (int j = 0; j < g.channels; ++j) {
-        acc |= uint64_t(code[j]) << filled;
-        filled += bits;
-        while (filled >= 8) {
-          *out++ = static_cast<uint8_t>(acc);
-          acc >>= 8;
-          filled -= 8;
-        }
+      uint64_t word = 0;
+      for (int j = 0; j < g.channels; ++j) word |= uint64_t(code[j]) << (j * bits);
+      acc |= word << filled;
+      filled += width;
+      if (filled >= 32) {
+        for (int i = 0; i < 4; ++i) out[i] = static_cast<uint8_t>(acc >> (8 * i));
+        out += 4;
+        acc >>= 32;
+        filled -= 32;
       }
     }
   }
@@ -83,11 +94,17 @@ void pack_rows(const StreamLayout& layout, const uint8_t* codes, int64_t rows, u
   for (; i < rows && (first_row + i) % kBlockRows; ++i) {
     pack_row(layout, codes + i * C, stream, first_row + i);
   }
-  for (; i + kBlockRows <= rows; i += kBlockRows) {
-    pack_block(layout, codes + i * C,
-               stream + ((first_row + i) / kBlockRows) * layout.block_bytes);
-  }
-  for (; i < rows; ++i) pack_row(layout, codes + i * C, stream, first_row + i);
+  // whole blocks, split over the pool in runs of kPackBlocks
+  const int64_t blocks = (rows - i) / kBlockRows;
+  const int64_t head = i;
+  parallel_for((blocks + kPackBlocks - 1) / kPackBlocks, [&](int64_t task, int) {
+    const int64_t end = std::min(blocks, (task + 1) * kPackBlocks);
+    for (int64_t b = task * kPackBlocks; b < end; ++b) {
+      const int64_t at = head + b * kBlockRows;
+      pack_block(layout, codes + at * C, stream + ((first_row + at) / kBlockRows) * layout.block_bytes);
+    }
+  });
+  for (i = head + blocks * kBlockRows; i < rows; ++i) pack_row(layout, codes + i * C, stream, first_row + i);
 }
 
 void unpack_rows(const StreamLayout& layout, const uint8_t* stream, const int64_t* rows,

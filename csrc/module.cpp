@@ -93,13 +93,17 @@ void pack_rows_py(Array2<const uint8_t> codes, int64_t bits, Array1<uint8_t> str
   const int64_t rows = static_cast<int64_t>(codes.shape(0));
   check_stream(layout, stream.shape(0), first_row + rows, "pack_rows");
   const uint8_t* c = codes.data();
-  const uint8_t limit = static_cast<uint8_t>((1u << bits) - 1);
-  for (size_t i = 0; i < codes.size(); ++i) {
-    if (c[i] > limit) fail("pack_rows: code " + std::to_string(c[i]) + " does not fit " + std::to_string(bits) + " bits");
-  }
+  const size_t count = codes.size();
   uint8_t* s = stream.data();
-  nb::gil_scoped_release release;
-  pack_rows(layout, c, rows, s, first_row);
+  uint8_t largest = 0;
+  {
+    nb::gil_scoped_release release;
+    for (size_t i = 0; i < count; ++i) largest = std::max(largest, c[i]);
+    if (largest >> bits == 0) pack_rows(layout, c, rows, s, first_row);
+  }
+  if (largest >> bits) {
+    fail("pack_rows: code " + std::to_string(largest) + " does not fit " + std::to_string(bits) + " bits");
+  }
 }
 
 nb::ndarray<nb::numpy, uint8_t> unpack_rows_py(Array1<const uint8_t> stream, int64_t channels, int64_t bits,

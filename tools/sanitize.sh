@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds rotaquant._core with -fsanitize=address,undefined (build/sanitize), runs the kernel
-# tests (tests/native) against it, then puts the normal build back. Any out-of-bounds access
-# or undefined behaviour in the native core aborts the run with a report.
+# tests (tests/native) and the crafted index files (tests/index/test_crafted_files.py) against
+# it, then puts the normal build back. Any out-of-bounds access or undefined behaviour in the
+# native core aborts the run with a report.
 set -eu
 PY=${PY:-python3}
 case "$PY" in /*) ;; */*) PY="$(pwd)/$PY" ;; esac
@@ -15,4 +16,4 @@ cp build/sanitize/_core*.so "$INSTALLED"
 RUNTIME="$(g++ -print-file-name=libasan.so):$(g++ -print-file-name=libubsan.so)"
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-LD_PRELOAD="$RUNTIME" "$PY" -m pytest -q -p no:cacheprovider tests/native
+LD_PRELOAD="$RUNTIME" "$PY" -m pytest -q -p no:cacheprovider tests/native tests/index/test_crafted_files.py

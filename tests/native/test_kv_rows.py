@@ -19,7 +19,11 @@ def stream(rng, heads, capacity, channels, bits):
 
 
 CASES = [(bits, channels) for bits in range(1, 9) for channels in (8, 64)] + [
-    (4, 256), (3, 136), (2, 1024), (5, 72), (8, 96)
+    (4, 256),
+    (3, 136),
+    (2, 1024),
+    (5, 72),
+    (8, 96),
 ]
 
 

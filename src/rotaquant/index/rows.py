@@ -50,16 +50,32 @@ class RowStore:
         segments: list[dict[str, np.ndarray]],
     ) -> RowStore:
         """A store over segments read back from a file (block-layout streams, row arrays and
-        ``ids``; sizes checked)."""
+        ``ids``; sizes checked: see ``validate`` for the contents)."""
         store = cls(config, keep_vectors, keep_l2_shift)
         loaded = [
             Segment.from_arrays(config, arrays, keep_vectors, keep_l2_shift) for arrays in segments
         ]
         store.segments = [segment for segment in loaded if segment.count]
         if segments:
-            store._ids = np.concatenate([arrays["ids"] for arrays in segments]).astype(np.int64)
+            store._ids = np.concatenate([arrays["ids"] for arrays in segments])
         store.n = store._ids.size
         return store
+
+    def validate(self, thorough: bool) -> None:
+        """Refuse (ValueError) what no writer produces: ids outside [0, 2**63 − 1] and, when
+        ``thorough`` (one more pass over the rows), duplicate ids and non-finite per-row
+        values."""
+        ids = self.ids
+        if ids.size and ids.min() < 0:
+            raise ValueError("ids must lie in [0, 2**63 - 1]")
+        if not thorough:
+            return
+        if np.unique(ids).size != ids.size:
+            raise ValueError("the file holds duplicate ids")
+        for segment in self.segments:
+            for name, values in segment.rows.items():
+                if name != "vectors" and not np.isfinite(values[: segment.count]).all():
+                    raise ValueError(f"array {name!r} holds NaN or infinite values")
 
     # ------------------------------------------------------------------ sizes and ids
     @property

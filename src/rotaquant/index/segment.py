@@ -126,7 +126,10 @@ class Segment:
         keep_l2_shift: bool,
     ) -> Segment:
         """A segment read back from a file (memory-mapped arrays); sizes are checked."""
-        count = int(arrays["ids"].shape[0])
+        ids = arrays["ids"]
+        if ids.dtype != np.int64 or ids.ndim != 1:
+            raise ValueError(f"array 'ids' should be int64 (n,), not {ids.dtype} {ids.shape}")
+        count = int(ids.shape[0])
         streams = []
         for spec in stream_specs(config):
             stream = arrays[spec.name]

@@ -54,7 +54,7 @@ from .validation import (
 )
 
 METRICS = ("ip", "cosine", "l2")
-_ADD_CHUNK_FLOATS = 1 << 20  # rows encoded per add step: about 4 MiB of float32
+_ADD_CHUNK_FLOATS = 1 << 22  # rows encoded per add step: about 16 MiB of float32
 _FORMAT = "rotaquant.VectorIndex"
 
 
@@ -297,9 +297,13 @@ class VectorIndex:
             else:
                 keep_shift = index.metric == "l2"
                 index._rows = RowStore.from_arrays(config, index.keep_vectors, keep_shift, segments)
+            index._rows.validate(thorough=verify)
+            next_id = header["next_id"]
+            if not isinstance(next_id, int) or not 0 <= next_id <= MAX_ID + 1:
+                raise ValueError(f"next id {next_id!r} outside [0, 2**63]")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: invalid index file: {exc}") from exc
-        index._next_id = int(header["next_id"])
+        index._next_id = next_id
         index._commit, index._synced = commit, len(index)
         index._dirty = commit.version == 1  # the next save rewrites it in the new format
         return index

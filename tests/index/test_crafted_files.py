@@ -1,0 +1,177 @@
+"""Crafted index files whose checksums are all valid: every structural lie in the manifest,
+and garbage contents in any section, is refused with a ValueError at load or is searched
+without reading out of bounds (the native kernels check every array they are handed; under
+``make sanitize`` an out-of-bounds access aborts the run)."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rotaquant.index import VectorIndex
+from rotaquant.index import file_format as ff
+from tests.conftest import unit_gaussian
+
+
+def _build(tmp_path: Path, **kwargs) -> Path:
+    path = tmp_path / "good.rq"
+    index = VectorIndex(20, 3, **kwargs)
+    index.add(unit_gaussian(100, 20))
+    index.save(path)
+    return path
+
+
+def _recommit(path: Path, out: Path, header: dict, entries: list[dict], patches=()) -> None:
+    """Write ``path`` to ``out`` with section bytes replaced (``patches``: (offset, bytes),
+    CRCs recomputed) and a new manifest committed with valid checksums."""
+    data = bytearray(path.read_bytes())
+    for offset, payload in patches:
+        data[offset : offset + len(payload)] = payload
+    for entry in entries:
+        for section in entry["arrays"]:
+            start, size = int(section["offset"]), int(section["nbytes"])
+            if start >= 0 and size >= 0 and start + size <= len(data):
+                section["crc32"] = zlib.crc32(bytes(data[start : start + size]))
+    data += bytes(-len(data) % 64)
+    manifest = json.dumps({"header": header, "segments": entries}).encode()
+    offset = len(data)
+    data += manifest
+    slot = ff._slot_bytes(1 << 40, offset, len(manifest), len(data), zlib.crc32(manifest))
+    data[ff._SLOT_OFFSETS[0] : ff._SLOT_OFFSETS[0] + len(slot)] = slot
+    out.write_bytes(bytes(data))
+
+
+def _load_and_use(path: Path) -> None:
+    """Load and exercise the index; only ValueError may escape."""
+    try:
+        index = VectorIndex.load(path)
+    except ValueError:
+        return
+    queries = unit_gaussian(3, index.dim, seed=5)
+    for k in (1, 10, 200):
+        scores, ids = index.search(queries, k)
+        assert scores.shape == ids.shape == (3, k)
+    live = index.ids
+    if live.size:
+        index.search(queries, 5, allow=live[::3])
+        index.remove(live[:2])
+    index.add(unit_gaussian(40, index.dim, seed=6))
+    index.search(queries, 5)
+
+
+def _manifest(path: Path) -> tuple[dict, list[dict]]:
+    header, _, commit = ff.read(path)
+    return header, [json.loads(json.dumps(e)) for e in commit.segments]
+
+
+def _resized(delta: int, itemsize: int = 1):
+    """A section entry change: ``delta`` more elements, the byte count to match."""
+    return lambda s: {"nbytes": s["nbytes"] + delta * itemsize, "shape": [s["shape"][0] + delta]}
+
+
+LIES = {  # one per name: (section, change to its manifest entry)
+    "stream one byte short": ("stream0", _resized(-1)),
+    "stream one block short": ("stream0", _resized(-240)),
+    "stream empty": ("stream0", lambda s: {"nbytes": 0, "shape": [0]}),
+    "stream runs into the next section": ("stream0", _resized(64)),
+    "stream as uint16": ("stream0", lambda s: {"dtype": "<u2", "shape": [s["shape"][0] // 2]}),
+    "stream 2-d": ("stream0", lambda s: {"shape": [s["shape"][0] // 4, 4]}),
+    "norms short": ("norms", _resized(-1, 2)),
+    "norms as float32": ("norms", lambda s: {"dtype": "<f4", "shape": [s["shape"][0] // 2]}),
+    "ids short": ("ids", _resized(-1, 8)),
+    "ids long": ("ids", _resized(1, 8)),
+    "ids as int32": ("ids", lambda s: {"dtype": "<i4", "shape": [s["shape"][0] * 2]}),
+    "ids renamed": ("ids", lambda s: {"name": "idz"}),
+    "stream renamed": ("stream0", lambda s: {"name": "stream7"}),
+    "offset before the data": ("stream0", lambda s: {"offset": 0}),
+    "negative length": ("norms", lambda s: {"nbytes": -2, "shape": [-1]}),
+}
+
+
+@pytest.mark.parametrize("lie", sorted(LIES))
+def test_manifest_lies_about_a_section(tmp_path, lie):
+    good = _build(tmp_path)
+    header, entries = _manifest(good)
+    name, change = LIES[lie]
+    section = next(s for s in entries[0]["arrays"] if s["name"] == name)
+    section.update(change(section))
+    crafted = tmp_path / "crafted.rq"
+    _recommit(good, crafted, header, entries)
+    with pytest.raises(ValueError):
+        VectorIndex.load(crafted)
+
+
+HEADER_LIES = {
+    "dim": ("dim", 21),
+    "dim zero": ("dim", 0),
+    "bits": ("bits", 4),
+    "bits fractional": ("bits", 3.5),
+    "bits huge": ("bits", 9),
+    "mode prod": ("mode", "prod"),
+    "mode unknown": ("mode", "nope"),
+    "norm dtype": ("norm_dtype", "float32"),
+    "rotation unknown": ("rotation", "nope"),
+    "seed": ("seed", 7),
+}
+
+
+@pytest.mark.parametrize("lie", sorted(HEADER_LIES))
+def test_header_lies_about_the_codec(tmp_path, lie):
+    good = _build(tmp_path)
+    header, entries = _manifest(good)
+    key, value = HEADER_LIES[lie]
+    header["config"][key] = value
+    crafted = tmp_path / "crafted.rq"
+    _recommit(good, crafted, header, entries)
+    _load_and_use(crafted)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [("metric", "l2"), ("keep_vectors", True), ("next_id", -5), ("format", "other"), ("metric", 3)],
+)
+def test_header_lies_about_the_index(tmp_path, change):
+    good = _build(tmp_path)
+    header, entries = _manifest(good)
+    header[change[0]] = change[1]
+    crafted = tmp_path / "crafted.rq"
+    _recommit(good, crafted, header, entries)
+    _load_and_use(crafted)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"metric": "l2"}, {"mode": "prod"}, {"keep_vectors": True}])
+@pytest.mark.parametrize("seed", range(4))
+def test_garbage_in_every_section_with_valid_checksums(tmp_path, kwargs, seed):
+    good = _build(tmp_path, **kwargs)
+    header, entries = _manifest(good)
+    rng = np.random.default_rng(seed)
+    patches = []
+    for section in entries[0]["arrays"]:
+        garbage = rng.integers(0, 256, section["nbytes"], dtype=np.uint8).tobytes()
+        patches.append((section["offset"], garbage))
+    crafted = tmp_path / "crafted.rq"
+    _recommit(good, crafted, header, entries, patches)
+    _load_and_use(crafted)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_manifest_numbers(tmp_path, seed):
+    """Any integer in the manifest replaced by a nearby, zero, negative or huge value."""
+    good = _build(tmp_path, metric="l2")
+    header, entries = _manifest(good)
+    rng = np.random.default_rng(seed)
+    fields = [(s, key) for s in entries[0]["arrays"] for key in ("offset", "nbytes")]
+    fields += [(s, "shape") for s in entries[0]["arrays"]]
+    section, key = fields[rng.integers(len(fields))]
+    value = [1, -1, 64, 0, -(2**40), 2**62][rng.integers(6)]
+    if key == "shape":
+        section["shape"] = [max(0, section["shape"][0] + value) if abs(value) < 100 else value]
+    else:
+        section[key] = section[key] + value if abs(value) < 100 else value
+    crafted = tmp_path / "crafted.rq"
+    _recommit(good, crafted, header, entries)
+    _load_and_use(crafted)
