@@ -227,15 +227,21 @@ void check_queries(const Array2<const float>& q, int64_t dim, const char* what) 
   if (!finite) fail(std::string(what) + " must be finite");
 }
 
+// Rotated queries (m, dim) and, with a QJL stream, projected ones of the same shape: finite.
+void check_query_pair(const Array2<const float>& rotated, const std::optional<Array2<const float>>& projected) {
+  const int64_t dim = static_cast<int64_t>(rotated.shape(1));
+  check_queries(rotated, dim, "queries");
+  if (projected) {
+    check_queries(*projected, dim, "projected queries");
+    require(projected->shape(0) == rotated.shape(0), "projected queries: wrong count");
+  }
+}
+
 nb::tuple scan_py(nb::list codec_list, nb::list segment_list, Array2<const float> rotated,
                   std::optional<Array2<const float>> projected, int64_t k) {
   const int64_t dim = static_cast<int64_t>(rotated.shape(1));
   const int64_t m = static_cast<int64_t>(rotated.shape(0));
-  check_queries(rotated, dim, "queries");
-  if (projected) {
-    check_queries(*projected, dim, "projected queries");
-    require(static_cast<int64_t>(projected->shape(0)) == m, "projected queries: wrong count");
-  }
+  check_query_pair(rotated, projected);
   require(k >= 0 && k <= (int64_t(1) << 24), "k must be in 0..2**24");
   const std::vector<CodecStream> codec = codec_from(codec_list, dim, projected.has_value());
   std::vector<nb::object> keep;
@@ -257,11 +263,7 @@ nb::ndarray<nb::numpy, float> exact_scores_py(nb::list codec_list, nb::handle se
                                               Array1<const int64_t> rows) {
   const int64_t dim = static_cast<int64_t>(rotated.shape(1));
   const int64_t m = static_cast<int64_t>(rotated.shape(0));
-  check_queries(rotated, dim, "queries");
-  if (projected) {
-    check_queries(*projected, dim, "projected queries");
-    require(static_cast<int64_t>(projected->shape(0)) == m, "projected queries: wrong count");
-  }
+  check_query_pair(rotated, projected);
   const std::vector<CodecStream> codec = codec_from(codec_list, dim, projected.has_value());
   std::vector<nb::object> keep;
   const SegmentView view = segment_from(segment, codec, keep);

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "kernels.h"
+#include "scan_loop.h"
 
 namespace rq {
 namespace {
@@ -217,48 +218,17 @@ inline void report(ScanArgs& a, int64_t block, uint32_t eligible, const int32_t 
   }
 }
 
-template <int Q, int Classes>
-void scan_q(ScanArgs& a, const Decoder* decoders) {
-  alignas(32) int32_t sums[kMaxClasses][Q][32];
-  for (int q = 0; q < Q; ++q) a.counts[q] = 0;
-  int64_t b = 0;
-  for (; b < a.n_blocks; ++b) {
-    const uint32_t eligible = static_cast<uint32_t>(a.eligible[b / 2] >> (32 * (b % 2)));
-    if (eligible == 0) continue;
-    block_sums<Q>(a, decoders, b, sums);
-    report<Q, Classes>(a, b, eligible, sums);
-    // back to the caller once a query reported report_limit rows, or as soon as a query
-    // without a threshold yet has any (the caller then raises its threshold)
-    bool full = false;
-    for (int q = 0; q < Q; ++q) {
-      full |= a.counts[q] >= a.report_limit || (a.counts[q] > 0 && a.thresholds[q] == -__builtin_inff());
-    }
-    if (full) {
-      ++b;
-      break;
-    }
-  }
-  a.blocks_done = b;
-}
-
-template <int Q>
-void scan_classes(ScanArgs& a, const Decoder* decoders) {
-  if (a.n_classes == 1) {
-    scan_q<Q, 1>(a, decoders);
-  } else {
-    scan_q<Q, 2>(a, decoders);
-  }
-}
-
 void scan(ScanArgs& a) {
   Decoder decoders[16];
   for (int i = 0; i < a.n_runs && i < 16; ++i) decoders[i].init(a.runs[i].channels, a.runs[i].bits);
-  switch (a.n_queries) {
-    case 1: scan_classes<1>(a, decoders); break;
-    case 2: scan_classes<2>(a, decoders); break;
-    case 3: scan_classes<3>(a, decoders); break;
-    default: scan_classes<4>(a, decoders); break;
-  }
+  dispatch_queries<kQueries>(a.n_queries, a.n_classes, [&](auto queries, auto classes) {
+    constexpr int Q = decltype(queries)::value, Classes = decltype(classes)::value;
+    alignas(32) int32_t sums[kMaxClasses][Q][32];
+    scan_blocks<Q>(a, [&](int64_t b, uint32_t eligible) {
+      block_sums<Q>(a, decoders, b, sums);
+      report<Q, Classes>(a, b, eligible, sums);
+    });
+  });
 }
 
 // ------------------------------------------------------------------------- KV rows

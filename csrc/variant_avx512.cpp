@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "kernels.h"
+#include "scan_loop.h"
 
 namespace rq {
 namespace {
@@ -207,10 +208,9 @@ inline void report(ScanArgs& a, int64_t block, uint32_t eligible, const int32_t 
   }
 }
 
-template <int Q, int Classes>
-void scan_q(ScanArgs& a, const Decoder* decoders) {
-  alignas(64) int32_t sums[kMaxClasses][Q][32];
-  for (int q = 0; q < Q; ++q) a.counts[q] = 0;
+void scan(ScanArgs& a) {
+  Decoder decoders[16];
+  for (int i = 0; i < a.n_runs && i < 16; ++i) decoders[i].init(a.runs[i].channels, a.runs[i].bits);
   // blocks before `unchecked_end` are followed by at least 64 bytes of every stream's
   // buffer, so their loads need no bounds test
   int64_t unchecked_end = a.n_blocks;
@@ -219,60 +219,18 @@ void scan_q(ScanArgs& a, const Decoder* decoders) {
     const int64_t room = a.ends[s] - a.blocks[s] - 64;
     unchecked_end = std::min(unchecked_end, room < 0 ? 0 : room / a.block_bytes[s]);
   }
-  int64_t b = 0;
-  for (; b < a.n_blocks; ++b) {
-    const uint32_t eligible = static_cast<uint32_t>(a.eligible[b / 2] >> (32 * (b % 2)));
-    if (eligible == 0) continue;
-    if (b < unchecked_end) {
-      block_sums<Q, false>(a, decoders, b, sums);
-    } else {
-      block_sums<Q, true>(a, decoders, b, sums);
-    }
-    report<Q, Classes>(a, b, eligible, sums);
-    // back to the caller once a query reported report_limit rows, or as soon as a query
-    // without a threshold yet has any (the caller then raises its threshold)
-    bool full = false;
-    for (int q = 0; q < Q; ++q) {
-      full |= a.counts[q] >= a.report_limit || (a.counts[q] > 0 && a.thresholds[q] == -__builtin_inff());
-    }
-    if (full) {
-      ++b;
-      break;
-    }
-  }
-  a.blocks_done = b;
-}
-
-template <int Q>
-void scan_classes(ScanArgs& a, const Decoder* decoders) {
-  if (a.n_classes == 1) {
-    scan_q<Q, 1>(a, decoders);
-  } else {
-    scan_q<Q, 2>(a, decoders);
-  }
-}
-
-void scan(ScanArgs& a) {
-  Decoder decoders[16];
-  for (int i = 0; i < a.n_runs && i < 16; ++i) decoders[i].init(a.runs[i].channels, a.runs[i].bits);
-  switch (a.n_queries) {
-    case 1: scan_classes<1>(a, decoders); break;
-    case 2: scan_classes<2>(a, decoders); break;
-    case 3: scan_classes<3>(a, decoders); break;
-    case 4: scan_classes<4>(a, decoders); break;
-    case 5: scan_classes<5>(a, decoders); break;
-    case 6: scan_classes<6>(a, decoders); break;
-    case 7: scan_classes<7>(a, decoders); break;
-    case 8: scan_classes<8>(a, decoders); break;
-    case 9: scan_classes<9>(a, decoders); break;
-    case 10: scan_classes<10>(a, decoders); break;
-    case 11: scan_classes<11>(a, decoders); break;
-    case 12: scan_classes<12>(a, decoders); break;
-    case 13: scan_classes<13>(a, decoders); break;
-    case 14: scan_classes<14>(a, decoders); break;
-    case 15: scan_classes<15>(a, decoders); break;
-    default: scan_classes<16>(a, decoders); break;
-  }
+  dispatch_queries<kQueries>(a.n_queries, a.n_classes, [&](auto queries, auto classes) {
+    constexpr int Q = decltype(queries)::value, Classes = decltype(classes)::value;
+    alignas(64) int32_t sums[kMaxClasses][Q][32];
+    scan_blocks<Q>(a, [&](int64_t b, uint32_t eligible) {
+      if (b < unchecked_end) {
+        block_sums<Q, false>(a, decoders, b, sums);
+      } else {
+        block_sums<Q, true>(a, decoders, b, sums);
+      }
+      report<Q, Classes>(a, b, eligible, sums);
+    });
+  });
 }
 
 // ------------------------------------------------------------------------- KV rows
