@@ -145,6 +145,24 @@ def test_compressed_attention_equals_decode_then_sdpa(
     assert compressed.nbytes == decoded.nbytes
 
 
+def test_compressed_attention_with_autograd_recording(tiny_compressed):
+    """A forward pass outside no_grad (a plain loop over the model) takes the differentiable
+    torch path: same logits, and gradients reach the queries."""
+    ids = torch.randint(0, 100, (1, 30))
+    caches = [TurboQuantCache(4, 3, residual_length=4, attention="compressed") for _ in "ab"]
+    with torch.no_grad():
+        tiny_compressed(ids[:, :24], cache=caches[0], use_cache=True)
+        expected = tiny_compressed(ids[:, 24:26], cache=caches[0], use_cache=True).logits
+    with torch.no_grad():
+        tiny_compressed(ids[:, :24], cache=caches[1], use_cache=True)
+    logits = tiny_compressed(ids[:, 24:26], cache=caches[1], use_cache=True).logits
+    torch.testing.assert_close(logits.detach(), expected, rtol=1e-4, atol=1e-5)
+    logits.sum().backward()
+    grads = [p.grad for p in tiny_compressed.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    tiny_compressed.zero_grad(set_to_none=True)
+
+
 def test_compressed_attention_generates(tiny_compressed):
     ids = torch.randint(0, 100, (1, 12))
     cache = TurboQuantCache(8, 8, residual_length=2, attention="compressed")

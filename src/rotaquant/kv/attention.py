@@ -38,8 +38,12 @@ def compressed_attention(
     q = (query.float() * scaling).reshape(batch, kv_heads, groups * q_len, head_dim)
     cold = getattr(key, "_rotaquant_cold", None)
     cold_length = 0 if cold is None else cold.length
+    # the native readers write into plain arrays: with autograd recording, the torch path
     row_kernels = (
-        cold_length and query.device.type == "cpu" and groups * q_len <= ROW_KERNEL_QUERIES
+        cold_length
+        and query.device.type == "cpu"
+        and groups * q_len <= ROW_KERNEL_QUERIES
+        and not (torch.is_grad_enabled() and query.requires_grad)
     )
     hot = q @ key.float().transpose(-1, -2)
     if not cold_length:

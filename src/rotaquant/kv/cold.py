@@ -147,8 +147,9 @@ class ColdTier:
         return ColdSnapshot(self.codec, tuple(self._packed), tuple(self._scales), self._ranges)
 
     def append(self, states: torch.Tensor) -> None:
-        """Encode (batch, heads, tokens, head_dim) and store them after the live tokens."""
-        packed, scales = self.codec.encode(states)
+        """Encode (batch, heads, tokens, head_dim) and store them after the live tokens. The
+        codes carry no autograd history (rounding has no gradient)."""
+        packed, scales = self.codec.encode(states.detach())
         tokens = states.shape[-2]
         if not self._packed:
             self._packed = [p.new_empty((*p.shape[:-2], 0, p.shape[-1])) for p in packed]

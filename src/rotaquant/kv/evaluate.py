@@ -79,6 +79,7 @@ def prefill(model, ids: torch.Tensor, cache, context: int) -> None:
         model(ids[:, context : context + 1], cache=cache, use_cache=True)
 
 
+@torch.no_grad()
 def step_rate(model, ids: torch.Tensor, cache, context: int, steps: int) -> float:
     """Tokens/s of ``steps`` single-token forward steps on a prefilled cache."""
     token = ids[:, context : context + 1]
