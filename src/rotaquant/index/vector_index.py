@@ -10,9 +10,9 @@ array. Each row costs ``bits·dim/8`` bytes of packed codes, its norm (float16 b
 it (and the float16 copy kept for re-ranking, if any).
 
 Search (``search.py``): queries are rotated once and scored against the packed rows in the
-rotated domain (matrix products for batches, a lookup-table kernel for one or two queries),
-with a running top-k; ``allow`` filters inside the scan, so the result is the exact top-k of
-the allowed set under the compressed scores.
+rotated domain by the native scan kernel (integer tables, 32-row blocks, fused top-k, exact
+float re-scoring of the candidates); ``allow`` filters inside the scan, so the result is the
+exact top-k of the allowed set under the compressed scores.
 
 Every vector is stored with the norm-correcting scale ‖x‖/‖ĉ‖, so decoded vectors x̂ keep the
 input's exact length (up to float16). This costs a little MSE at 1–2 bits but ranks better:
