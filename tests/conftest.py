@@ -1,7 +1,9 @@
+import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 from rotaquant import data
 
@@ -33,3 +35,47 @@ def v1_expected() -> dict[str, np.ndarray]:
     """Results computed by the version that wrote the format-v1 fixtures (tests/fixtures)."""
     with np.load(FIXTURES / "v1_expected.npz") as f:
         return dict(f)
+
+
+# ---------------------------------------------------------------------- crafted-header fuzzing
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+NUMBER_NUDGES = (-1, 1, -8, 8, 64, -(2**31), 2**31, 2**40, -(2**62), 2**63)
+
+
+def _paths(tree, prefix=()):
+    yield prefix
+    children = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in children:
+        yield from _paths(value, (*prefix, key))
+
+
+@st.composite
+def mutated_json(draw, tree):
+    """``tree`` (parsed JSON) with 1–3 random edits: a node replaced by any JSON value,
+    deleted, or (integers) nudged to a nearby, negative or huge value."""
+    tree = copy.deepcopy(tree)
+    for _ in range(draw(st.integers(1, 3))):
+        paths = list(_paths(tree))[1:]
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = tree
+        for key in path[:-1]:
+            parent = parent[key]
+        key, action = path[-1], draw(st.sampled_from(["replace", "delete", "nudge"]))
+        value = parent[key]
+        if action == "delete":
+            del parent[key]
+        elif action == "nudge" and isinstance(value, int) and not isinstance(value, bool):
+            parent[key] = value + draw(st.sampled_from(NUMBER_NUDGES))
+        else:
+            parent[key] = draw(JSON_VALUES)
+    return tree

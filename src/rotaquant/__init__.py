@@ -13,12 +13,13 @@ One codec (``rotaquant.codec``), two products: a compressed vector index
 from . import data
 from ._native import show_config
 from .codec import Codebook, CodecConfig, Codes, TurboQuantizer, lloyd_max
-from .index import VectorIndex
+from .index import FileChangedError, VectorIndex
 
 __all__ = [
     "Codebook",
     "CodecConfig",
     "Codes",
+    "FileChangedError",
     "TurboQuantizer",
     "VectorIndex",
     "data",

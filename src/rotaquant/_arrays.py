@@ -13,6 +13,18 @@ import numpy as np
 
 _FLOAT_KINDS = ("float16", "float32", "float64", "bfloat16")
 
+# What parsing a crafted header or manifest can raise (JSONDecodeError is a ValueError);
+# readers of files turn all of them into one ValueError naming the file.
+MALFORMED = (
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+    OverflowError,
+    AttributeError,
+    RecursionError,
+)
+
 
 @dataclass(frozen=True)
 class Origin:

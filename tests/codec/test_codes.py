@@ -1,12 +1,16 @@
+import json
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rotaquant as rq
+from rotaquant.codec import codes as codes_format
 from rotaquant.codec.codes import CodecConfig, Codes
 
-from ..conftest import FIXTURES, unit_gaussian
+from ..conftest import FIXTURES, mutated_json, unit_gaussian
 
 CONFIGS = [
     dict(dim=50, bits=3),
@@ -57,6 +61,53 @@ def test_any_truncation_is_refused(blob, data):
     cut = data.draw(st.integers(0, len(blob) - 1))
     with pytest.raises(ValueError):
         Codes.from_bytes(blob[:cut])
+
+
+def _recommitted(blob: bytes, header: object) -> bytes:
+    """``blob`` with its JSON header replaced by ``header`` and the checksum recomputed."""
+    prefix = codes_format._PREFIX
+    _, version, length = prefix.unpack_from(blob)
+    text = json.dumps(header).encode()
+    body = prefix.pack(codes_format._MAGIC, version, len(text)) + text
+    body += blob[prefix.size + length : -codes_format._CRC.size]
+    return body + codes_format._CRC.pack(zlib.crc32(body))
+
+
+def _fuzz_header(blob: bytes, data) -> None:
+    """A header edited at random with a valid checksum: a usable Codes or ValueError."""
+    prefix = codes_format._PREFIX
+    length = prefix.unpack_from(blob)[2]
+    header = json.loads(blob[prefix.size : prefix.size + length])
+    crafted = _recommitted(blob, data.draw(mutated_json(header)))
+    try:
+        codes = Codes.from_bytes(crafted)
+    except ValueError:
+        return
+    assert Codes.from_bytes(codes.to_bytes()).n == codes.n
+    config = codes.config
+    q = rq.TurboQuantizer(
+        config.dim,
+        config.bits,
+        mode=config.mode,
+        rotation=config.rotation,
+        seed=config.seed,
+        norm_dtype=config.norm_dtype,
+        norm_correction=config.norm_correction,
+    )
+    assert q.decode(codes).shape == (codes.n, config.dim)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_fuzzed_headers_decode_or_raise_value_error(blob, data):
+    _fuzz_header(blob, data)
+
+
+@pytest.mark.slow
+@settings(max_examples=3000, deadline=None)
+@given(data=st.data())
+def test_fuzzed_headers_many(blob, data):
+    _fuzz_header(blob, data)
 
 
 def test_foreign_bytes_are_refused():

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rotaquant.index import VectorIndex
 from rotaquant.index import file_format as ff
-from tests.conftest import unit_gaussian
+from tests.conftest import mutated_json, unit_gaussian
 
 
 def _build(tmp_path: Path, **kwargs) -> Path:
@@ -31,10 +33,17 @@ def _recommit(path: Path, out: Path, header: dict, entries: list[dict], patches=
     data = bytearray(path.read_bytes())
     for offset, payload in patches:
         data[offset : offset + len(payload)] = payload
-    for entry in entries:
-        for section in entry["arrays"]:
-            start, size = int(section["offset"]), int(section["nbytes"])
-            if start >= 0 and size >= 0 and start + size <= len(data):
+    sections = [
+        section
+        for entry in (entries if isinstance(entries, list) else [])
+        if isinstance(entry, dict) and isinstance(entry.get("arrays"), list)
+        for section in entry["arrays"]
+        if isinstance(section, dict)
+    ]
+    for section in sections:  # fuzzed entries may lack or garble these: leave them so
+        start, size = section.get("offset"), section.get("nbytes")
+        if isinstance(start, int) and isinstance(size, int) and 0 <= start <= start + size:
+            if start + size <= len(data):
                 section["crc32"] = zlib.crc32(bytes(data[start : start + size]))
     data += bytes(-len(data) % 64)
     manifest = json.dumps({"header": header, "segments": entries}).encode()
@@ -64,8 +73,8 @@ def _load_and_use(path: Path) -> None:
 
 
 def _manifest(path: Path) -> tuple[dict, list[dict]]:
-    header, _, commit = ff.read(path)
-    return header, [json.loads(json.dumps(e)) for e in commit.segments]
+    loaded = ff.read(path)
+    return loaded.header, [json.loads(json.dumps(e)) for e in loaded.commit.segments]
 
 
 def _resized(delta: int, itemsize: int = 1):
@@ -175,3 +184,35 @@ def test_random_manifest_numbers(tmp_path, seed):
     crafted = tmp_path / "crafted.rq"
     _recommit(good, crafted, header, entries)
     _load_and_use(crafted)
+
+
+_FUZZ_KINDS = [{}, {"metric": "l2", "mode": "prod"}, {"keep_vectors": True, "metric": "cosine"}]
+
+
+def _fuzz_manifest(tmp_path_factory, data) -> None:
+    """One random edit set of a real file's manifest (header and segment list), checksums
+    recomputed: loading and using the result gives correct results or ValueError."""
+    kind = data.draw(st.sampled_from(range(len(_FUZZ_KINDS))))
+    folder = tmp_path_factory.mktemp("fuzz")
+    good = _build(folder, **_FUZZ_KINDS[kind])
+    header, entries = _manifest(good)
+    tree = data.draw(mutated_json({"header": header, "segments": entries}))
+    crafted = folder / "crafted.rq"
+    _recommit(good, crafted, tree.get("header"), tree.get("segments"))
+    _load_and_use(crafted)
+
+
+_FUZZ_SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture]}
+
+
+@settings(max_examples=60, **_FUZZ_SETTINGS)
+@given(data=st.data())
+def test_fuzzed_manifests_load_correctly_or_raise_value_error(tmp_path_factory, data):
+    _fuzz_manifest(tmp_path_factory, data)
+
+
+@pytest.mark.slow
+@settings(max_examples=3000, **_FUZZ_SETTINGS)
+@given(data=st.data())
+def test_fuzzed_manifests_many(tmp_path_factory, data):
+    _fuzz_manifest(tmp_path_factory, data)

@@ -7,6 +7,7 @@ import pytest
 
 import rotaquant as rq
 from rotaquant.index import file_format
+from rotaquant.index.file_guard import FileChangedError
 
 from ..conftest import FIXTURES
 
@@ -23,12 +24,13 @@ def test_write_append_read(tmp_path):
     path = tmp_path / "f.rq"
     commit = file_format.write_new(path, {"v": 1}, [_segment(10)])
     commit = file_format.append(commit, {"v": 2}, [_segment(5, 1), _segment(0, 2)])
-    header, segments, again = file_format.read(path)
+    loaded = file_format.read(path)
+    header, segments, again = loaded.header, loaded.segments, loaded.commit
     assert header == {"v": 2} and again.generation == 2 == commit.generation
     assert [s["ids"].size for s in segments] == [10, 5, 0]
     np.testing.assert_array_equal(segments[1]["codes"], _segment(5, 1)["codes"])
     segments[0]["ids"][0] = 99  # copy-on-write: the file is untouched
-    assert file_format.read(path)[1][0]["ids"][0] == 0
+    assert file_format.read(path).segments[0]["ids"][0] == 0
 
 
 def test_torn_newer_slot_falls_back_to_previous_commit(tmp_path):
@@ -38,7 +40,8 @@ def test_torn_newer_slot_falls_back_to_previous_commit(tmp_path):
     data = bytearray(path.read_bytes())
     data[128 + 3] ^= 0xFF  # generation 2 went to the second slot; tear it
     path.write_bytes(bytes(data))
-    header, segments, _ = file_format.read(path)
+    loaded = file_format.read(path)
+    header, segments = loaded.header, loaded.segments
     assert header == {"v": 1} and len(segments) == 1
 
 
@@ -46,13 +49,13 @@ def test_append_to_a_replaced_file_is_refused(tmp_path):
     path = tmp_path / "f.rq"
     commit = file_format.write_new(path, {"v": 1}, [_segment(10)])
     file_format.write_new(path, {"v": "other"}, [_segment(3)])  # renamed over: new inode
-    with pytest.raises(file_format.StaleFileError):
+    with pytest.raises(FileChangedError):
         file_format.append(commit, {"v": 2}, [_segment(5, 1)])
     copy = tmp_path / "g.rq"
     commit = file_format.write_new(copy, {"v": 1}, [_segment(10)])
     later = file_format.append(commit, {"v": 2}, [_segment(1, 1)])
     assert later.generation == 2
-    with pytest.raises(file_format.StaleFileError):  # generation moved on since `commit`
+    with pytest.raises(FileChangedError):  # generation moved on since `commit`
         file_format.append(commit, {"v": 3}, [_segment(1, 2)])
 
 
@@ -61,7 +64,8 @@ def test_trailing_garbage_after_commit_is_ignored(tmp_path):
     file_format.write_new(path, {"v": 1}, [_segment(10)])
     with open(path, "ab") as f:  # what a crash mid-append leaves
         f.write(os.urandom(777))
-    header, segments, _ = file_format.read(path)
+    loaded = file_format.read(path)
+    header, segments = loaded.header, loaded.segments
     assert header == {"v": 1} and segments[0]["ids"].size == 10
 
 
@@ -92,7 +96,7 @@ def test_a_version_1_file_is_rewritten_in_the_current_format_on_save(tmp_path, v
     path = tmp_path / "converted.rq"
     old = rq.VectorIndex.load(FIXTURES / "index_v1_cosine.rq")
     old.save(path)
-    assert file_format.read(path)[2].version == file_format.VERSION
+    assert file_format.read(path).commit.version == file_format.VERSION
     again = rq.VectorIndex.load(path)
     scores, ids = again.search(v1_expected["queries"], k=7)
     np.testing.assert_array_equal(ids, v1_expected["cosine_ids"])
@@ -103,5 +107,5 @@ def test_a_version_1_file_is_rewritten_in_the_current_format_on_save(tmp_path, v
     index = rq.VectorIndex.load(copy)
     index.add(np.ones((3, 24), np.float32))
     index.save(copy)
-    assert file_format.read(copy)[2].version == file_format.VERSION
+    assert file_format.read(copy).commit.version == file_format.VERSION
     assert len(rq.VectorIndex.load(copy)) == 133

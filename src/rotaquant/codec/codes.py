@@ -26,10 +26,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .._arrays import Origin
+from .._arrays import MALFORMED, Origin
 from .codebook import MAX_BITS
 from .packing import packed_nbytes
+from .rotation import ROTATIONS
 
+MAX_DIM = 1 << 16  # vectors longer than this are not embeddings (and a header claiming
+# more, e.g. in a crafted file, must not make the rotation allocate gigabytes)
 MODES = ("mse", "prod")
 NORM_DTYPES = ("float16", "float32")
 _MAGIC = b"RQCODES\0"
@@ -64,12 +67,22 @@ class CodecConfig:
     norm_correction: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.dim, (int, np.integer)) or self.dim < 2:
-            raise ValueError(f"dim must be an integer >= 2, got {self.dim!r}")
+        if not isinstance(self.dim, (int, np.integer)) or not 2 <= self.dim <= MAX_DIM:
+            raise ValueError(f"dim must be an integer in [2, {MAX_DIM}], got {self.dim!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.norm_dtype not in NORM_DTYPES:
             raise ValueError(f"norm_dtype must be one of {NORM_DTYPES}, got {self.norm_dtype!r}")
+        if self.rotation not in ROTATIONS:
+            raise ValueError(f"rotation must be one of {ROTATIONS}, got {self.rotation!r}")
+        if (
+            not isinstance(self.seed, (int, np.integer))
+            or isinstance(self.seed, bool)
+            or self.seed < 0
+        ):
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.norm_correction, (bool, np.bool_)):
+            raise ValueError(f"norm_correction must be True or False, got {self.norm_correction!r}")
         bits = self.bits
         if isinstance(bits, bool) or not isinstance(bits, (int, float, np.integer, np.floating)):
             raise ValueError(f"bits must be a number in [1, {MAX_BITS}], got {bits!r}")
@@ -79,6 +92,7 @@ class CodecConfig:
         object.__setattr__(self, "dim", int(self.dim))
         object.__setattr__(self, "bits", int(bits) if float(bits).is_integer() else float(bits))
         object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "norm_correction", bool(self.norm_correction))
         self.groups  # noqa: B018 - validates that the width is realisable at this dim
 
     @property
@@ -193,27 +207,31 @@ class Codes:
         start = _PREFIX.size
         if start + header_len > len(view) - _CRC.size:
             raise ValueError("codes blob is truncated (header runs past the end)")
-        try:
-            header = json.loads(bytes(view[start : start + header_len]))
-            config = CodecConfig(**header["config"])
-            n = int(header["n"])
-            table = header["arrays"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"codes blob has an invalid header: {exc}") from exc
         payload = view[start + header_len : len(view) - _CRC.size]
-        arrays = {}
-        for entry in table:
-            dtype = np.dtype(entry["dtype"])
-            begin, size = int(entry["offset"]), int(entry["size"])
-            end = begin + size * dtype.itemsize
-            if begin < 0 or end > len(payload):
-                raise ValueError(f"codes blob is truncated (array {entry['name']!r})")
-            arrays[entry["name"]] = np.frombuffer(payload[begin:end], dtype=dtype).copy()
-        streams = tuple(arrays.pop(f"stream{i}") for i in range(len(config.groups)))
         try:
-            return cls(config, n, streams, arrays.pop("norms"), **arrays)
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"codes blob lacks or adds arrays: {exc}") from exc
+            return cls._parse(bytes(view[start : start + header_len]), payload)
+        except MALFORMED as exc:  # whatever a crafted header trips, one error type
+            raise ValueError(f"codes blob has an invalid header: {exc!r}") from exc
+
+    @classmethod
+    def _parse(cls, header_bytes: bytes, payload: memoryview) -> Codes:
+        header = json.loads(header_bytes)
+        config = CodecConfig(**header["config"])
+        n = header["n"]
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"row count {n!r} is not a non-negative integer")
+        arrays = {}
+        for entry in header["arrays"]:
+            dtype = np.dtype(entry["dtype"])
+            begin, size = entry["offset"], entry["size"]
+            if not (isinstance(begin, int) and isinstance(size, int) and begin >= 0 <= size):
+                raise ValueError(f"array {entry['name']!r} has a bad offset or size")
+            end = begin + size * dtype.itemsize
+            if dtype.hasobject or end > len(payload):
+                raise ValueError(f"codes blob is truncated (array {entry['name']!r})")
+            arrays[str(entry["name"])] = np.frombuffer(payload[begin:end], dtype=dtype).copy()
+        streams = tuple(arrays.pop(f"stream{i}") for i in range(len(config.groups)))
+        return cls(config, n, streams, arrays.pop("norms"), **arrays)
 
 
 def _expected_layout(config: CodecConfig, n: int) -> list[tuple[str, tuple[np.dtype, int]]]:

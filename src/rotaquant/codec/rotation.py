@@ -85,11 +85,19 @@ class Rotation:
         raise NotImplementedError
 
 
+HAAR_MAX_DIM = 8192  # a dense d×d float32 matrix: 256 MiB here; "hadamard" has no such cost
+
+
 class HaarRotation(Rotation):
     kind = "haar"
 
     def __init__(self, dim: int, seed: int = 0):
         super().__init__(dim, seed)
+        if self.dim > HAAR_MAX_DIM:
+            raise ValueError(
+                f"rotation='haar' stores a dense dim x dim matrix; dim {self.dim} is above "
+                f"{HAAR_MAX_DIM}: use rotation='hadamard'"
+            )
         self._matrix = haar_orthogonal(self.dim, _rng(seed, "haar")).astype(np.float32)
 
     def forward(self, x: np.ndarray) -> np.ndarray:

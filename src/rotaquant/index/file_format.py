@@ -20,13 +20,17 @@ the highest generation and ignore any bytes past its committed length.
   size.
 * ``read`` memory-maps the file copy-on-write (changes made in memory never reach the file)
   and returns array views, after checking structure, sizes and (with ``verify=True``) every
-  section's CRC-32.
+  section's CRC-32. It takes the newest commit that verifies: when the newest is damaged (a
+  torn or foreign write) and an older one is intact, it reads the older one and says so
+  (``Loaded.recovered_from``), never silently.
+
+Writers coordinate through ``file_guard`` (a lock file beside the index, generation checks);
+this module only knows the bytes.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import struct
 import zlib
@@ -36,7 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import MALFORMED
 from .._atomic import atomic_write
+from .file_guard import FileChangedError, MappedSource
 
 MAGIC = b"RQINDEX\0"
 VERSION = 2  # 2: segments in the native core's 32-row block layout; 1: row-major streams
@@ -47,6 +53,7 @@ _SLOT_CRC = struct.Struct("<I")
 _SLOT_OFFSETS = (64, 128)
 DATA_START = 4096
 _ALIGN = 64
+MAX_GENERATION = 1 << 62  # a slot claiming more is not one of ours (and could never advance)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,20 @@ class Commit:
     length: int
     segments: tuple[dict, ...]
     version: int = VERSION
+    observed: int = 0  # the newest generation any valid slot named when this was made
+
+
+@dataclass
+class Loaded:
+    """What ``read`` found: the header, every segment's arrays (name → array), the commit
+    they belong to, why a newer commit was skipped (None when none was), and the open file
+    behind memory-mapped arrays (None for a private copy)."""
+
+    header: dict
+    segments: list[dict[str, np.ndarray]]
+    commit: Commit
+    recovered_from: str | None
+    source: MappedSource | None
 
 
 def write_new(
@@ -78,23 +99,28 @@ def write_new(
     chunks.insert(1, bytes(slots))
     atomic_write(path, chunks)
     stat = os.stat(path)
-    return Commit(_real(path), stat.st_dev, stat.st_ino, 1, 0, length, tuple(entries))
+    return Commit(_real(path), stat.st_dev, stat.st_ino, 1, 0, length, tuple(entries), observed=1)
 
 
 def append(commit: Commit, header: dict, segments: list[dict[str, np.ndarray]]) -> Commit:
     """Add ``segments`` to the file of ``commit`` in place (see the module docstring).
 
-    Raises ``StaleFileError`` if the file is no longer the one ``commit`` describes.
+    Raises ``FileChangedError`` if the file is no longer the one ``commit`` describes (replaced,
+    or committed to by someone else since), or cannot take another generation.
     """
     with open(commit.path, "r+b") as f:
         stat = os.fstat(f.fileno())
         if (stat.st_dev, stat.st_ino) != (commit.device, commit.inode):
-            raise StaleFileError("the file was replaced since it was last written")
+            raise FileChangedError(f"{commit.path} was replaced since this index last wrote it")
         if commit.version != VERSION:
-            raise StaleFileError(f"the file is in format version {commit.version}")
-        current = _best_slot(_read_exact(f, 0, DATA_START), stat.st_size)
-        if current is None or current[0] != commit.generation:
-            raise StaleFileError("the file was changed by someone else since it was last written")
+            raise FileChangedError(f"{commit.path} is in format version {commit.version}")
+        slots = _valid_slots(_read_exact(f, 0, DATA_START), stat.st_size)
+        newest = slots[0][0] if slots else 0
+        if newest != commit.observed or commit.generation + 1 > MAX_GENERATION:
+            raise FileChangedError(
+                f"{commit.path} was committed to by someone else since this index last read "
+                f"or wrote it (generation {commit.observed} -> {newest})"
+            )
         chunks: list[Any] = []
         entries, end = _layout_sections(segments, commit.length, chunks)
         manifest = _manifest(header, list(commit.segments) + entries)
@@ -111,17 +137,32 @@ def append(commit: Commit, header: dict, segments: list[dict[str, np.ndarray]]) 
         f.flush()
         os.fsync(f.fileno())
     segments_all = tuple(list(commit.segments) + entries)
-    return Commit(commit.path, commit.device, commit.inode, generation, slot, length, segments_all)
+    return Commit(
+        commit.path,
+        commit.device,
+        commit.inode,
+        generation,
+        slot,
+        length,
+        segments_all,
+        observed=generation,
+    )
 
 
-class StaleFileError(RuntimeError):
-    """The file changed under an index that meant to append to it."""
+def newest_generation(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """(device, inode, newest valid generation or 0) of the file at ``path``; None if absent."""
+    try:
+        with open(path, "rb") as f:
+            stat = os.fstat(f.fileno())
+            slots = _valid_slots(_read_exact(f, 0, DATA_START), stat.st_size)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino, slots[0][0] if slots else 0
 
 
-def read(
-    path: str | os.PathLike, verify: bool = True
-) -> tuple[dict, list[dict[str, np.ndarray]], Commit]:
-    """(header, segments as name → array views of a copy-on-write map, commit).
+def read(path: str | os.PathLike, verify: bool = True, mmap_file: bool = True) -> Loaded:
+    """The newest intact commit of the file at ``path``, as array views of a copy-on-write
+    memory map (``mmap_file=True``) or of a private copy read into memory.
 
     Raises ValueError for anything that is not an intact rotaquant index file.
     """
@@ -130,33 +171,54 @@ def read(
         size = stat.st_size
         if size < DATA_START:
             raise ValueError(f"{path}: not a rotaquant index or truncated ({size} bytes)")
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    magic, version = _PREAMBLE.unpack_from(mapped, 0)
-    if magic != MAGIC:
-        raise ValueError(f"{path}: not a rotaquant index file (bad magic bytes)")
-    if version not in READABLE:
-        raise ValueError(
-            f"{path}: index format version {version} is not supported (this reads {READABLE})"
-        )
-    best = _best_slot(mapped[:DATA_START], None)
-    if best is None:
+        magic, version = _PREAMBLE.unpack(_read_exact(f, 0, _PREAMBLE.size))
+        if magic != MAGIC:
+            raise ValueError(f"{path}: not a rotaquant index file (bad magic bytes)")
+        if version not in READABLE:
+            raise ValueError(
+                f"{path}: index format version {version} is not supported (this reads {READABLE})"
+            )
+        if mmap_file:
+            source = MappedSource(f, path)
+            data = source.mapping
+        else:
+            source, data = None, bytearray(size)
+            f.seek(0)
+            if f.readinto(data) != size:
+                raise ValueError(f"{path}: the file shrank while being read")
+    slots = _valid_slots(bytes(data[:DATA_START]), None)
+    if not slots:
         raise ValueError(f"{path}: both commit records are corrupted")
-    generation, slot, manifest_offset, manifest_length, length, manifest_crc = best
-    if size < length:
-        raise ValueError(f"{path}: file is truncated ({size} bytes, {length} committed)")
-    manifest_bytes = mapped[manifest_offset : manifest_offset + manifest_length]
-    if zlib.crc32(manifest_bytes) != manifest_crc:
-        raise ValueError(f"{path}: manifest is corrupted (checksum mismatch)")
-    try:
-        manifest = json.loads(manifest_bytes)
-        header, entries = manifest["header"], manifest["segments"]
-        segments = [_segment_views(mapped, entry, length, verify) for entry in entries]
-    except (KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise ValueError(f"{path}: invalid index file: {exc}") from exc
-    commit = Commit(
-        _real(path), stat.st_dev, stat.st_ino, generation, slot, length, tuple(entries), version
-    )
-    return header, segments, commit
+    skipped = []
+    for generation, slot, manifest_offset, manifest_length, length, manifest_crc in slots:
+        try:
+            if size < length:
+                raise ValueError(f"file is truncated ({size} bytes, {length} committed)")
+            manifest_bytes = bytes(data[manifest_offset : manifest_offset + manifest_length])
+            if zlib.crc32(manifest_bytes) != manifest_crc:
+                raise ValueError("manifest is corrupted (checksum mismatch)")
+            header, entries, segments = _parse_manifest(data, manifest_bytes, length, verify)
+        except ValueError as exc:
+            skipped.append(f"generation {generation}: {exc}")
+            continue
+        recovered = None
+        if skipped:
+            recovered = "; ".join(skipped) + f"; read generation {generation} instead"
+        commit = Commit(
+            _real(path),
+            stat.st_dev,
+            stat.st_ino,
+            generation,
+            slot,
+            length,
+            tuple(entries),
+            version,
+            observed=slots[0][0],
+        )
+        if source is not None:
+            source.watch(length, commit.segments)
+        return Loaded(header, segments, commit, recovered, source)
+    raise ValueError(f"{path}: no intact commit ({'; '.join(skipped)})")
 
 
 # ---------------------------------------------------------------------- internals
@@ -173,20 +235,34 @@ def _slot_bytes(generation: int, offset: int, manifest_length: int, length: int,
     return body + _SLOT_CRC.pack(zlib.crc32(body))
 
 
-def _best_slot(head: bytes, size: int | None):
-    """(generation, slot, manifest offset, manifest length, length, manifest crc) or None."""
-    best = None
+def _valid_slots(head: bytes, size: int | None) -> list[tuple[int, ...]]:
+    """(generation, slot, manifest offset, manifest length, length, manifest crc) of every
+    slot whose checksum holds, newest first (with ``size``: only those that fit in it)."""
+    found = []
     for slot, offset in enumerate(_SLOT_OFFSETS):
         body = head[offset : offset + _SLOT.size]
         (crc,) = _SLOT_CRC.unpack_from(head, offset + _SLOT.size)
         if zlib.crc32(body) != crc:
             continue
         generation, manifest_offset, manifest_length, length, manifest_crc = _SLOT.unpack(body)
-        if generation == 0 or (size is not None and size < length):
+        if not 0 < generation <= MAX_GENERATION or (size is not None and size < length):
             continue
-        if best is None or generation > best[0]:
-            best = (generation, slot, manifest_offset, manifest_length, length, manifest_crc)
-    return best
+        found.append((generation, slot, manifest_offset, manifest_length, length, manifest_crc))
+    return sorted(found, reverse=True)
+
+
+def _parse_manifest(
+    data, manifest_bytes: bytes, length: int, verify: bool
+) -> tuple[dict, list[dict], list[dict[str, np.ndarray]]]:
+    try:
+        manifest = json.loads(manifest_bytes)
+        header, entries = manifest["header"], manifest["segments"]
+        if not isinstance(header, dict) or not isinstance(entries, list):
+            raise TypeError("manifest header or segment list of the wrong type")
+        segments = [_segment_views(data, entry, length, verify) for entry in entries]
+    except MALFORMED as exc:
+        raise ValueError(f"invalid manifest: {exc}") from exc  # JSONDecodeError: a ValueError
+    return header, entries, segments
 
 
 def _read_exact(f, offset: int, count: int) -> bytes:
@@ -227,21 +303,22 @@ def _manifest(header: dict, entries: list[dict]) -> bytes:
     return json.dumps({"header": header, "segments": entries}, sort_keys=True).encode()
 
 
-def _segment_views(
-    mapped: mmap.mmap, entry: dict, length: int, verify: bool
-) -> dict[str, np.ndarray]:
+def _segment_views(data, entry: dict, length: int, verify: bool) -> dict[str, np.ndarray]:
     views = {}
     for section in entry["arrays"]:
         dtype = np.dtype(section["dtype"])
+        if dtype.hasobject or dtype.itemsize == 0:
+            raise ValueError(f"section {section['name']!r} has an unusable dtype {dtype}")
         shape = tuple(int(s) for s in section["shape"])
         offset, nbytes = int(section["offset"]), int(section["nbytes"])
-        if (
-            offset < DATA_START
-            or offset + nbytes > length
-            or nbytes != dtype.itemsize * int(np.prod(shape))
-        ):
+        count = 1
+        for extent in shape:
+            if extent < 0:
+                raise ValueError(f"section {section['name']!r} has a negative extent")
+            count *= extent  # Python ints: no overflow on crafted shapes
+        if offset < DATA_START or offset + nbytes > length or nbytes != dtype.itemsize * count:
             raise ValueError(f"section {section['name']!r} lies outside the committed file")
-        view = np.frombuffer(mapped, dtype=dtype, count=int(np.prod(shape)), offset=offset)
+        view = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
         if verify and zlib.crc32(view) != section["crc32"]:
             raise ValueError(f"section {section['name']!r} is corrupted (checksum mismatch)")
         views[section["name"]] = view.reshape(shape)

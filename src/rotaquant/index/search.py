@@ -64,25 +64,30 @@ class Searcher:
         ``queries`` (m, dim) float32, already normalized for cosine; ``allowed``: int64 ids
         or None; ``rerank``: candidates (≥ k) re-scored from the float16 copies, or None.
         """
-        rows, scores = self.scan(store, queries, rerank if rerank is not None else k, allowed)
-        if rerank is not None:
-            rows, scores = self.rerank(store, queries, rows, k)
+        m = queries.shape[0]
+        want = min(k, store.n)  # work bounded by what exists; the rest of k is padding
+        pool = want if rerank is None else min(rerank, store.n)
+        rows, scores = self.scan(store, queries, pool, allowed)
+        if rerank is not None and pool:
+            rows, scores = self.rerank(store, queries, rows, want)
         found = rows >= 0
-        ids = np.full(rows.shape, -1, np.int64)
-        ids[found] = store.ids[rows[found]]
+        ids = np.full((m, k), -1, np.int64)
+        ids[:, :want][found] = store.ids[rows[found]]
+        out = np.full((m, k), np.inf if self.metric == "l2" else -np.inf, np.float32)
         if self.metric == "l2":
             if rerank is None:  # the scan ranks by 2⟨q, x̂⟩ − ‖x̂‖²
                 scores = np.einsum("ij,ij->i", queries, queries)[:, None] - scores
             else:
                 scores = -scores
             scores[~found] = np.inf
-        return scores.astype(np.float32), ids
+        out[:, :want] = scores
+        return out, ids
 
     def scan(
         self, store: RowStore, queries: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Index rows (m, k) int64 (−1 padded) and their exact scores (m, k) float32 (−inf
-        padded; l2: 2⟨q, x̂⟩ − ‖x̂‖²), best first."""
+        padded; l2: 2⟨q, x̂⟩ − ‖x̂‖²), best first; ``k`` ≤ the rows stored."""
         m = queries.shape[0]
         rows = np.full((m, k), -1, np.int64)
         scores = np.full((m, k), -np.inf, np.float32)
@@ -90,9 +95,8 @@ class Searcher:
             segment.scan_view(offset, None if local is None else _bitmap(local, segment.count))
             for segment, offset, local in store.segment_rows(allowed)
         ]
-        if m == 0 or not segments:
+        if m == 0 or not segments or k == 0:
             return rows, scores
-        depth = min(k, store.n)  # work bounded by what exists; the rest is padding
         with single_threaded_blas():  # the scan's threads fill the cores
             rotated = np.ascontiguousarray(self.quantizer.rotation.forward(queries), np.float32)
             qjl = self.quantizer.qjl
@@ -101,11 +105,9 @@ class Searcher:
                 rotated *= 2
                 if projected is not None:
                     projected *= 2
-            found_rows, found_scores, *_ = _core.scan(
-                self._codec, segments, rotated, projected, depth
-            )
-        rows[:, :depth] = found_rows
-        scores[:, :depth] = found_scores
+            found_rows, found_scores, *_ = _core.scan(self._codec, segments, rotated, projected, k)
+        rows[:] = found_rows
+        scores[:] = found_scores
         return rows, scores
 
     def rerank(

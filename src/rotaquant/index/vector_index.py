@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._arrays import check_matrix, to_numpy
+from .._arrays import MALFORMED, check_matrix, to_numpy
 from ..codec.codes import CodecConfig
 from ..codec.quantizer import TurboQuantizer
 from . import file_format
+from .file_guard import FileChangedError, MappedSource, writer_lock
 from .legacy import rows_from_v1
 from .locking import ReadWriteLock
 from .rows import RowStore
@@ -109,6 +111,8 @@ class VectorIndex:
         self._commit: file_format.Commit | None = None  # the file rows [0, _synced) are in
         self._synced = 0
         self._dirty = False  # rows below _synced changed since the last save
+        self._source: MappedSource | None = None  # the file behind memory-mapped segments
+        self.recovered_from: str | None = None  # why load skipped a damaged newer commit
 
     # ------------------------------------------------------------------ properties
     @property
@@ -184,6 +188,7 @@ class VectorIndex:
         """Add vectors, replacing those whose ids are already present (ids required)."""
         source = as_matrix(vectors, self.dim, "upsert")
         with self._lock.writing():
+            self._check_source()
             keys = as_ids(ids, source.shape[0], "upsert")
             self._rows.check_room(keys.size)
             encoded = self._encode(source)  # validates everything before anything changes
@@ -199,6 +204,7 @@ class VectorIndex:
         Raises KeyError naming the ids that are not present, and removes nothing then.
         """
         with self._lock.writing():
+            self._check_source()
             keys = np.atleast_1d(np.asarray(ids))
             keys = as_ids(keys, keys.size, "remove")
             if keys.size:
@@ -216,6 +222,10 @@ class VectorIndex:
         scan skips everything else, so results are the best ``k`` of the allowed set.
         ``rerank``: with ``keep_vectors=True``, take that many candidates (≥ k) from the
         compressed scan and re-score them exactly from the float16 copy.
+
+        Memory and work are bounded by what exists: beyond the (m, k) result itself, a search
+        never holds more than ``min(k or rerank, len)`` candidates per query (like FAISS, a
+        ``k`` above ``len`` is padding, not an error).
         """
         arr, _ = to_numpy(queries, "queries")
         check_matrix(arr, self.dim, "queries")
@@ -229,86 +239,129 @@ class VectorIndex:
         allowed = None if allow is None else as_ids(allow, None, "allow", unique=False)
         queries32 = normalized(arr) if self.metric == "cosine" else arr
         with self._lock.reading():
+            self._check_source()
             return self._searcher.search(self._rows, queries32, k, allowed, rerank)
 
     def reconstruct(self, ids: Any) -> np.ndarray:
         """Decoded vectors (len(ids), dim) float32 for present ids (KeyError otherwise); with
         ``metric="cosine"`` these are unit directions (the index stores no lengths)."""
         with self._lock.reading():
+            self._check_source()
             keys = as_ids(ids, None, "reconstruct", unique=False)
             return self._searcher.reconstruct(self._rows, self._rows.rows_of(keys))
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the index to one file, crash-safely.
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write the index to one file, crash-safely and safe against other writers.
 
         Guarantee: if ``path`` is the file this index was last saved to or loaded from, that
         file is unchanged since, and only ``add`` calls happened meanwhile (no ``remove`` or
         ``upsert`` of saved vectors), the new vectors are *appended* to it in place: cost
         proportional to the new vectors, and a crash at any byte leaves the previous
         contents loadable. Otherwise the whole file is rewritten to a temporary name,
-        fsynced and renamed over ``path`` (a crash leaves the old file or the new one).
+        fsynced and renamed over ``path`` (a crash leaves the old file or the new one); the
+        file keeps its permissions, and a symlink at ``path`` keeps pointing at it.
+
+        Writers (threads or processes) of one file take turns (an exclusive lock on
+        ``<path>.lock``). If the file is the one this index was loaded from or saved to and
+        someone else has committed to it since, ``FileChangedError`` is raised and nothing is
+        written (load it again and redo the changes, or pass ``overwrite=True`` to replace
+        it with this index's contents).
         """
-        with self._save_lock, self._lock.reading():
+        target = Path(path).resolve()
+        with self._save_lock, self._lock.reading(), writer_lock(target):
+            self._check_source()
             header = self._header()
             commit = self._commit
-            if (
-                commit is not None
-                and not self._dirty
-                and commit.path == str(Path(path).resolve())
-                and Path(path).exists()
-            ):
+            ours = commit is not None and commit.path == str(target)
+            state = file_format.newest_generation(target)
+            changed = ours and state not in (None, (commit.device, commit.inode, commit.observed))
+            if changed and not overwrite:
+                raise FileChangedError(
+                    f"{target}: another writer saved this file since this index read or "
+                    "wrote it; load it again and redo the changes, or save(..., "
+                    "overwrite=True) to replace it"
+                )
+            if ours and state is not None and not changed and not self._dirty:
                 pieces = self._rows.pieces(self._synced, len(self))
                 try:
                     self._commit = file_format.append(commit, header, pieces)
+                except FileChangedError:  # a format-1 file or the last generation: rewrite
+                    pass
+                else:
                     self._synced = len(self)
+                    if self._source is not None and self._source.path == commit.path:
+                        self._source.acknowledge(self._commit.length, self._commit.segments)
                     return
-                except file_format.StaleFileError:
-                    pass  # someone replaced the file: write it whole
-            self._commit = file_format.write_new(path, header, self._rows.pieces(0, len(self)))
+            self._commit = file_format.write_new(target, header, self._rows.pieces(0, len(self)))
             self._synced, self._dirty = len(self), False
 
     @classmethod
-    def load(cls, path: str | os.PathLike, verify: bool = True) -> VectorIndex:
-        """Open a saved index. Codes stay memory-mapped (copy-on-write), so opening costs the
+    def load(cls, path: str | os.PathLike, verify: bool = True, mmap: bool = True) -> VectorIndex:
+        """Open a saved index. With ``mmap=True`` (default) codes stay memory-mapped
+        (copy-on-write) and the file is watched (see ``file_guard``): opening costs the
         checksum pass (``verify=True``, default: every byte is read once and checked) or next
-        to nothing (``verify=False``: structure and sizes only). Raises ValueError for a file
-        that is truncated, corrupted or not an index."""
-        header, segments, commit = file_format.read(path, verify=verify)
-        if header.get("format") != _FORMAT:
-            raise ValueError(f"{path}: not a rotaquant VectorIndex file")
+        to nothing (``verify=False``: structure and sizes only). ``mmap=False`` reads a
+        private copy into memory instead (the file may then change freely).
+
+        Raises ValueError for a file that is truncated, corrupted or not an index. If the
+        newest commit is damaged but an older one is intact, that one is loaded with a
+        ``RuntimeWarning`` and ``recovered_from`` saying what was skipped; the next save
+        then rewrites the file whole.
+        """
+        loaded = file_format.read(path, verify=verify, mmap_file=mmap)
+        header, segments, commit = loaded.header, loaded.segments, loaded.commit
         try:
+            if header.get("format") != _FORMAT:
+                raise ValueError("not a rotaquant VectorIndex file")
             config = CodecConfig(**header["config"])
+            metric, keep_vectors = header["metric"], header["keep_vectors"]
+            if metric not in METRICS or not isinstance(keep_vectors, bool):
+                raise ValueError(f"metric {metric!r} / keep_vectors {keep_vectors!r}")
+            rows = None
+            if commit.version != 1:  # sizes checked against the codec before anything is built
+                rows = RowStore.from_arrays(config, keep_vectors, metric == "l2", segments)
             index = cls(
                 config.dim,
                 config.bits,
-                metric=header["metric"],
+                metric=metric,
                 mode=config.mode,
                 seed=config.seed,
                 rotation=config.rotation,
                 norm_dtype=config.norm_dtype,
-                keep_vectors=header["keep_vectors"],
+                keep_vectors=keep_vectors,
             )
             if index.config != config:
                 raise ValueError("codec configuration does not match its metric")
-            if commit.version == 1:  # row-major streams: converted, saved as version 2
+            if rows is not None:
+                index._rows = rows
+            else:  # format 1, row-major streams: converted, saved as version 2
                 for arrays in segments:
                     index._rows.append([index._rows_from_v1(arrays)], arrays["ids"])
-            else:
-                keep_shift = index.metric == "l2"
-                index._rows = RowStore.from_arrays(config, index.keep_vectors, keep_shift, segments)
             index._rows.validate(thorough=verify)
             next_id = header["next_id"]
             if not isinstance(next_id, int) or not 0 <= next_id <= MAX_ID + 1:
                 raise ValueError(f"next id {next_id!r} outside [0, 2**63]")
-        except (KeyError, TypeError, ValueError) as exc:
+            if len(index) and next_id <= int(index._rows.ids.max()):
+                raise ValueError(f"next id {next_id} is not above every stored id")
+        except MALFORMED as exc:
             raise ValueError(f"{path}: invalid index file: {exc}") from exc
         index._next_id = next_id
         index._commit, index._synced = commit, len(index)
-        index._dirty = commit.version == 1  # the next save rewrites it in the new format
+        index._source = loaded.source
+        # the next save rewrites format-1 files in the new format, and recovered ones whole
+        index._dirty = commit.version == 1 or loaded.recovered_from is not None
+        if loaded.recovered_from is not None:
+            index.recovered_from = loaded.recovered_from
+            warnings.warn(f"{path}: {loaded.recovered_from}", RuntimeWarning, stacklevel=2)
         return index
 
     # ------------------------------------------------------------------ internals
+    def _check_source(self) -> None:
+        """Refuse to read mapped rows whose file was truncated or modified underneath."""
+        if self._source is not None:
+            self._source.check()
+
     def _new_ids(self, ids: Any, n: int) -> np.ndarray:
         if ids is None:
             if self._next_id + n - 1 > MAX_ID:

@@ -1,0 +1,119 @@
+"""Index files shared with other processes: one writer at a time, mapped readers watched.
+
+* **Writers** (``writer_lock``) hold an exclusive ``flock`` on ``<file>.lock`` beside the index
+  for the whole save, and under it check that the file still is the commit they started from
+  (``file_format.newest_generation``); so two processes saving one file never interleave, and
+  the later one fails with ``FileChangedError`` instead of overwriting the other's rows. The
+  lock also makes temp files left by killed saves safe to delete (nobody else is writing).
+* **Mapped readers** (``MappedSource``) keep the file open with a shared ``flock`` on it for as
+  long as its arrays are mapped: a tool that means to modify an index file in place (not
+  something rotaquant ever does: it appends past the committed end or renames a new file over
+  it) must take an exclusive ``flock`` on the file first, and will then wait for the readers.
+  Before each use, ``check`` compares the file's size and mtime with what it saw: a file cut
+  below its committed length is refused (reading it would be SIGBUS), and any other change
+  (another process appending, or someone overwriting bytes) re-verifies every committed
+  section's checksum from the file once, refusing the file if a byte changed.
+
+``flock`` is advisory and POSIX-only; on network file systems it may not reach other machines.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import threading
+import weakref
+import zlib
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+_VERIFY_CHUNK = 1 << 24  # bytes read at a time when re-verifying a changed file
+
+
+class FileChangedError(RuntimeError):
+    """The index file was changed by someone else: another writer committed to it since this
+    index read or wrote it, or it was truncated or overwritten underneath a memory map."""
+
+
+def lock_path(target: Path) -> Path:
+    return target.with_name(target.name + ".lock")
+
+
+@contextmanager
+def writer_lock(target: Path):
+    """Hold the exclusive writer lock of the index file ``target`` (resolved, no symlink);
+    temp files of earlier saves that were killed are removed once it is held."""
+    fd = os.open(lock_path(target), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class MappedSource:
+    """An index file behind memory-mapped arrays: a duplicate of the open file's descriptor
+    under a shared ``flock``, the copy-on-write map, and what the file looked like."""
+
+    def __init__(self, f, path) -> None:
+        self.path = str(path)
+        self._fd = os.dup(f.fileno())
+        self._lock = threading.Lock()
+        self._problem: str | None = None
+        self._length = 0
+        self._sections: list[tuple[int, int, int]] = []  # offset, nbytes, crc32
+        with suppress(OSError):  # an exclusive holder is modifying it: checks still apply
+            fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        self.mapping = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
+        self._stamp = self._now()
+        self._finalizer = weakref.finalize(self, os.close, self._fd)
+
+    def watch(self, length: int, segments) -> None:
+        """Remember the committed length and every section of the commit being read."""
+        self._length = length
+        self._sections = [
+            (int(a["offset"]), int(a["nbytes"]), int(a["crc32"]))
+            for entry in segments
+            for a in entry["arrays"]
+        ]
+
+    def acknowledge(self, length: int, segments) -> None:
+        """This process committed to the file itself (an append): accept its new state."""
+        with self._lock:
+            self.watch(length, segments)
+            self._stamp = self._now()
+
+    def check(self) -> None:
+        """Raise ``FileChangedError`` if the mapped file was truncated or its committed bytes
+        changed since it was read (cost: one ``fstat``; a checksum pass after a change)."""
+        if self._problem is None and self._now() == self._stamp:
+            return
+        with self._lock:
+            if self._problem is None:
+                stamp = self._now()
+                if stamp != self._stamp:
+                    self._problem = self._verify(stamp[0])
+                    self._stamp = stamp
+            if self._problem is not None:
+                raise FileChangedError(f"{self.path}: {self._problem}; load it again")
+
+    def _now(self) -> tuple[int, int]:
+        stat = os.fstat(self._fd)
+        return stat.st_size, stat.st_mtime_ns
+
+    def _verify(self, size: int) -> str | None:
+        if size < self._length:
+            return f"the file was truncated to {size} bytes under the map ({self._length} used)"
+        for offset, nbytes, crc in self._sections:
+            value, done = 0, 0
+            while done < nbytes:
+                chunk = os.pread(self._fd, min(_VERIFY_CHUNK, nbytes - done), offset + done)
+                if not chunk:
+                    return "the file was truncated under the map"
+                value, done = zlib.crc32(chunk, value), done + len(chunk)
+            if value != crc:
+                return f"the file was modified in place at bytes {offset}..{offset + nbytes}"
+        return None
