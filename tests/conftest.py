@@ -44,7 +44,9 @@ JSON_VALUES = st.recursive(
     | st.integers(-(2**70), 2**70)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 NUMBER_NUDGES = (-1, 1, -8, 8, 64, -(2**31), 2**31, 2**40, -(2**62), 2**63)
@@ -52,7 +54,13 @@ NUMBER_NUDGES = (-1, 1, -8, 8, 64, -(2**31), 2**31, 2**40, -(2**62), 2**63)
 
 def _paths(tree, prefix=()):
     yield prefix
-    children = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    children = (
+        tree.items()
+        if isinstance(tree, dict)
+        else enumerate(tree)
+        if isinstance(tree, list)
+        else ()
+    )
     for key, value in children:
         yield from _paths(value, (*prefix, key))
 

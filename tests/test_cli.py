@@ -90,3 +90,50 @@ def test_errors_are_reported_not_raised(tmp_path):
         main(["decompress", str(tmp_path / "junk.rqc"), "-o", str(tmp_path / "o.npy")])
     with pytest.raises(SystemExit, match="not found"):
         main(["bench", "no_such_benchmark"])
+
+
+def test_careless_inputs_get_one_line_errors(tmp_path):
+    """What a hurried user feeds the CLI: each is a SystemExit naming the problem, and
+    nothing is written."""
+    x = unit_gaussian(50, 16)
+    np.save(tmp_path / "x.npy", x)
+    idx = str(tmp_path / "idx.rq")
+    main(["index", "build", str(tmp_path / "x.npy"), "-o", idx])
+    before = (tmp_path / "idx.rq").read_bytes()
+    np.save(tmp_path / "empty.npy", np.zeros((0, 16), np.float32))
+    np.savez(tmp_path / "two.npz", a=x, b=x)
+    np.savez(tmp_path / "one.npz", only=x[:3])
+    np.save(tmp_path / "ints.npy", np.ones((3, 16), np.int64))
+    np.save(tmp_path / "fids.npy", np.arange(50, dtype=np.float64))
+    (tmp_path / "zero.npy").write_bytes(b"")
+    cases = [
+        (
+            ["index", "build", str(tmp_path / "empty.npy"), "-o", str(tmp_path / "e.rq")],
+            "no vectors",
+        ),
+        (["index", "build", str(tmp_path / "two.npz"), "-o", str(tmp_path / "t.rq")], "arrays"),
+        (["index", "build", str(tmp_path / "x.npy"), "-o", idx], "exists"),
+        (["index", "search", idx, str(tmp_path / "empty.npy")], "no queries"),
+        (["index", "search", idx, str(tmp_path / "ints.npy")], "floats"),
+        (["index", "search", idx, str(tmp_path / "zero.npy")], "empty"),
+        (
+            [
+                "index",
+                "search",
+                idx,
+                str(tmp_path / "one.npz"),
+                "--allow",
+                str(tmp_path / "fids.npy"),
+            ],
+            "integer ids",
+        ),
+        (["compress", str(tmp_path / "empty.npy"), "-o", str(tmp_path / "c.rqc")], "no vectors"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit, match=message):
+            main(argv)
+    assert (tmp_path / "idx.rq").read_bytes() == before
+    assert not any((tmp_path / name).exists() for name in ("e.rq", "t.rq", "c.rqc"))
+    main(["index", "search", idx, str(tmp_path / "one.npz"), "-k", "2"])  # one-array .npz works
+    main(["index", "build", str(tmp_path / "x.npy"), "-o", idx, "--force", "--bits", "2"])
+    assert rq.VectorIndex.load(idx).bits == 2 and len(rq.VectorIndex.load(idx)) == 50

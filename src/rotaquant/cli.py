@@ -17,7 +17,7 @@ from tqdm import tqdm
 from . import data
 from ._atomic import atomic_write
 from .codec import Codes, TurboQuantizer
-from .index import VectorIndex
+from .index import FileChangedError, VectorIndex
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -232,21 +232,57 @@ def _kv_report(
     )
 
 
-def _load_matrix(path: str) -> np.ndarray:
-    vectors = np.load(path, mmap_mode="r")
-    if vectors.ndim != 2:
-        raise SystemExit(f"error: {path} holds shape {vectors.shape}, expected (n, dim)")
-    return vectors
+def _load_array(path: str) -> np.ndarray:
+    """The array of a .npy file (memory-mapped) or of a .npz holding exactly one array."""
+    try:
+        loaded = np.load(path, mmap_mode="r")
+    except EOFError as exc:
+        raise SystemExit(f"error: {path} is empty or truncated") from exc
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        names = list(loaded.files)
+        if len(names) != 1:
+            raise SystemExit(
+                f"error: {path} holds arrays {names}; pass a .npy (or a one-array .npz)"
+            )
+        loaded = loaded[names[0]]
+    return loaded
+
+
+def _load_matrix(path: str, what: str = "vectors") -> np.ndarray:
+    """A non-empty (n, dim) float array."""
+    loaded = _load_array(path)
+    if loaded.ndim != 2:
+        raise SystemExit(f"error: {path} holds shape {loaded.shape}, expected (n, dim)")
+    if loaded.dtype.kind != "f":
+        raise SystemExit(f"error: {path} holds {loaded.dtype} values; {what} must be floats")
+    if loaded.shape[0] == 0:
+        raise SystemExit(f"error: {path} holds no {what} (shape {loaded.shape})")
+    return loaded
+
+
+def _load_ids(path: str | None, n: int | None = None) -> np.ndarray | None:
+    """(n,) integer ids (any length when ``n`` is None), or None without a path."""
+    if path is None:
+        return None
+    ids = _load_array(path)
+    if ids.ndim != 1 or ids.dtype.kind not in "iu" or (n is not None and ids.shape[0] != n):
+        expected = "(n,)" if n is None else f"({n},)"
+        raise SystemExit(
+            f"error: {path} holds {ids.dtype} {ids.shape}, expected integer ids {expected}"
+        )
+    return ids
 
 
 def index_build(args: argparse.Namespace) -> None:
     vectors = _load_matrix(args.vectors)
     n, dim = vectors.shape
-    ids = np.load(args.ids) if args.ids else None
-    if ids is not None and ids.shape != (n,):
-        raise SystemExit(f"error: {args.ids} holds shape {ids.shape}, expected ({n},)")
+    ids = _load_ids(args.ids, n)
     if args.append:
         index = VectorIndex.load(args.output)
+    elif Path(args.output).exists() and not args.force:
+        raise SystemExit(
+            f"error: {args.output} exists; pass --append to add to it or --force to replace it"
+        )
     else:
         index = VectorIndex(
             dim, args.bits, metric=args.metric, seed=args.seed, keep_vectors=args.keep_vectors
@@ -258,7 +294,7 @@ def index_build(args: argparse.Namespace) -> None:
             index.add(vectors[lo : lo + step], None if ids is None else ids[lo : lo + step])
             bar.update(min(step, n - lo))
     elapsed = time.perf_counter() - start
-    index.save(args.output)
+    index.save(args.output, overwrite=args.force)
     print(
         f"{n:,} vectors added in {elapsed:.1f} s ({n / max(elapsed, 1e-9):,.0f}/s); "
         f"{len(index):,} in {args.output}: {index.nbytes:,} bytes "
@@ -268,8 +304,8 @@ def index_build(args: argparse.Namespace) -> None:
 
 def index_search(args: argparse.Namespace) -> None:
     index = VectorIndex.load(args.index, verify=not args.no_verify)
-    queries = _load_matrix(args.queries)
-    allow = np.load(args.allow) if args.allow else None
+    queries = _load_matrix(args.queries, "queries")
+    allow = _load_ids(args.allow)
     batch = 1024
     scores, ids = [], []
     start = time.perf_counter()
@@ -359,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--keep-vectors", action="store_true", help="keep a float16 copy for rerank")
     b.add_argument("--append", action="store_true", help="add to an existing index file")
+    b.add_argument("--force", action="store_true", help="replace an existing index file")
     b.set_defaults(func=index_build)
     s_ = isub.add_parser("search", help="top-k search of an (m, dim) .npy file of queries")
     s_.add_argument("index")
@@ -411,5 +448,5 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, KeyError, OSError) as exc:
+    except (ValueError, KeyError, OSError, FileChangedError) as exc:
         raise SystemExit(f"error: {exc}") from exc

@@ -42,9 +42,9 @@ def _recommit(path: Path, out: Path, header: dict, entries: list[dict], patches=
     ]
     for section in sections:  # fuzzed entries may lack or garble these: leave them so
         start, size = section.get("offset"), section.get("nbytes")
-        if isinstance(start, int) and isinstance(size, int) and 0 <= start <= start + size:
-            if start + size <= len(data):
-                section["crc32"] = zlib.crc32(bytes(data[start : start + size]))
+        ints = isinstance(start, int) and isinstance(size, int)
+        if ints and 0 <= start <= start + size <= len(data):
+            section["crc32"] = zlib.crc32(bytes(data[start : start + size]))
     data += bytes(-len(data) % 64)
     manifest = json.dumps({"header": header, "segments": entries}).encode()
     offset = len(data)
@@ -216,3 +216,34 @@ def test_fuzzed_manifests_load_correctly_or_raise_value_error(tmp_path_factory, 
 @given(data=st.data())
 def test_fuzzed_manifests_many(tmp_path_factory, data):
     _fuzz_manifest(tmp_path_factory, data)
+
+
+def _commit_edit(tmp_path, edit, **kwargs) -> Path:
+    good = _build(tmp_path, **kwargs)
+    header, entries = _manifest(good)
+    header, entries = edit(header, entries) or (header, entries)
+    crafted = tmp_path / "crafted.rq"
+    _recommit(good, crafted, header, entries)
+    return crafted
+
+
+def _float_ids(header, entries):
+    ids = next(s for s in entries[0]["arrays"] if s["name"] == "ids")
+    ids["dtype"] = "<f8"
+
+
+INVARIANT_LIES = {  # what a writer never produces, each refused even without checksums
+    "segment listed twice": lambda h, e: (h, e + e),
+    "next id below a stored id": lambda h, e: h.update(next_id=50),
+    "next id negative": lambda h, e: h.update(next_id=-1),
+    "float ids": _float_ids,
+    "keep_vectors false beside stored vectors": lambda h, e: h.update(keep_vectors=False),
+}
+
+
+@pytest.mark.parametrize("lie", sorted(INVARIANT_LIES))
+@pytest.mark.parametrize("verify", [True, False])
+def test_broken_invariants_are_refused_at_load(tmp_path, lie, verify):
+    crafted = _commit_edit(tmp_path, INVARIANT_LIES[lie], keep_vectors=True)
+    with pytest.raises(ValueError):
+        VectorIndex.load(crafted, verify=verify)

@@ -90,12 +90,35 @@ def test_residual_zero_and_reset(tiny):
         {"sink_tokens": -1},
         {"boundary_layers": 2},
         {"boundary_bits": 0},
+        {"boundary_bits": (4,)},
+        {"boundary_bits": (4, 3, 2)},
+        {"seed": -1},
+        {"seed": 1.5},
         {"attention": "sdpa"},
     ],
 )
 def test_bad_configuration(kwargs):
     with pytest.raises(ValueError):
         TurboQuantCache(**kwargs)
+
+
+def test_configuration_the_model_config_rules_out_is_refused_at_construction():
+    config = _config()  # 2 layers
+    with pytest.raises(ValueError, match="boundary_layers"):
+        TurboQuantCache(4, 3, config=config, boundary_layers=2)
+    with pytest.raises(ValueError, match="head_dim=12"):
+        TurboQuantCache(4, 3, config=_config(head_dim=12, hidden_size=48))
+    with pytest.raises(ValueError, match="head_dim"):  # boundary widths checked too
+        TurboQuantCache(4, 4, config=config, boundary_layers=1, boundary_bits=(4, 3.25))
+    assert TurboQuantCache(4, 3, config=config, boundary_layers=1, boundary_bits=[8, 6])
+
+
+def test_a_new_batch_size_on_a_used_cache_is_a_clear_error(tiny):
+    cache = TurboQuantCache(4, 3, residual_length=2)
+    with torch.no_grad():
+        tiny(torch.randint(0, 100, (2, 6)), cache=cache, use_cache=True)
+        with pytest.raises(ValueError, match="batch"):
+            tiny(torch.randint(0, 100, (3, 1)), cache=cache, use_cache=True)
 
 
 def test_smollm2_perplexity_at_4_3_bits():

@@ -260,6 +260,15 @@ def _parse_manifest(
         if not isinstance(header, dict) or not isinstance(entries, list):
             raise TypeError("manifest header or segment list of the wrong type")
         segments = [_segment_views(data, entry, length, verify) for entry in entries]
+        spans = sorted(
+            (int(a["offset"]), int(a["nbytes"]))
+            for e in entries
+            for a in e["arrays"]
+            if a["nbytes"]
+        )
+        for (start, size), (following, _) in zip(spans, spans[1:], strict=False):
+            if start + size > following:  # e.g. one segment listed twice
+                raise ValueError(f"sections overlap at byte {following}")
     except MALFORMED as exc:
         raise ValueError(f"invalid manifest: {exc}") from exc  # JSONDecodeError: a ValueError
     return header, entries, segments
@@ -306,6 +315,8 @@ def _manifest(header: dict, entries: list[dict]) -> bytes:
 def _segment_views(data, entry: dict, length: int, verify: bool) -> dict[str, np.ndarray]:
     views = {}
     for section in entry["arrays"]:
+        if section["name"] in views:
+            raise ValueError(f"section {section['name']!r} is listed twice")
         dtype = np.dtype(section["dtype"])
         if dtype.hasobject or dtype.itemsize == 0:
             raise ValueError(f"section {section['name']!r} has an unusable dtype {dtype}")

@@ -145,6 +145,9 @@ class Segment:
             expected["l2_shift"] = (np.dtype(np.float32), (count,))
         if keep_vectors:
             expected["vectors"] = (np.dtype(np.float16), (count, config.dim))
+        unexpected = set(arrays) - {"ids", *(spec.name for spec in stream_specs(config)), *expected}
+        if unexpected:  # e.g. a keep_vectors or metric flag that disagrees with the arrays
+            raise ValueError(f"arrays {sorted(unexpected)} do not belong to this index's layout")
         rows = {}
         for name, (dtype, shape) in expected.items():
             arr = arrays[name]

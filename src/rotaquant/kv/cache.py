@@ -19,7 +19,7 @@ from transformers.cache_utils import Cache, DynamicLayer, get_layer_types_and_kw
 
 from ..codec.codebook import MAX_BITS
 from .attention import NAME as ATTENTION_NAME
-from .codec import HeadCodec, outlier_channels
+from .codec import HeadCodec, head_config, outlier_channels
 from .cold import ColdSnapshot, ColdTier
 
 MIGRATE_TOKENS = 16  # decode steps move hot tokens to the cold tier this many at a time
@@ -101,6 +101,12 @@ class TurboQuantLayer(DynamicLayer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        elif key_states.shape[:2] != self.keys.shape[:2]:
+            raise ValueError(
+                f"this cache holds (batch, kv heads) {tuple(self.keys.shape[:2])}, the new states "
+                f"are {tuple(key_states.shape[:2])}: use a new cache for another batch (or "
+                "batch_select_indices / reorder_cache)"
+            )
         hot_keys = torch.cat([self.keys, key_states], dim=-2)
         hot_values = torch.cat([self.values, value_states], dim=-2)
         keys, values = self.cold["keys"].snapshot(), self.cold["values"].snapshot()
@@ -246,7 +252,7 @@ class TurboQuantCache(Cache):
         config=None,
         outliers: bool = True,
     ):
-        pair = boundary_bits if isinstance(boundary_bits, tuple) else (boundary_bits,) * 2
+        pair = _bits_pair(boundary_bits)
         for name, bits in (
             ("key_bits", key_bits),
             ("value_bits", value_bits),
@@ -261,6 +267,7 @@ class TurboQuantCache(Cache):
         _check_count("residual_length", residual_length)
         _check_count("sink_tokens", sink_tokens)
         _check_count("boundary_layers", boundary_layers)
+        _check_count("seed", seed)
         if max_tokens is not None:
             _check_count("max_tokens", max_tokens)
             if max_tokens <= sink_tokens:
@@ -287,6 +294,7 @@ class TurboQuantCache(Cache):
             return
         text = config.get_text_config(decoder=True)
         layer_types, per_layer = get_layer_types_and_kwargs(text)
+        self._check_model(text, len(layer_types))
         layers = []
         for index, (kind, kwargs) in enumerate(zip(layer_types, per_layer, strict=True)):
             if kind not in ("full_attention", "sliding_attention"):
@@ -294,6 +302,24 @@ class TurboQuantCache(Cache):
             window = kwargs.get("sliding_window") if kind == "sliding_attention" else None
             layers.append(self._layer(index, len(layer_types), window))
         super().__init__(layers=layers)
+
+    def _check_model(self, text_config, layer_count: int) -> None:
+        """What the model's config already tells: every layer's head_dim works at its widths,
+        and the boundary layers fit in the model."""
+        if 2 * self.boundary_layers > layer_count:
+            raise ValueError(
+                f"boundary_layers={self.boundary_layers} at both ends needs at least "
+                f"{2 * self.boundary_layers} layers; the model has {layer_count}"
+            )
+        head_dim = getattr(text_config, "head_dim", None) or (
+            text_config.hidden_size // text_config.num_attention_heads
+        )
+        widths = [(self.key_bits, self.value_bits)]
+        if self.boundary_layers:
+            widths.append(self.boundary_bits)
+        for key_bits, value_bits in widths:
+            head_config(head_dim, key_bits, mode=self.key_mode)
+            head_config(head_dim, value_bits)
 
     def _next_layer(self) -> TurboQuantLayer:
         self._layer_count += 1
@@ -333,6 +359,18 @@ class TurboQuantCache(Cache):
     def fp16_nbytes(self) -> int:
         """What float16 keys and values would take for the same tokens."""
         return sum(layer.fp16_nbytes for layer in self.layers)
+
+
+def _bits_pair(boundary_bits) -> tuple[float, float]:
+    """``boundary_bits`` as (key bits, value bits): one number for both, or a pair."""
+    if isinstance(boundary_bits, (tuple, list)):
+        if len(boundary_bits) != 2:
+            raise ValueError(
+                f"boundary_bits must be a number or a (key bits, value bits) pair, "
+                f"got {boundary_bits!r}"
+            )
+        return tuple(boundary_bits)
+    return (boundary_bits, boundary_bits)
 
 
 def _check_bits(name: str, bits) -> None:

@@ -73,6 +73,19 @@ class StreamLayout:
         return self.channels * self.bits // 8
 
 
+def head_config(head_dim: int, bits: float, seed: int = 0, mode: str = "mse") -> CodecConfig:
+    """The codec configuration of one KV head; ValueError unless every channel group holds
+    whole bytes of codes per token (a multiple of 8 channels)."""
+    config = CodecConfig(head_dim, bits, seed=seed, mode=mode)
+    for group in config.groups:
+        if group.channels % 8:
+            raise ValueError(
+                f"head_dim={head_dim} at bits={bits}: channel groups must hold a multiple "
+                f"of 8 channels (got {group.channels})"
+            )
+    return config
+
+
 class HeadCodec:
     """Encode/decode head vectors of dimension ``head_dim`` at ``bits`` (1..8 or fractional).
 
@@ -92,15 +105,9 @@ class HeadCodec:
     ):
         if mode not in ("mse", "prod"):
             raise ValueError(f"mode must be 'mse' or 'prod', got {mode!r}")
-        config = CodecConfig(head_dim, bits, seed=seed, mode=mode)
+        config = head_config(head_dim, bits, seed, mode)
         self.head_dim, self.bits, self.mode = head_dim, config.bits, mode
         groups = config.groups
-        for group in groups:
-            if group.channels % 8:
-                raise ValueError(
-                    f"head_dim={head_dim} at bits={bits}: channel groups must hold a multiple "
-                    f"of 8 channels (got {group.channels})"
-                )
         split = outliers is not None and len(groups) > 1
         books = [lloyd_max(g.channels if split else head_dim, g.bits) for g in groups]
         layouts = []
