@@ -220,3 +220,34 @@ def test_crafted_sizes_are_checked_before_allocating(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="dim"):
         VectorIndex.load(path)
+
+
+@pytest.mark.parametrize("how", ["rewrite", "append"])
+def test_disk_full_during_a_save_keeps_the_previous_file(tmp_path, monkeypatch, how):
+    """The disk fills up (ENOSPC at the fsync) during a full save or an append: the save
+    raises OSError, the file still loads with its previous contents, no temp file is left,
+    and a later save (space freed) completes."""
+    import errno
+
+    from rotaquant import _atomic
+
+    path = tmp_path / "idx.rq"
+    index = VectorIndex(16, 3)
+    index.add(unit_gaussian(40, 16))
+    index.save(path)
+    index.add(unit_gaussian(10, 16, seed=1))
+    if how == "rewrite":
+        index.remove([0])
+    module = _atomic if how == "rewrite" else ff
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module.os, "fsync", full)
+        with pytest.raises(OSError, match="No space"):
+            index.save(path)
+    assert len(VectorIndex.load(path)) == 40
+    assert sorted(os.listdir(tmp_path)) == ["idx.rq", "idx.rq.lock"]
+    index.save(path)
+    assert sorted(VectorIndex.load(path).ids.tolist()) == sorted(index.ids.tolist())
