@@ -57,21 +57,38 @@ def test_tiers_and_exact_bytes(tiny):
         for _ in range(5):
             tiny(torch.randint(0, 100, (3, 1)), cache=cache, use_cache=True)
     layer = cache.layers[0]
-    # prefill leaves exactly 8 hot tokens; decode steps migrate 16 at a time
-    assert layer.keys.shape == (3, 2, 13, 16) and layer.cold["keys"].length == 22
-    assert cache.get_seq_length() == 35
-    vectors = 3 * 2 * 64  # cold (batch, head, token) rows per layer: capacity grows by 64
-    cold = vectors * ((16 * 4 // 8 + 2) + (16 * 3 // 8 + 2))
-    hot = 2 * 3 * 2 * 13 * 16 * 4  # float32 keys and values
-    assert cache.nbytes == 2 * (cold + hot)
+    # 4 exact sinks; the prefill's other 26 tokens: 18 go cold (>= 16 at a time), 8 stay
+    # hot; decode steps add 5 hot ones (fewer than 16 beyond the window: not encoded yet)
+    assert layer.sink_keys.shape == (3, 2, 4, 16) and layer.keys.shape == (3, 2, 13, 16)
+    assert layer.cold["keys"].length == 18 and cache.get_seq_length() == 35
+    rows = 3 * 2 * (18 + 18 // 4)  # cold (batch, head, token) rows: capacity 1.25 x needed
+    cold = rows * ((16 * 4 // 8 + 2) + (16 * 3 // 8 + 2))
+    mean_key = 2 * 16 * 2  # float16 mean key per head (values are not centered)
+    exact = 2 * 3 * 2 * (13 + 4) * 16 * 2  # float16 hot and sink keys and values
+    assert cache.nbytes == 2 * (cold + mean_key + exact)
     assert cache.fp16_nbytes == 2 * 3 * 2 * 35 * 32 * 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_never_more_bytes_than_float16(tiny, dtype):
+    """At every length from one token up (prefill and decode), the cache holds at most what
+    float16 keys and values of the same tokens take, statistics and spare rows included."""
+    model = copy.deepcopy(tiny).to(dtype)
+    for residual in (0, 16):
+        cache = TurboQuantCache(4, 3, residual_length=residual)
+        with torch.no_grad():
+            for step in range(80):
+                model(torch.randint(0, 100, (1, 1 if step else 3)), cache=cache, use_cache=True)
+                assert 0 < cache.nbytes <= cache.fp16_nbytes, (residual, step)
 
 
 def test_residual_zero_and_reset(tiny):
     cache = TurboQuantCache(4, 4, residual_length=0)
     with torch.no_grad():
-        tiny(torch.randint(0, 100, (1, 12)), cache=cache, use_cache=True)
-    assert cache.layers[0].keys.shape[-2] == 0 and cache.layers[0].cold["keys"].length == 12
+        tiny(torch.randint(0, 100, (1, 40)), cache=cache, use_cache=True)
+    layer = cache.layers[0]
+    assert layer.sink_keys.shape[-2] == 4 and layer.keys.shape[-2] == 0
+    assert layer.cold["keys"].length == 36
     cache.reset()
     assert cache.get_seq_length() == 0 and cache.nbytes == 0
 
@@ -148,16 +165,25 @@ def tiny_compressed(tiny):
     return model
 
 
-@pytest.mark.parametrize(("key_bits", "value_bits", "residual"), [(3, 2, 5), (4, 3.5, 0)])
+@pytest.mark.parametrize(
+    ("key_bits", "value_bits", "residual", "fit"),
+    [
+        (3, 2, 5, {}),
+        (4, 3.5, 0, {}),
+        (4, 3, 5, {"center_values": True, "key_scale": 0.5}),
+        (3.5, 2.5, 0, {"center_keys": False, "key_scale": 1.0, "sink_tokens": 0}),
+    ],
+)
 def test_compressed_attention_equals_decode_then_sdpa(
-    tiny, tiny_compressed, key_bits, value_bits, residual
+    tiny, tiny_compressed, key_bits, value_bits, residual, fit
 ):
     """Scoring packed keys in the rotated domain and summing rotated values gives the same
-    logits as decoding everything and running SDPA, chunked prefill and decode steps alike."""
+    logits as decoding everything and running SDPA, chunked prefill and decode steps alike,
+    with means subtracted and channels scaled (their contributions added back exactly)."""
     ids = torch.randint(0, 100, (2, 40))
-    decoded = TurboQuantCache(key_bits, value_bits, residual_length=residual)
+    decoded = TurboQuantCache(key_bits, value_bits, residual_length=residual, **fit)
     compressed = TurboQuantCache(
-        key_bits, value_bits, residual_length=residual, attention="compressed"
+        key_bits, value_bits, residual_length=residual, attention="compressed", **fit
     )
     steps = [ids[:, s : s + 8] for s in range(0, 40, 8)] + [ids[:, :1]] * 3
     with torch.no_grad():
@@ -202,7 +228,7 @@ def test_compressed_attention_generates(tiny_compressed):
 def test_compressed_cache_without_its_attention_fails_loudly(tiny):
     cache = TurboQuantCache(4, 4, residual_length=2, attention="compressed")
     with torch.no_grad():
-        tiny(torch.randint(0, 100, (1, 4)), cache=cache, use_cache=True)
+        tiny(torch.randint(0, 100, (1, 30)), cache=cache, use_cache=True)
         with pytest.raises(RuntimeError, match="enable"):  # layer 0 ignored its cold tokens,
             tiny(torch.randint(0, 100, (1, 1)), cache=cache, use_cache=True)  # layer 1 reports
 
@@ -220,7 +246,8 @@ def test_eviction_keeps_sinks_and_the_most_recent_tokens(tiny):
     layer = cache.layers[0]
     assert layer.held_length == 20 and cache.get_seq_length() == 50
     assert cache.get_mask_sizes(3, 0) == (23, 30)
-    held = torch.cat([layer.cold["keys"].snapshot().decode(), layer.keys], dim=-2)
+    parts = (layer.sink_keys, layer.cold["keys"].snapshot().decode(), layer.keys)
+    held = torch.cat([part.float() for part in parts], dim=-2)
     expected = reference.layers[0].keys[..., list(range(4)) + list(range(34, 50)), :]
     torch.testing.assert_close(held, expected, rtol=0.05, atol=0.05)
     assert cache.fp16_nbytes == 2 * 1 * 2 * 20 * 32 * 2
@@ -271,7 +298,7 @@ def test_boundary_layers_and_prod_keys(tiny):
         config=tiny.config,
     )
     with torch.no_grad():
-        tiny(torch.randint(0, 100, (1, 16)), cache=cache, use_cache=True)
+        tiny(torch.randint(0, 100, (1, 24)), cache=cache, use_cache=True)
     first, second = cache.layers  # two layers: both are boundary layers
     assert first.cold["keys"].codec.bits == 6 and first.cold["values"].codec.bits == 5
     assert first.cold["keys"].codec.mode == "prod"

@@ -57,12 +57,25 @@ def compressed_attention(
         rotated = cold.keys.codec.query_domains(q)["rotated"]  # decoded prod keys: QJL term in
         parts = [rotated @ k.transpose(-1, -2) for k in cold.keys.decoded(CHUNK_TOKENS)]
         logits = torch.cat([*parts, hot], dim=-1)
+    offset = None if not cold_length else cold.keys.codec.offset_scores(q)
+    if offset is not None:  # ⟨q, μ⟩: the centered keys' mean, one number per query row
+        logits[..., :cold_length] += offset[..., None]
     softcap = kwargs.get("softcap")
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     length = logits.shape[-1]
     if attention_mask is not None:
-        mask = attention_mask[..., -length:].float()  # (B, 1, Tq, L)
+        mask = attention_mask[..., -length:].float()  # (B, 1, Tq, L), in position order
+        leading = cold.leading if cold_length else 0
+        if leading:  # logits hold the cold tokens first, then the sinks, then the hot ones
+            mask = torch.cat(
+                [
+                    mask[..., leading : leading + cold_length],
+                    mask[..., :leading],
+                    mask[..., leading + cold_length :],
+                ],
+                dim=-1,
+            )
         logits = (logits.view(batch, kv_heads, groups, q_len, length) + mask[:, :, None]).view(
             batch, kv_heads, groups * q_len, length
         )
@@ -78,7 +91,8 @@ def compressed_attention(
                 stop = start + values.shape[-2]
                 accumulated = accumulated + cold_weights[..., start:stop] @ values
                 start = stop
-        out = out + cold.values.codec.unrotate(accumulated)
+        mass = weights[..., :cold_length].sum(dim=-1, keepdim=True)
+        out = out + cold.values.codec.add_offset(cold.values.codec.unrotate(accumulated), mass)
         cold.consumed = True
     out = out.view(batch, kv_heads, groups, q_len, -1).reshape(batch, q_heads, q_len, -1)
     return out.transpose(1, 2).contiguous().to(query.dtype), None

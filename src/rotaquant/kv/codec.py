@@ -102,6 +102,8 @@ class HeadCodec:
         seed: int = 0,
         mode: str = "mse",
         outliers: torch.Tensor | None = None,
+        offset: torch.Tensor | None = None,
+        channel_scale: torch.Tensor | None = None,
     ):
         if mode not in ("mse", "prod"):
             raise ValueError(f"mode must be 'mse' or 'prod', got {mode!r}")
@@ -136,7 +138,17 @@ class HeadCodec:
             self.scale_count += 1
         self.layouts = tuple(layouts)
         self._slots = [(g.start, g.stop) for g in groups] if split else [(0, head_dim)]
-        self._rotation = self._rotation_matrix(groups, seed, outliers if split else None)
+        rotation = self._rotation_matrix(groups, seed, outliers if split else None)
+        # x ↦ (x − μ) @ F is coded; queries score in q @ G; y @ Gᵀ (+ μ) decodes. F = G = M
+        # (orthogonal) unless channels are scaled: F = diag(1/s) M, G = diag(s) M
+        self._outlier_count = outliers.numel() if split else 0
+        self.offset = None if offset is None else offset.float()
+        self.channel_scale = None if channel_scale is None else channel_scale.float()
+        if channel_scale is None:
+            self._forward = self._rotation = rotation
+        else:
+            per_channel = self.channel_scale[..., None]  # (heads, head_dim, 1)
+            self._forward, self._rotation = rotation / per_channel, rotation * per_channel
         self._values = [torch.from_numpy(layout.values) for layout in layouts]
         # one per Lloyd–Max stream (the first len(groups) layouts)
         self._boundaries = [torch.from_numpy(book.boundaries).float() for book in books]
@@ -178,6 +190,9 @@ class HeadCodec:
     def _on(self, device: torch.device) -> None:
         if self._rotation.device != device:
             self._rotation = self._rotation.to(device)
+            self._forward = self._forward.to(device)
+            if self.offset is not None:
+                self.offset = self.offset.to(device)
             self._values = [v.to(device) for v in self._values]
             self._boundaries = [b.to(device) for b in self._boundaries]
             if self._projection is not None:
@@ -190,11 +205,38 @@ class HeadCodec:
         return self._rotation
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """x @ M in float32: (..., heads, tokens, head_dim), the domain codes live in."""
+        """x @ G in float32: (..., heads, tokens, head_dim), the domain queries score codes in
+        (G = M, the rotation, unless channels are scaled)."""
         return torch.matmul(x.float(), self._matrix(x))
 
     def unrotate(self, y: torch.Tensor) -> torch.Tensor:
+        """y @ Gᵀ: a rotated-domain (sum of) decoded vector(s) back in the model's domain,
+        without the offset μ (``offset_terms`` adds it)."""
         return torch.matmul(y, self._matrix(y).transpose(-1, -2))
+
+    def offset_scores(self, q: torch.Tensor) -> torch.Tensor | None:
+        """⟨q, μ⟩ per query: (..., heads, queries) for q (..., heads, queries, head_dim), or
+        None without an offset. Cold logits are ⟨q G, ŷ⟩ + ⟨q, μ⟩."""
+        if self.offset is None:
+            return None
+        self._on(q.device)
+        return (q.float() * self.offset[:, None, :]).sum(dim=-1)
+
+    def add_offset(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """x + μ·weight (weight (..., heads, rows, 1): the softmax mass of cold tokens; 1 for
+        decoded vectors)."""
+        if self.offset is None:
+            return x
+        self._on(x.device)
+        offset = self.offset[:, None, :]
+        return x + (offset if weight is None else weight * offset)
+
+    @property
+    def stats_nbytes(self) -> int:
+        """Bytes of the fitted statistics this codec holds (offset, channel scales)."""
+        held = (self.offset, self.channel_scale)
+        floats = sum(t.numel() for t in held if t is not None)
+        return 2 * floats + 2 * self._outlier_count  # float16 values, int16 channel indices
 
     def query_domains(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Queries in every domain a stream is scored in: {"rotated": q @ M[, "projected": ...]}."""
@@ -205,7 +247,12 @@ class HeadCodec:
         return domains
 
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        rotated = self.rotate(x)
+        x = x.float()
+        if self.offset is not None:
+            self._on(x.device)
+            x = x - self.offset[:, None, :]
+        self._matrix(x)
+        rotated = torch.matmul(x, self._forward)
         tiny = torch.finfo(torch.float32).tiny
         packed, scales = [], []
         decoded = torch.empty_like(rotated)
@@ -250,7 +297,50 @@ class HeadCodec:
                 y += part @ self._projection
             else:
                 y[..., layout.start : layout.stop] = part
-        return y if rotated else self.unrotate(y)
+        return y if rotated else self.add_offset(self.unrotate(y))
+
+
+@dataclass(frozen=True)
+class HeadFit:
+    """What a codec is fitted to from the first tokens a layer compresses (keys or values):
+    ``offset`` μ (heads, head_dim) subtracted before coding, ``channel_scale`` s (heads,
+    head_dim) the centered channels are divided by, ``outliers`` (heads, count) channels for the
+    higher width of a fractional split. All float16-exact (they are stored as float16)."""
+
+    offset: torch.Tensor | None
+    channel_scale: torch.Tensor | None
+    outliers: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Which statistics ``fit_heads`` takes: the mean (``center``), channel scales
+    rms_c^``scale_power`` (0: none), outlier channels for fractional widths (``outliers``)."""
+
+    center: bool = True
+    scale_power: float = 0.0
+    outliers: bool = True
+
+
+def fit_heads(states: torch.Tensor, bits: float, mode: str, options: FitOptions) -> HeadFit:
+    """Per-head statistics of ``states`` (batch, heads, tokens, head_dim): the mean vector,
+    channel scales of the centered states (normalized to geometric mean 1), and the outlier
+    channels (see ``outlier_channels``) of what is then coded."""
+    x = states.detach().float()
+    center, scale_power = options.center, options.scale_power
+    offset = None
+    if center:
+        offset = x.mean(dim=(0, 2)).to(torch.float16).float()  # (heads, head_dim)
+        x = x - offset[:, None, :]
+    channel_scale = None
+    if scale_power:
+        rms = x.square().mean(dim=(0, 2)).sqrt().clamp_min(1e-6)
+        scale = rms**scale_power
+        scale = scale / scale.log().mean(dim=-1, keepdim=True).exp()
+        channel_scale = scale.to(torch.float16).float()
+        x = x / channel_scale[:, None, :]
+    chosen = outlier_channels(x, bits, mode) if options.outliers else None
+    return HeadFit(offset, channel_scale, chosen)
 
 
 def outlier_channels(states: torch.Tensor, bits: float, mode: str = "mse") -> torch.Tensor | None:

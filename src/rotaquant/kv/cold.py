@@ -3,8 +3,9 @@
 Per codec stream a (batch, heads, capacity, stream bytes) uint8 buffer and per scale a
 (batch, heads, capacity) float16 buffer; tokens are appended in place and the live rows are a
 list of row ranges (evicting tokens cuts a range; the buffer is compacted into a new one once
-more than half of it is dead). Capacity grows in steps of ``GROWTH`` tokens, so at most
-``GROWTH − 1`` spare rows are ever held — and counted by ``nbytes``.
+more than half of it is dead). Capacity grows to ``needed + needed // GROWTH`` rows, so spare
+rows are at most a quarter of the live ones (counted by ``nbytes``) and appends copy the
+buffers O(log n) times.
 
 A :class:`ColdSnapshot` is the tier as it stood at one moment. It stays valid while the tier
 changes: appends write past its rows, eviction replaces the range list, growth and compaction
@@ -21,7 +22,7 @@ import torch
 from .. import _core
 from .codec import HeadCodec
 
-GROWTH = 64  # tokens added to the capacity at a time
+GROWTH = 4  # capacity = needed + needed / GROWTH: appends copy O(log n) times
 # Threads of the native readers: the calling thread only. Attention runs between torch's own
 # multi-threaded operations, whose threads still spin when a reader starts; splitting a reader
 # over the pool measured slower than one thread (python -m bench.kv --sections profile).
@@ -52,7 +53,7 @@ class ColdSnapshot:
         for first, last in self.chunks(tokens):
             if self.packed[0].device.type == "cpu":
                 y = self._decode_rows(((first, last),))
-                yield y if rotated else self.codec.unrotate(y)
+                yield y if rotated else self.codec.add_offset(self.codec.unrotate(y))
             else:
                 packed = [p[..., first:last, :] for p in self.packed]
                 scales = [s[..., first:last] for s in self.scales]
@@ -185,12 +186,12 @@ class ColdTier:
         if dropped != count:
             raise ValueError(f"cannot evict {count} tokens after {keep}: only {self.length} held")
         self._ranges = tuple(kept)
-        if self._rows > 2 * self.length + 2 * GROWTH:
+        if self._rows > 2 * self.length + 64:
             self._reallocate(self.length)
 
     def _reallocate(self, needed: int) -> None:
         """New buffers of capacity ≥ ``needed`` holding the live rows back to back."""
-        capacity = -(-needed // GROWTH) * GROWTH
+        capacity = needed + needed // GROWTH
         moved, self._rows = list(self._ranges), 0
         self._ranges = ()
         for kind in ("_packed", "_scales"):
