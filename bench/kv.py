@@ -42,6 +42,7 @@ from rotaquant.kv.evaluate import (
     needle_prompt,
     perplexity,
     prefill,
+    score_text,
     step_rate,
 )
 
@@ -201,9 +202,12 @@ def turboquant_rows(name, model, compressed, ids, chunk, settings) -> tuple[list
     return rows, base
 
 
-def quality(model, compressed, ids, chunk) -> list[dict]:
+def quality(model, compressed, ids, chunk, sweep: bool = True) -> list[dict]:
+    """SmolLM2 on Python docs: the width sweep (``sweep``) and QuantizedCache at 4 and 2 bits."""
     config, tokens = model.config, ids.shape[1]
     settings = [("", {"key_bits": k, "value_bits": v}) for k, v in WIDTHS] + list(VARIANTS)
+    if not sweep:
+        settings = [("", {"key_bits": 4, "value_bits": 3})]
     rows, base = turboquant_rows("SmolLM2", model, compressed, ids, chunk, settings)
     for backend, bits, key_axis, value_axis in PEERS:
         cache = quantized_cache(model, backend, bits, key_axis, value_axis)
@@ -493,12 +497,117 @@ GEMMA_SETTINGS = (
 )
 
 
-def gemma(tokens: int, chunk: int) -> list[dict]:
+def gemma(tokens: int, chunk: int, sweep: bool = True) -> tuple[list[dict], list[dict]]:
+    """(the width sweep on Python docs, the robustness table) for Gemma-3-270M."""
     model, tokenizer = data.gemma3()
     compressed = copy.deepcopy(model)
     enable(compressed)
-    ids = tokenizer(" ".join(data.pydoc_sentences()), return_tensors="pt").input_ids[:, :tokens]
-    return turboquant_rows("Gemma-3-270M", model, compressed, ids, chunk, GEMMA_SETTINGS)[0]
+    texts = real_texts(tokenizer, tokens)
+    rows = []
+    if sweep:
+        rows = turboquant_rows(
+            "Gemma-3-270M", model, compressed, texts["Python docs"], chunk, GEMMA_SETTINGS
+        )[0]
+    return rows, robustness("Gemma-3-270M", model, compressed, texts, chunk)
+
+
+def real_texts(tokenizer, tokens: int) -> dict[str, torch.Tensor]:
+    """Two real English texts as (1, tokens) ids: Python's documentation, and WordNet 3.0's
+    dictionary definitions (nouns from the 20,000th synset on: not Python documentation)."""
+    sources = {
+        "Python docs": " ".join(data.pydoc_sentences()),
+        "WordNet glosses": " ".join(data.wordnet_glosses()[20_000:26_000]),
+    }
+    return {
+        name: tokenizer(text, return_tensors="pt").input_ids[:, :tokens]
+        for name, text in sources.items()
+    }
+
+
+# What the defaults were before issue 12, and each technique added on its own
+BEFORE = {"sink_tokens": 0, "center_keys": False, "key_scale": 0.0, "hot_float16": False}
+ROBUSTNESS_SETTINGS = (
+    ("before", (4, 3), BEFORE),
+    ("+ sinks", (4, 3), {"center_keys": False, "key_scale": 0.0}),
+    ("+ sinks, centered keys", (4, 3), {"key_scale": 0.0}),
+    ("now (+ key scales)", (4, 3), {}),
+    ("before", (3.5, 3.5), BEFORE),
+    ("now (+ key scales)", (3.5, 3.5), {}),
+    ("before", (2.5, 2.5), BEFORE),
+    ("now (+ key scales)", (2.5, 2.5), {}),
+)
+ROBUSTNESS_WINDOWS = (16, 128)
+ROBUSTNESS_COLUMNS: list[Column] = [
+    ("model", "model", ""),
+    ("text", "text", ""),
+    ("residual", "hot", "d"),
+    ("key_bits", "K", "g"),
+    ("value_bits", "V", "g"),
+    ("variant", "settings", ""),
+    ("ppl", "ppl", ".3f"),
+    ("ppl_change_pct", "vs dynamic %", "+.2f"),
+    ("top1_pct", "top-1 agree %", ".1f"),
+    ("mbytes", "cache MB", ".2f"),
+    ("fp16_ratio", "fp16/cache", ".2f"),
+]
+
+
+def robustness(name, model, compressed, texts: dict[str, torch.Tensor], chunk) -> list[dict]:
+    """Perplexity, top-1 agreement with the uncompressed cache and bytes, per text × hot
+    window × ROBUSTNESS_SETTINGS (the defaults before this issue, each technique, now)."""
+    rows = []
+    for text, ids in texts.items():
+        config, tokens = model.config, ids.shape[1]
+        reference = score_text(model, ids, DynamicCache(config=config), chunk)
+        base = reference.perplexity
+        for residual in ROBUSTNESS_WINDOWS:
+            fp16 = fp16_nbytes(config, tokens)
+            rows.append(
+                {
+                    "model": name,
+                    "cache": "DynamicCache",
+                    "text": text,
+                    "residual": residual,
+                    "variant": "float32",
+                    "ppl": base,
+                    "ppl_change_pct": 0.0,
+                    "top1_pct": 100.0,
+                    "mbytes": 2 * fp16 / 1e6,
+                    "fp16_ratio": 0.5,
+                }
+            )
+            for label, (key_bits, value_bits), kwargs in ROBUSTNESS_SETTINGS:
+                cache = TurboQuantCache(
+                    key_bits,
+                    value_bits,
+                    residual_length=residual,
+                    attention="compressed",
+                    config=config,
+                    **kwargs,
+                )
+                scored = score_text(compressed, ids, cache, chunk)
+                top1 = (scored.predictions == reference.predictions).float().mean().item()
+                rows.append(
+                    {
+                        **_row(
+                            name, "TurboQuantCache", cache, config, tokens, scored.perplexity, base
+                        ),
+                        "text": text,
+                        "residual": residual,
+                        "key_bits": key_bits,
+                        "value_bits": value_bits,
+                        "variant": label,
+                        "top1_pct": 100 * top1,
+                    }
+                )
+                print(
+                    {
+                        k: rows[-1][k]
+                        for k in ("text", "residual", "variant", "key_bits", "ppl_change_pct")
+                    },
+                    flush=True,
+                )
+    return rows
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -540,6 +649,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         choices=SECTIONS,
     )
     parser.add_argument("--tokens", type=int, default=2048)
+    parser.add_argument(
+        "--sweep",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="quality/gemma: the full width sweep (--no-sweep: (4, 3) and the peers only)",
+    )
     parser.add_argument("--chunk", type=int, default=256)
     parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--steps", type=int, default=32)
@@ -555,20 +670,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     payload: dict = {}
     report = []
     if "quality" in args.sections or "gemma" in args.sections:
-        rows = []
+        rows, robust = [], []
         if "quality" in args.sections:
-            rows += quality(model, compressed, ids[:, : args.tokens], args.chunk)
+            rows += quality(model, compressed, ids[:, : args.tokens], args.chunk, args.sweep)
+            texts = real_texts(tokenizer, args.tokens)
+            robust += robustness("SmolLM2-135M", model, compressed, texts, args.chunk)
         if "gemma" in args.sections:
-            rows += gemma(args.tokens, args.chunk)
-        payload["quality"] = rows
+            sweep, gemma_robust = gemma(args.tokens, args.chunk, args.sweep)
+            rows += sweep
+            robust += gemma_robust
+        payload["quality"], payload["robustness"] = rows, robust
+        report.append(format_table(robust, ROBUSTNESS_COLUMNS))
+        report.append(
+            f"\nTeacher-forced perplexity of {args.tokens} tokens of each text fed in chunks of "
+            f"{args.chunk} (float32 models), compressed attention, hot window 16 and 128 tokens. "
+            f"before: the defaults before issue 12 ({BEFORE}); + sinks: the first 4 tokens kept "
+            "exact; centered keys: minus each head's mean key; now: + key channels divided by "
+            "rms^0.5 (the defaults). top-1 agree: share of positions where the next-token "
+            "argmax equals the uncompressed cache's. cache MB: bytes really held (codes, "
+            "scales, statistics, sinks and hot window, spare rows)."
+        )
         report.append(format_table(rows, QUALITY_COLUMNS))
         report.append(
             f"\nPerplexity of {args.tokens} pydoc tokens fed in chunks of {args.chunk} (float32 "
             f"models); residual_length={RESIDUAL}; TurboQuant scored by the compressed attention. "
-            "cache MB: bytes really held (codes, scales, zero points, hot window in float32, "
+            "cache MB: bytes really held (codes, scales, zero points, sinks and hot window, "
             "spare rows); fp16/cache: float16 bytes for the same tokens / bytes held."
         )
-        if "quality" in args.sections:
+        if "quality" in args.sections and args.sweep:
             plot(rows, Path(__file__).resolve().parents[1] / "docs" / "kv_ppl_bits.png")
     if "needle" in args.sections:
         payload["needle"] = needles("SmolLM2", model, compressed, tokenizer, NEEDLE_CACHES)

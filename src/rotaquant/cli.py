@@ -164,6 +164,7 @@ def _kv_report(
     from transformers import DynamicCache
 
     from .kv import TurboQuantCache, enable
+    from .kv.cache import SINK_TOKENS
     from .kv.evaluate import (
         agreement,
         greedy,
@@ -192,6 +193,11 @@ def _kv_report(
         f"\n{type(model).__name__} ({model_name}), {ids.shape[1]} tokens of Python docs fed in "
         f"chunks of {chunk}; {label}, residual_length={residual}, attention={attention!r}, "
         f"key_mode={key_mode!r}"
+    )
+    print(
+        f"exact: the first {SINK_TOKENS} tokens (sinks) and the newest "
+        f"{residual}-{residual + 15} (float16 for a float32 model); compressed: everything "
+        "between, once 16 or more tokens are past the hot window"
     )
     dynamic = DynamicCache(config=config)
     base, base_predictions = score_text(model, ids, dynamic, chunk)

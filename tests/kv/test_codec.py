@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import rotaquant as rq
-from rotaquant.kv.codec import HeadCodec
+from rotaquant.kv.codec import FitOptions, HeadCodec, fit_heads
 
 
 @pytest.mark.parametrize("bits", [2, 3, 3.5, 4])
@@ -114,3 +114,30 @@ def test_each_head_uses_its_own_outlier_channels():
     assert (y[:, 0, :, 1::2].abs() < 1e-5).all() and (y[:, 1, :, :32].abs() < 1e-5).all()
     error = ((x - y) ** 2).sum() / (x**2).sum()
     assert error < 2 * rq.TurboQuantizer(32, 5, norm_correction=True).mse_optimum
+
+
+def test_fitted_statistics_code_the_residual_and_are_counted():
+    """Centering and channel scaling fitted to real-looking keys (a large shared offset and
+    uneven channels): decoded vectors equal offset + decoded residual, the error falls, and
+    the stored statistics are counted as float16 (outlier indices as int16)."""
+    torch.manual_seed(0)
+    spread = torch.linspace(0.2, 3.0, 64)
+    x = torch.randn(1, 2, 200, 64) * spread + 4 * torch.randn(2, 1, 64)
+    plain = HeadCodec(64, 4)
+    fit = fit_heads(x, 3.5, "mse", FitOptions(center=True, scale_power=0.5))
+    fitted = HeadCodec(64, 3.5, 0, "mse", fit.outliers, fit.offset, fit.channel_scale)
+    errors = []
+    for codec in (plain, fitted):
+        packed, scales = codec.encode(x)
+        y = codec.decode(packed, scales)
+        errors.append(((y - x).square().sum() / x.square().sum()).item())
+        q = torch.randn(1, 2, 3, 64)
+        rotated = codec.decode(packed, scales, rotated=True)
+        logits = codec.rotate(q) @ rotated.transpose(-1, -2)
+        if codec.offset is not None:
+            logits = logits + codec.offset_scores(q)[..., None]
+        torch.testing.assert_close(logits, q @ y.transpose(-1, -2), rtol=1e-4, atol=1e-3)
+    assert errors[1] < errors[0] / 2  # 3.5 fitted bits beat 4 plain ones here
+    assert fitted.stats_nbytes == 2 * (2 * 64 + 2 * 64) + 2 * 2 * 32
+    assert plain.stats_nbytes == 0
+    assert torch.equal(fit.offset, fit.offset.half().float())  # float16-exact as stored

@@ -111,7 +111,7 @@ def test_evicting_more_than_held_is_refused():
 
 def test_nbytes_counts_capacity():
     tier, _ = _tier(HeadCodec(64, 4), tokens=70, batch=1, heads=3)
-    assert tier.nbytes == 3 * 87 * (32 + 2)  # 70 tokens -> capacity 70 + 70 // 4 rows
+    assert tier.nbytes == 3 * 74 * (32 + 2)  # 70 tokens -> capacity 70 + 70 // 16 rows
 
 
 @pytest.mark.parametrize("variant", _native.variants())

@@ -23,6 +23,7 @@ from .codec import FitOptions, HeadCodec, fit_heads, head_config
 from .cold import ColdSnapshot, ColdTier
 
 DEFAULT_FIT = FitOptions()
+SINK_TOKENS = 4  # default: the first tokens kept exact
 MIGRATE_TOKENS = 16  # decode steps move hot tokens to the cold tier this many at a time
 
 
@@ -293,12 +294,11 @@ class TurboQuantCache(Cache):
             rotated coordinates instead (one scale).
         center_keys, center_values: subtract each head's mean key (value), fitted to the
             first tokens that go cold and stored once as float16, and code only the residual;
-            attention adds the mean's contribution back exactly. Keys on by default (Gemma-3:
-            +1.0 % -> +0.4 % perplexity; SmolLM2 unchanged); values off (it measured worse).
+            attention adds the mean's contribution back exactly. Keys on by default (it
+            carries Gemma-3's QK-normed keys), values off (it measured worse on both models).
         key_scale: divide each key channel by rms_c^key_scale (of the centered keys; 0: off)
             before the rotation and multiply the query by it, so high-RMS channels get more
-            of the codes' precision (0.5 helps QK-normed keys such as Gemma-3's, costs
-            SmolLM2 0.6 points; see docs/kv.md).
+            of the codes' precision (default 0.5; measurements in docs/kv.md).
         hot_float16: for float32 models, keep the hot window in float16 (attention still sees
             each new token exactly as computed); other dtypes keep their own.
     """
@@ -312,14 +312,14 @@ class TurboQuantCache(Cache):
         attention: str | None = None,
         key_mode: str = "mse",
         max_tokens: int | None = None,
-        sink_tokens: int = 4,
+        sink_tokens: int = SINK_TOKENS,
         boundary_layers: int = 0,
         boundary_bits: float | tuple[float, float] = 8,
         config=None,
         outliers: bool = True,
         center_keys: bool = True,
         center_values: bool = False,
-        key_scale: float = 0.0,
+        key_scale: float = 0.5,
         hot_float16: bool = True,
     ):
         pair = _bits_pair(boundary_bits)

@@ -4,8 +4,8 @@ Per codec stream a (batch, heads, capacity, stream bytes) uint8 buffer and per s
 (batch, heads, capacity) float16 buffer; tokens are appended in place and the live rows are a
 list of row ranges (evicting tokens cuts a range; the buffer is compacted into a new one once
 more than half of it is dead). Capacity grows to ``needed + needed // GROWTH`` rows, so spare
-rows are at most a quarter of the live ones (counted by ``nbytes``) and appends copy the
-buffers O(log n) times.
+rows are at most a sixteenth of the live ones (counted by ``nbytes``); each row is copied
+about 16 times on average as the tier grows.
 
 A :class:`ColdSnapshot` is the tier as it stood at one moment. It stays valid while the tier
 changes: appends write past its rows, eviction replaces the range list, growth and compaction
@@ -22,7 +22,7 @@ import torch
 from .. import _core
 from .codec import HeadCodec
 
-GROWTH = 4  # capacity = needed + needed / GROWTH: appends copy O(log n) times
+GROWTH = 16  # capacity = needed + needed / GROWTH: spare rows cost at most 1/16 more
 # Threads of the native readers: the calling thread only. Attention runs between torch's own
 # multi-threaded operations, whose threads still spin when a reader starts; splitting a reader
 # over the pool measured slower than one thread (python -m bench.kv --sections profile).
