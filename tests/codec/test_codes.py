@@ -84,17 +84,8 @@ def _fuzz_header(blob: bytes, data) -> None:
     except ValueError:
         return
     assert Codes.from_bytes(codes.to_bytes()).n == codes.n
-    config = codes.config
-    q = rq.TurboQuantizer(
-        config.dim,
-        config.bits,
-        mode=config.mode,
-        rotation=config.rotation,
-        seed=config.seed,
-        norm_dtype=config.norm_dtype,
-        norm_correction=config.norm_correction,
-    )
-    assert q.decode(codes).shape == (codes.n, config.dim)
+    q = rq.TurboQuantizer.from_config(codes.config)
+    assert q.decode(codes).shape == (codes.n, codes.config.dim)
 
 
 @settings(max_examples=100, deadline=None)

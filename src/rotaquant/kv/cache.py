@@ -131,20 +131,18 @@ class TurboQuantLayer(DynamicLayer):
                 f"are {tuple(key_states.shape[:2])}: use a new cache for another batch (or "
                 "batch_select_indices / reorder_cache)"
             )
-        # attention sees the exact tokens in the model dtype, the new ones exactly as given
-        hot_keys = torch.cat([self.keys.to(key_states.dtype), key_states], dim=-2)
-        hot_values = torch.cat([self.values.to(value_states.dtype), value_states], dim=-2)
-        sink_keys = self.sink_keys.to(key_states.dtype)
-        sink_values = self.sink_values.to(value_states.dtype)
-        room = min(self.sink_tokens - sink_keys.shape[-2], hot_keys.shape[-2])
-        if room > 0:  # the first tokens ever seen become the sinks at once
-            sink_keys = torch.cat([sink_keys, hot_keys[..., :room, :]], dim=-2)
-            sink_values = torch.cat([sink_values, hot_values[..., :room, :]], dim=-2)
-            hot_keys, hot_values = hot_keys[..., room:, :], hot_values[..., room:, :]
-            self.sink_keys = sink_keys.to(self.sink_keys.dtype, copy=True)
-            self.sink_values = sink_values.to(self.sink_values.dtype, copy=True)
-        exact_keys = torch.cat([sink_keys, hot_keys], dim=-2)
-        exact_values = torch.cat([sink_values, hot_values], dim=-2)
+        # attention sees the exact tokens (sinks, then hot) in the model dtype, the new ones
+        # exactly as given; the sinks are the first tokens ever seen (hot holds none before
+        # they are complete), so one concatenation serves both
+        exact_keys = torch.cat([self.sink_keys.to(key_states.dtype), self.keys, key_states], -2)
+        exact_values = torch.cat(
+            [self.sink_values.to(value_states.dtype), self.values, value_states], -2
+        )
+        sinks = min(self.sink_tokens, exact_keys.shape[-2])
+        if sinks > self.sink_keys.shape[-2]:
+            self.sink_keys = exact_keys[..., :sinks, :].to(self.sink_keys.dtype, copy=True)
+            self.sink_values = exact_values[..., :sinks, :].to(self.sink_values.dtype, copy=True)
+        hot_keys, hot_values = exact_keys[..., sinks:, :], exact_values[..., sinks:, :]
         if self.cold:
             keys, values = self.cold["keys"].snapshot(), self.cold["values"].snapshot()
         else:
@@ -153,15 +151,24 @@ class TurboQuantLayer(DynamicLayer):
             self.check_consumed()
             self._last_view = None
             if keys is not None:
-                self._last_view = ColdView(keys, values, sink_keys.shape[-2])
+                self._last_view = ColdView(keys, values, sinks)
                 exact_keys._rotaquant_cold = self._last_view
             returned = (exact_keys, exact_values)
         elif keys is None or keys.length == 0:
             returned = (exact_keys, exact_values)
         else:
             returned = (
-                torch.cat([sink_keys, keys.decode().to(key_states.dtype), hot_keys], dim=-2),
-                torch.cat([sink_values, values.decode().to(value_states.dtype), hot_values], -2),
+                torch.cat(
+                    [exact_keys[..., :sinks, :], keys.decode().to(key_states.dtype), hot_keys], -2
+                ),
+                torch.cat(
+                    [
+                        exact_values[..., :sinks, :],
+                        values.decode().to(value_states.dtype),
+                        hot_values,
+                    ],
+                    -2,
+                ),
             )
         self.cumulative_length += key_states.shape[-2]
         overflow = hot_keys.shape[-2] - self.residual_length
