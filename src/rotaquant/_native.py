@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
-from . import _core
+from . import _core, _gpu
 
 
 def variants() -> list[str]:
@@ -61,7 +61,8 @@ def show_config(file: TextIO | None = None) -> None:
         file=out,
     )
     print(f"  threads: {config['threads']} (ROTAQUANT_NUM_THREADS)", file=out)
-    torch = importlib.util.find_spec("torch") is not None
-    triton = importlib.util.find_spec("triton") is not None
-    print(f"  KV cache: {'torch installed' if torch else 'needs the [kv] extra (torch)'}", file=out)
-    print(f"  Triton: {'installed' if triton else 'not installed'}", file=out)
+    if importlib.util.find_spec("torch") is None:
+        print("  KV cache: needs the [kv] extra (torch)", file=out)
+    else:
+        for line in _gpu.describe():
+            print(line, file=out)

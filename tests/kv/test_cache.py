@@ -6,8 +6,6 @@ import pytest
 import torch
 from transformers import (
     DynamicCache,
-    Gemma3ForCausalLM,
-    Gemma3TextConfig,
     LlamaConfig,
     LlamaForCausalLM,
 )
@@ -321,23 +319,6 @@ def test_boundary_layers_and_prod_keys(tiny):
     assert first.cold["keys"].codec.mode == "prod"
     four = TurboQuantCache(4, 3, boundary_layers=1, config=_config(num_hidden_layers=4))
     assert [layer.key_bits for layer in four.layers] == [8, 4, 4, 8]
-
-
-@pytest.fixture(scope="module")
-def tiny_gemma():
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=100,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        head_dim=32,
-        sliding_window=8,
-        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-    )
-    return Gemma3ForCausalLM(config).eval()
 
 
 @pytest.mark.parametrize("attention", ["decoded", "compressed"])

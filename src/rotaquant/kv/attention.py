@@ -14,6 +14,8 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+from . import backend
+
 NAME = "rotaquant"
 CHUNK_TOKENS = 512  # cold tokens decoded at a time (the decode path)
 ROW_KERNEL_QUERIES = 16  # query rows per KV head up to which the CPU uses the row kernels
@@ -38,13 +40,27 @@ def compressed_attention(
     q = (query.float() * scaling).reshape(batch, kv_heads, groups * q_len, head_dim)
     cold = getattr(key, "_rotaquant_cold", None)
     cold_length = 0 if cold is None else cold.length
-    # the native readers write into plain arrays: with autograd recording, the torch path
-    row_kernels = (
-        cold_length
-        and query.device.type == "cpu"
-        and groups * q_len <= ROW_KERNEL_QUERIES
-        and not (torch.is_grad_enabled() and query.requires_grad)
-    )
+    recording = torch.is_grad_enabled() and query.requires_grad
+    chosen = backend.choose(query.device, recording) if cold_length else "torch"
+    if chosen == "triton":
+        from . import triton_kernels
+
+        softcap = kwargs.get("softcap")
+        out = triton_kernels.attend(q, q_len, key, value, cold, attention_mask, softcap)
+        cold.consumed = True
+    else:
+        # the native readers write into plain arrays: with autograd recording, the torch path
+        row_kernels = cold_length and chosen == "native" and groups * q_len <= ROW_KERNEL_QUERIES
+        out = _reference(q, q_len, key, value, cold, row_kernels, attention_mask, kwargs)
+    out = out.view(batch, kv_heads, groups, q_len, -1).reshape(batch, q_heads, q_len, -1)
+    return out.transpose(1, 2).contiguous().to(query.dtype), None
+
+
+def _reference(q, q_len, key, value, cold, row_kernels, attention_mask, kwargs):
+    """The CPU (native readers) and torch paths: q (B, Hkv, groups·q_len, D) scaled float32,
+    key/value the exact states -> (B, Hkv, groups·q_len, D) float32."""
+    batch, kv_heads, rows, _ = q.shape
+    cold_length = 0 if cold is None else cold.length
     hot = q @ key.float().transpose(-1, -2)
     if not cold_length:
         logits = hot
@@ -65,7 +81,8 @@ def compressed_attention(
         logits = torch.tanh(logits / softcap) * softcap
     length = logits.shape[-1]
     if attention_mask is not None:
-        mask = attention_mask[..., -length:].float()  # (B, 1, Tq, L), in position order
+        mask = attention_mask[..., -length:]  # (B, 1, Tq, L), in position order
+        mask = mask.float() if mask.dtype != torch.bool else torch.where(mask, 0.0, -torch.inf)
         leading = cold.leading if cold_length else 0
         if leading:  # logits hold the cold tokens first, then the sinks, then the hot ones
             mask = torch.cat(
@@ -76,8 +93,8 @@ def compressed_attention(
                 ],
                 dim=-1,
             )
-        logits = (logits.view(batch, kv_heads, groups, q_len, length) + mask[:, :, None]).view(
-            batch, kv_heads, groups * q_len, length
+        logits = (logits.view(batch, kv_heads, -1, q_len, length) + mask[:, :, None]).view(
+            batch, kv_heads, rows, length
         )
     weights = torch.softmax(logits, dim=-1)
     out = weights[..., cold_length:] @ value.float()
@@ -94,8 +111,7 @@ def compressed_attention(
         mass = weights[..., :cold_length].sum(dim=-1, keepdim=True)
         out = out + cold.values.codec.add_offset(cold.values.codec.unrotate(accumulated), mass)
         cold.consumed = True
-    out = out.view(batch, kv_heads, groups, q_len, -1).reshape(batch, q_heads, q_len, -1)
-    return out.transpose(1, 2).contiguous().to(query.dtype), None
+    return out
 
 
 def enable(model) -> None:

@@ -49,6 +49,7 @@ from ..codec.codes import CodecConfig
 from ..codec.packing import pack_rows, unpack_rows
 from ..codec.qjl import QJLSketch
 from ..codec.rotation import make_rotation
+from . import backend
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,16 @@ class HeadCodec:
         return domains
 
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(..., heads, tokens, head_dim) -> (packed, scales) as in the class docstring; in
+        one Triton kernel where ``backend.choose`` says so, else in torch."""
+        if x.dim() == 4 and backend.choose(x.device) == "triton":
+            from . import triton_kernels
+
+            return triton_kernels.encode(self, x)
+        return self.encode_reference(x)
+
+    def encode_reference(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The torch implementation of :meth:`encode` (any device)."""
         x = x.float()
         if self.offset is not None:
             self._on(x.device)

@@ -15,11 +15,13 @@ allocate new buffers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
 from .. import _core
+from . import backend
 from .codec import HeadCodec
 
 GROWTH = 16  # capacity = needed + needed / GROWTH: spare rows cost at most 1/16 more
@@ -42,6 +44,19 @@ class ColdSnapshot:
     def length(self) -> int:
         return sum(stop - start for start, stop in self.ranges)
 
+    @property
+    def capacity(self) -> int:
+        """Rows of the buffers (live, dead and spare)."""
+        return self.packed[0].shape[-2]
+
+    @cached_property
+    def live_rows(self) -> torch.Tensor:
+        """(length,) int32 buffer row of each live token, on the buffers' device (the
+        Triton kernels read rows through it, so evicted rows are skipped)."""
+        device = self.packed[0].device
+        parts = [torch.arange(a, b, dtype=torch.int32, device=device) for a, b in self.ranges]
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int32, device=device)
+
     def chunks(self, tokens: int):
         """Row ranges of consecutive live tokens, at most ``tokens`` per chunk."""
         for start, stop in self.ranges:
@@ -51,7 +66,7 @@ class ColdSnapshot:
     def decoded(self, tokens: int, rotated: bool = True):
         """Live tokens decoded a chunk at a time: (batch, heads, ≤ tokens, head_dim) float32."""
         for first, last in self.chunks(tokens):
-            if self.packed[0].device.type == "cpu":
+            if backend.choose(self.packed[0].device) == "native":
                 y = self._decode_rows(((first, last),))
                 yield y if rotated else self.codec.add_offset(self.codec.unrotate(y))
             else:
