@@ -264,3 +264,15 @@ def test_the_gpu_benchmark_runs_at_toy_sizes(tmp_path):
     assert results["e2e"][1]["cache"].startswith("TurboQuant")
     assert results["perplexity"]["relative_difference"] < 1e-4
     assert (tmp_path / "gpu.txt").read_text().startswith("Decode attention")
+
+
+def test_attention_refuses_a_mask_that_does_not_fit():
+    view = _view(64, 4, 3, "mse", 40, 4, False, 1, 2, True)
+    exact = torch.randn(1, 2, 6, 64, device=DEVICE)
+    q = torch.randn(1, 2, 4, 64, device=DEVICE)
+    short = torch.zeros(1, 1, 1, view.length + 5, device=DEVICE)  # one position too few
+    with pytest.raises(ValueError, match="positions"):
+        kernels.attend(q, 1, exact, exact, view, short, None)
+    other_batch = torch.zeros(3, 1, 1, view.length + 6, device=DEVICE)
+    with pytest.raises(ValueError, match="does not fit"):
+        kernels.attend(q, 1, exact, exact, view, other_batch, None)

@@ -743,8 +743,15 @@ def attend(
     if mask is not None:
         if mask.dtype == torch.bool:
             mask = torch.zeros(mask.shape, device=device).masked_fill_(~mask, float("-inf"))
-        if mask.shape[1] != 1:
-            raise ValueError(f"the attention mask must broadcast over heads, got {mask.shape}")
+        if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-1] < cold_len + exact_len:
+            raise ValueError(
+                f"the attention mask must be (batch, 1, queries, ≥ {cold_len + exact_len}) "
+                f"positions, got {tuple(mask.shape)}"
+            )
+        if mask.shape[0] not in (1, batch) or mask.shape[2] not in (1, q_len):
+            raise ValueError(f"mask {tuple(mask.shape)} does not fit {batch} × {q_len} queries")
+    if values.length != cold_len:
+        raise ValueError(f"cold keys hold {cold_len} tokens, cold values {values.length}")
     block_n = 64 if dim <= 128 else 16
     blocks_m = triton.cdiv(rows, BLOCK_M)
     wanted = max(1, _programs_wanted(device) // (batch * heads * blocks_m))
