@@ -1,6 +1,6 @@
-"""The package's imports point one way (docs/architecture.md): cli → index, kv → codec →
-shared helpers and the native core; the products never import each other and nothing
-imports cli."""
+"""The package's imports point one way (docs/architecture.md): cli → integrations → index,
+kv → codec → shared helpers and the native core; the products never import each other and
+nothing imports cli."""
 
 import ast
 from pathlib import Path
@@ -13,10 +13,11 @@ ROOT = Path(rotaquant.__file__).parent
 HELPERS = {"_arrays", "_atomic", "_gpu", "_parallel", "_native", "data"}  # and the extension _core
 # part of the package -> parts it must not import
 FORBIDDEN = {
-    "codec": {"index", "kv", "cli"},
-    "index": {"kv", "cli"},
-    "kv": {"index", "cli"},
-    **{helper: {"codec", "index", "kv", "cli"} for helper in HELPERS},
+    "codec": {"index", "kv", "cli", "integrations"},
+    "index": {"kv", "cli", "integrations"},
+    "kv": {"index", "cli", "integrations"},
+    "integrations": {"kv", "cli"},
+    **{helper: {"codec", "index", "kv", "cli", "integrations"} for helper in HELPERS},
 }
 
 

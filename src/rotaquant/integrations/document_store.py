@@ -1,0 +1,402 @@
+"""The store both framework adapters sit on: a VectorIndex plus the documents in SQLite.
+
+:class:`DocumentStore` keeps, per document, a string id, the int64 *key* of its vector in the
+index, its text, its metadata (JSON, what filters see), an adapter payload (JSON; LlamaIndex
+keeps its serialized node there) and a group (LlamaIndex's ref_doc_id). The index dimension
+comes from the first vectors added.
+
+On disk (``path``, a directory): ``index.rq`` (the VectorIndex file) and ``docs.sqlite``
+(Python's sqlite3, WAL journal). SQLite is the record of which keys are live; keys are never
+reused. A write is durable in both or in neither:
+
+- add / overwrite: the vectors are added under fresh keys and the index file is saved (an
+  atomic append commit), *then* the SQLite transaction that points the string ids at the new
+  keys commits; the keys they replace leave the index afterwards. A crash in between leaves
+  keys SQLite does not know, which :meth:`load` removes: the old documents are intact.
+- delete: SQLite commits first, then the index drops the keys (and saves). A crash in between
+  leaves unreferenced keys, removed at load again.
+
+Without ``path`` everything lives in memory until :meth:`save` writes both files (the SQLite
+copy is written to a temp file, fsynced and renamed). Bad input — a vector of another
+dimension, NaN/inf, repeated ids, metadata JSON cannot hold, unknown filter operators — raises
+``ValueError`` before anything is written. All methods are thread-safe (one lock).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..index import VectorIndex
+from . import filters
+
+INDEX_FILE = "index.rq"
+DOCS_FILE = "docs.sqlite"
+SCHEMA = 1
+_TABLES = """
+CREATE TABLE IF NOT EXISTS docs (
+    id TEXT PRIMARY KEY, key INTEGER NOT NULL UNIQUE, text TEXT, metadata TEXT NOT NULL,
+    payload TEXT, grp TEXT);
+CREATE INDEX IF NOT EXISTS docs_grp ON docs(grp);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored document (``metadata`` is a fresh dict: callers may keep it)."""
+
+    id: str
+    text: str | None
+    metadata: dict
+    payload: str | None
+    group: str | None
+    key: int
+
+
+class DocumentStore:
+    """Documents with vectors: add, overwrite, delete, get, filtered search, save/load.
+
+    ``bits``/``metric`` and ``index_options`` (``seed``, ``mode``, ``keep_vectors``, ...) go
+    to the :class:`~rotaquant.VectorIndex` built at the first add.
+    """
+
+    def __init__(
+        self,
+        bits: float = 4,
+        metric: str = "cosine",
+        path: str | os.PathLike | None = None,
+        **index_options: Any,
+    ):
+        self.bits, self.metric, self.index_options = bits, metric, dict(index_options)
+        self.path = None if path is None else Path(path)
+        self._lock = threading.RLock()
+        self.index: VectorIndex | None = None
+        if self.path is not None and (self.path / DOCS_FILE).exists():
+            raise FileExistsError(f"{self.path} already holds a store: use load()")
+        VectorIndex(8, bits, metric, **index_options)  # refuse a bad configuration now
+        if self.path is not None:
+            self.path.mkdir(parents=True, exist_ok=True)
+        self._db = self._connect(self.path / DOCS_FILE if self.path else None)
+        self._set_meta(
+            schema=SCHEMA, bits=bits, metric=metric, index_options=index_options, next_key=0
+        )
+        self._db.commit()
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def dim(self) -> int | None:
+        return None if self.index is None else self.index.dim
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in memory: the index (codes, norms, ids) and the SQLite database's pages
+        (text, metadata, payloads; its page count × page size)."""
+        with self._lock:
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            size = self._db.execute("PRAGMA page_size").fetchone()[0]
+            return (self.index.nbytes if self.index is not None else 0) + pages * size
+
+    def get(self, ids: Sequence[str]) -> list[Record]:
+        """The stored records of ``ids`` that exist, in the order asked (missing: skipped)."""
+        ids = _string_ids(ids)
+        with self._lock:
+            found = self._records("id", ids)
+        by_id = {record.id: record for record in found}
+        return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
+
+    def records(self, where: filters.Filter | None = None, group: str | None = None):
+        """Every record (matching ``where`` / of ``group``), in insertion order."""
+        sql, params = "SELECT * FROM docs", []
+        clauses = []
+        if where is not None:
+            clause, params = filters.to_sql(where)
+            clauses.append(clause)
+        if group is not None:
+            clauses.append("grp = ?")
+            params.append(group)
+        if clauses:
+            sql += " WHERE " + " AND ".join(f"({c})" for c in clauses)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY key", params).fetchall()
+        return [_record(row) for row in rows]
+
+    def search(
+        self,
+        vectors: Any,
+        k: int,
+        where: filters.Filter | None = None,
+        predicate: Callable[[Record], bool] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[list[tuple[Record, float]]]:
+        """Top-``k`` records per query row of ``vectors`` (m, dim), best first, with the
+        index's scores, among the records matching ``where``, ``predicate`` and ``ids``."""
+        with self._lock:
+            if self.index is None or not len(self.index):
+                _ = self._vectors(vectors, None)  # still refuse malformed queries
+                return [[] for _ in range(np.atleast_2d(np.asarray(vectors)).shape[0])]
+            queries = self._vectors(vectors, self.index.dim)
+            allow = self._allowed(where, predicate, ids)
+            if allow is not None and not allow.size:
+                return [[] for _ in range(len(queries))]
+            scores, keys = self.index.search(queries, k, allow=allow)
+            wanted = [int(key) for key in np.unique(keys[keys >= 0])]
+            by_key = {record.key: record for record in self._records("key", wanted)}
+        return [
+            [
+                (by_key[int(key)], float(score))
+                for key, score in zip(row_keys, row_scores, strict=True)
+                if key >= 0
+            ]
+            for row_keys, row_scores in zip(keys, scores, strict=True)
+        ]
+
+    def vectors_of(self, records: Sequence[Record]) -> np.ndarray:
+        """The index's decoded vectors of ``records`` (len, dim) float32 (MMR needs them)."""
+        with self._lock:
+            keys = np.array([record.key for record in records], np.int64)
+            return self.index.reconstruct(keys)
+
+    # ------------------------------------------------------------------ writing
+    def add(
+        self,
+        vectors: Any,
+        texts: Sequence[str | None],
+        metadatas: Sequence[dict | None] | None = None,
+        ids: Sequence[str | None] | None = None,
+        payloads: Sequence[str | None] | None = None,
+        groups: Sequence[str | None] | None = None,
+    ) -> list[str]:
+        """Store documents (new ids: uuid4 strings); an id already stored is overwritten.
+        Returns the ids, in order."""
+        n = len(texts)
+        ids = [None] * n if ids is None else list(ids)
+        metadatas = [None] * n if metadatas is None else list(metadatas)
+        payloads = [None] * n if payloads is None else list(payloads)
+        groups = [None] * n if groups is None else list(groups)
+        for name, column in (("ids", ids), ("metadatas", metadatas), ("payloads", payloads)):
+            if len(column) != n:
+                raise ValueError(f"{len(column)} {name} for {n} texts")
+        if len(groups) != n:
+            raise ValueError(f"{len(groups)} groups for {n} texts")
+        ids = [str(uuid.uuid4()) if i is None else i for i in ids]
+        ids = _string_ids(ids)
+        if len(set(ids)) != n:
+            raise ValueError("repeated ids in one add")
+        encoded = [_metadata_json(m) for m in metadatas]
+        if not n:
+            return []
+        with self._lock:
+            vectors = self._vectors(vectors, self.dim, n)
+            if self.index is None:
+                self.index = VectorIndex(
+                    vectors.shape[1], self.bits, self.metric, **self.index_options
+                )
+            start = self._meta("next_key")
+            keys = np.arange(start, start + n, dtype=np.int64)
+            replaced = [r.key for r in self._records("id", ids)]
+            self.index.add(vectors, keys)
+            try:
+                self._save_index()
+                with self._db:  # one transaction: commits or rolls back
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?, ?)",
+                        zip(ids, keys.tolist(), texts, encoded, payloads, groups, strict=True),
+                    )
+                    self._set_meta(next_key=start + n, dim=int(vectors.shape[1]))
+            except BaseException:
+                self.index.remove(keys)  # the file may hold them: load removes them again
+                raise
+            if replaced:
+                self.index.remove(np.array(replaced, np.int64))
+        return ids
+
+    def delete(self, ids: Iterable[str] | None = None, group: str | None = None) -> int:
+        """Delete ``ids`` (unknown ones ignored), or the records of ``group``, or (both None)
+        everything. Returns how many were deleted."""
+        with self._lock:
+            if ids is not None:
+                found = self._records("id", _string_ids(list(ids)))
+            else:
+                found = self.records(group=group) if group is not None else self.records()
+            if not found:
+                return 0
+            with self._db:
+                self._db.executemany("DELETE FROM docs WHERE id = ?", [(r.id,) for r in found])
+            self.index.remove(np.array([r.key for r in found], np.int64))
+            self._save_index()
+            return len(found)
+
+    def save(self, path: str | os.PathLike | None = None) -> None:
+        """Write the store under ``path`` (default: its own ``path``): both files replaced
+        atomically, the index first."""
+        with self._lock:
+            target = Path(path) if path is not None else self.path
+            if target is None:
+                raise ValueError("this store has no path: save(path)")
+            target.mkdir(parents=True, exist_ok=True)
+            if target == self.path:
+                self._save_index()
+                self._db.commit()
+                return
+            if self.index is not None:
+                self.index.save(target / INDEX_FILE, overwrite=True)
+            tmp = target / f".{DOCS_FILE}.{os.getpid()}.tmp"
+            try:
+                copy = sqlite3.connect(tmp)
+                with copy:
+                    self._db.backup(copy)
+                copy.close()
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, target / DOCS_FILE)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> DocumentStore:
+        """Open a saved store; writes go to it from then on. Index keys no document refers
+        to (an interrupted write) are removed; documents whose vector is missing (an index
+        file recovered to an older commit) are dropped with a RuntimeWarning."""
+        path = Path(path)
+        if not (path / DOCS_FILE).exists():
+            raise FileNotFoundError(f"no store at {path} (missing {DOCS_FILE})")
+        self = cls.__new__(cls)
+        self.path, self._lock = path, threading.RLock()
+        self._db = self._connect(path / DOCS_FILE)
+        if self._meta("schema") != SCHEMA:
+            raise ValueError(f"{path}: unsupported store schema {self._meta('schema')}")
+        self.bits, self.metric = self._meta("bits"), self._meta("metric")
+        self.index_options = self._meta("index_options")
+        self.index = None
+        if (path / INDEX_FILE).exists():
+            self.index = VectorIndex.load(path / INDEX_FILE)
+            self._reconcile()
+        elif len(self):
+            raise ValueError(f"{path}: documents without an index file ({INDEX_FILE})")
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _connect(file: Path | None) -> sqlite3.Connection:
+        db = sqlite3.connect(":memory:" if file is None else file, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        if file is not None:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_TABLES)
+        return db
+
+    def _meta(self, name: str):
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def _set_meta(self, **values) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+            [(name, json.dumps(value)) for name, value in values.items()],
+        )
+
+    def _records(self, column: str, values: list) -> list[Record]:
+        found = []
+        for start in range(0, len(values), 500):  # SQLite's parameter limit
+            part = values[start : start + 500]
+            marks = ", ".join("?" * len(part))
+            rows = self._db.execute(f"SELECT * FROM docs WHERE {column} IN ({marks})", part)
+            found += [_record(row) for row in rows]
+        return found
+
+    def _allowed(self, where, predicate, ids) -> np.ndarray | None:
+        if where is None and predicate is None and ids is None:
+            return None
+        records = self.records(where) if where is not None else None
+        if ids is not None:
+            chosen = self._records("id", _string_ids(list(ids)))
+            if records is not None:
+                keep = {r.key for r in records}
+                chosen = [r for r in chosen if r.key in keep]
+            records = chosen
+        if predicate is not None:
+            records = [
+                r for r in (records if records is not None else self.records()) if predicate(r)
+            ]
+        return np.array(sorted(r.key for r in records), np.int64)
+
+    def _vectors(self, vectors: Any, dim: int | None, n: int | None = None) -> np.ndarray:
+        arr = np.asarray(vectors, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] == 0:
+            raise ValueError(f"vectors must be (n, dim), got shape {arr.shape}")
+        if n is not None and arr.shape[0] != n:
+            raise ValueError(f"{arr.shape[0]} vectors for {n} documents")
+        if dim is not None and arr.shape[1] != dim:
+            raise ValueError(f"this store holds {dim}-dimensional vectors, got {arr.shape[1]}")
+        if not np.isfinite(arr).all():
+            raise ValueError("vectors contain NaN or infinity")
+        return arr
+
+    def _save_index(self) -> None:
+        if self.path is not None and self.index is not None:
+            self.index.save(self.path / INDEX_FILE)
+
+    def _reconcile(self) -> None:
+        live = {row[0] for row in self._db.execute("SELECT key FROM docs")}
+        stored = set(self.index.ids.tolist())
+        orphans = stored - live
+        if orphans:  # vectors of a write that did not commit: nothing refers to them
+            self.index.remove(np.array(sorted(orphans), np.int64))
+        missing = live - stored
+        if missing:
+            warnings.warn(
+                f"{self.path}: {len(missing)} documents have no vector in {INDEX_FILE} "
+                "(the index file was recovered to an older commit); they are dropped",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            with self._db:
+                self._db.executemany("DELETE FROM docs WHERE key = ?", [(k,) for k in missing])
+
+
+def _record(row: sqlite3.Row) -> Record:
+    return Record(
+        row["id"], row["text"], json.loads(row["metadata"]), row["payload"], row["grp"], row["key"]
+    )
+
+
+def _string_ids(ids: Sequence) -> list[str]:
+    if isinstance(ids, str):
+        raise ValueError("ids must be a list of strings, not one string")
+    bad = [i for i in ids if not isinstance(i, str)]
+    if bad:
+        raise ValueError(f"ids must be strings, got {bad[0]!r}")
+    return list(ids)
+
+
+def _metadata_json(metadata: dict | None) -> str:
+    if metadata is None:
+        return "{}"
+    if not isinstance(metadata, dict):
+        raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
+    try:
+        return json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"metadata must be JSON-serializable: {error}") from None
