@@ -115,7 +115,11 @@ def _reference(q, q_len, key, value, cold, row_kernels, attention_mask, kwargs):
 
 
 def enable(model) -> None:
-    """Register the compressed attention (and its mask) and switch ``model`` to it."""
+    """Register the compressed attention (and its mask), switch ``model`` to it, and let its
+    ``generate`` take ``cache_implementation="turboquant"`` (``kv.generation``)."""
+    from . import generation
+
     AttentionInterface.register(NAME, compressed_attention)
     AttentionMaskInterface.register(NAME, eager_mask)
     model.set_attn_implementation(NAME)
+    generation.install(model)

@@ -12,6 +12,7 @@ hot states, carrying a view of the cold tier that the "rotaquant" attention func
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -57,7 +58,7 @@ class TurboQuantLayer(DynamicLayer):
     tokens after the sinks go first.
     """
 
-    is_croppable = False
+    is_croppable = True  # the newest tokens (hot) can be removed: assisted decoding
 
     def __init__(
         self,
@@ -272,7 +273,39 @@ class TurboQuantLayer(DynamicLayer):
         self._map_batch(lambda t: t[indices, ...])
 
     def crop(self, tokens_to_remove: int) -> None:
-        raise NotImplementedError("TurboQuantCache cannot be cropped (compressed tokens)")
+        """Remove the newest ``-tokens_to_remove`` tokens (transformers' convention: a negative
+        count), as assisted decoding does with rejected draft tokens. They must still be exact:
+        hot ones, or sinks while nothing is compressed; compressed tokens cannot be removed
+        (ValueError: a longer ``residual_length`` keeps more of them hot)."""
+        if tokens_to_remove > 0:
+            raise ValueError(
+                f"crop takes a negative number of tokens to remove, got {tokens_to_remove}"
+            )
+        count = -tokens_to_remove
+        if count == 0 or not self.is_initialized:
+            return
+        hot = self.keys.shape[-2]
+        cold = self.cold["keys"].length if self.cold else 0
+        removable = hot + (self.sink_keys.shape[-2] if cold == 0 else 0)
+        if count > removable:
+            raise ValueError(
+                f"cannot remove the newest {count} tokens: only {removable} are still exact "
+                f"(hot); the rest is compressed (use a larger residual_length)"
+            )
+        from_hot = min(count, hot)
+        self.keys, self.values = (
+            self.keys[..., : hot - from_hot, :],
+            self.values[..., : hot - from_hot, :],
+        )
+        rest = count - from_hot
+        if rest:
+            keep = self.sink_keys.shape[-2] - rest
+            self.sink_keys, self.sink_values = (
+                self.sink_keys[..., :keep, :],
+                self.sink_values[..., :keep, :],
+            )
+        self.cumulative_length -= count
+        self._last_view = None
 
 
 class TurboQuantCache(Cache):
@@ -387,6 +420,21 @@ class TurboQuantCache(Cache):
             window = kwargs.get("sliding_window") if kind == "sliding_attention" else None
             layers.append(self._layer(index, len(layer_types), window))
         super().__init__(layers=layers)
+
+    @classmethod
+    def from_dict(cls, options: dict | None, config=None) -> TurboQuantCache:
+        """A cache from a dict of its arguments (a ``cache_config``), e.g. ``{"key_bits": 4,
+        "value_bits": 3, "residual_length": 128}``; unknown keys are a ValueError naming the
+        accepted ones. ``config``: the model's (also accepted inside ``options``)."""
+        options = dict(options or {})
+        accepted = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"unknown TurboQuantCache option(s) {unknown}; accepted: {', '.join(accepted)}"
+            )
+        options.setdefault("config", config)
+        return cls(**options)
 
     def _check_model(self, text_config, layer_count: int) -> None:
         """What the model's config already tells: every layer's head_dim works at its widths,

@@ -1,0 +1,65 @@
+"""``model.generate(..., cache_implementation="turboquant", cache_config={...})``.
+
+transformers 5.24 has no way for a package to register a cache implementation: the names are
+fixed tuples in ``generation.configuration_utils`` and ``GenerationConfig.validate`` refuses any
+other. The closest supported route is an instance-level wrapper of ``model.generate`` (what
+:func:`rotaquant.kv.enable` installs): when the call, its ``generation_config`` or
+``model.generation_config`` asks for ``"turboquant"``, it builds
+``TurboQuantCache.from_dict(cache_config, config=model.config)``, passes it as ``cache=`` and
+hands transformers a generation config without the name it would refuse. Pipelines call
+``model.generate``, so ``pipeline("text-generation", model=model)`` takes the same route.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+
+from .cache import TurboQuantCache
+
+NAME = "turboquant"
+
+
+def install(model) -> None:
+    """Make ``model.generate`` take ``cache_implementation="turboquant"`` (idempotent; a bound
+    method, so ``copy.deepcopy(model)`` carries it to the copy)."""
+    if getattr(model.generate, "__func__", None) is _generate:
+        return
+    model.generate = types.MethodType(_generate, model)
+
+
+def _generate(model, *args, **kwargs):
+    config = kwargs.get("generation_config") or model.generation_config
+    asked = kwargs.get("cache_implementation", config.cache_implementation)
+    original = type(model).generate
+    if asked != NAME:
+        return original(model, *args, **kwargs)
+    if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
+        raise ValueError(
+            'cache_implementation="turboquant" and a cache object were both passed: use one'
+        )
+    kwargs.pop("cache_implementation", None)
+    options = kwargs.pop("cache_config", None)
+    if options is None:
+        options = config.cache_config
+    kwargs["cache"] = TurboQuantCache.from_dict(options, config=model.config)
+    if "generation_config" in kwargs:
+        kwargs["generation_config"] = _without_name(kwargs["generation_config"])
+    # transformers fills unset fields from model.generation_config: hand it one without the
+    # name for this call (not thread-safe against a concurrent generate on the same model)
+    saved = model.generation_config
+    model.generation_config = _without_name(saved)
+    try:
+        return original(model, *args, **kwargs)
+    finally:
+        model.generation_config = saved
+
+
+def _without_name(config):
+    """``config`` itself, or a copy without ``cache_implementation="turboquant"`` and its
+    ``cache_config`` (what transformers would refuse)."""
+    if config.cache_implementation != NAME:
+        return config
+    config = copy.deepcopy(config)
+    config.cache_implementation = config.cache_config = None
+    return config
