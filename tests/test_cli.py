@@ -9,7 +9,11 @@ from .conftest import unit_gaussian
 
 def test_demo_reports_distortion_bytes_and_recall(capsys):
     main(["demo", "--bits", "2", "4", "--queries", "40", "--no-kv"])
-    out, index_out = capsys.readouterr().out.split("VectorIndex")
+    printed = capsys.readouterr()
+    out, index_out = printed.out.split("VectorIndex")
+    assert "skipped: --no-kv" in index_out and "SmolLM2" not in index_out
+    assert "rotaquant.integrations" in index_out
+    assert "it/s" not in printed.err and "\r" not in printed.err  # no bars without a terminal
     assert "399,960 database vectors" in out
     rows = [line.split() for line in out.splitlines() if line.strip()[:2] in ("2 ", "4 ")]
     assert [r[0] for r in rows] == ["2", "4"]
@@ -137,3 +141,28 @@ def test_careless_inputs_get_one_line_errors(tmp_path):
     main(["index", "search", idx, str(tmp_path / "one.npz"), "-k", "2"])  # one-array .npz works
     main(["index", "build", str(tmp_path / "x.npy"), "-o", idx, "--force", "--bits", "2"])
     assert rq.VectorIndex.load(idx).bits == 2 and len(rq.VectorIndex.load(idx)) == 50
+
+
+def test_version_defaults_in_help_and_remove_upsert(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"rotaquant {rq.__version__}"
+    with pytest.raises(SystemExit):
+        main(["index", "build", "--help"])
+    assert "(default: 4" in capsys.readouterr().out
+    x = unit_gaussian(50, 16)
+    np.save(tmp_path / "x.npy", x)
+    idx = str(tmp_path / "idx.rq")
+    main(["index", "build", str(tmp_path / "x.npy"), "-o", idx])
+    np.save(tmp_path / "gone.npy", np.array([3, 4]))
+    main(["index", "remove", idx, str(tmp_path / "gone.npy")])
+    assert len(rq.VectorIndex.load(idx)) == 48
+    with pytest.raises(SystemExit, match="error"):  # 3 is gone now: nothing removed
+        main(["index", "remove", idx, str(tmp_path / "gone.npy")])
+    np.save(tmp_path / "new.npy", -x[:2])
+    np.save(tmp_path / "new_ids.npy", np.array([0, 100]))
+    main(
+        ["index", "upsert", idx, str(tmp_path / "new.npy"), "--ids", str(tmp_path / "new_ids.npy")]
+    )
+    index = rq.VectorIndex.load(idx)
+    assert len(index) == 49 and index.search(-x[:1], 1)[1][0, 0] == 0

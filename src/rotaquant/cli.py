@@ -1,5 +1,5 @@
-"""Command line: ``rotaquant demo | index build|search|info | eval-kv | compress | decompress |
-bench``."""
+"""Command line: ``rotaquant demo | index build|search|remove|upsert|info | eval-kv | compress |
+decompress | bench`` (``--version``; every ``--help`` shows the defaults)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ from . import data
 from ._atomic import atomic_write
 from .codec import Codes, TurboQuantizer
 from .index import FileChangedError, VectorIndex
+
+
+def _progress(*args, **kwargs):
+    """A tqdm bar on a terminal; none when stderr is a file or pipe (logs stay readable)."""
+    return tqdm(*args, disable=not sys.stderr.isatty(), **kwargs)
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -49,7 +54,7 @@ def demo(args: argparse.Namespace) -> None:
     truth = np.concatenate(
         [
             _top_k(queries[i : i + batch] @ base.T, k)
-            for i in tqdm(range(0, len(queries), batch), desc="exact top-10", leave=False)
+            for i in _progress(range(0, len(queries), batch), desc="exact top-10", leave=False)
         ]
     )
     header = (
@@ -58,7 +63,7 @@ def demo(args: argparse.Namespace) -> None:
     )
     print(header)
     print("-" * len(header))
-    for bits in tqdm(args.bits, desc="widths", leave=False):
+    for bits in _progress(args.bits, desc="widths", leave=False):
         q = TurboQuantizer(dim, bits, seed=0)
         start = time.perf_counter()
         codes = q.encode(base)
@@ -69,7 +74,9 @@ def demo(args: argparse.Namespace) -> None:
         found = np.concatenate(
             [
                 _top_k(q.inner_product(queries[i : i + batch], codes), k)
-                for i in tqdm(range(0, len(queries), batch), desc=f"search {bits}b", leave=False)
+                for i in _progress(
+                    range(0, len(queries), batch), desc=f"search {bits}b", leave=False
+                )
             ]
         )
         recall = _recall(found, truth)
@@ -84,14 +91,20 @@ def demo(args: argparse.Namespace) -> None:
         "found by inner_product() on the compressed vectors."
     )
     _demo_index(base, queries, truth, args.bits)
-    if (
+    if not args.kv:
+        print("\n(KV cache section skipped: --no-kv)")
+    elif (
         importlib.util.find_spec("torch") is None
         or importlib.util.find_spec("transformers") is None
     ):
         print("\n(KV cache section skipped: pip install 'rotaquant[kv]')")
-        return
-    print("\nKV cache: SmolLM2-135M generating through TurboQuantCache (rotaquant eval-kv):")
-    _kv_report("smollm2", 4, 3, tokens=1024, chunk=128, new_tokens=32, needle_tokens=1024)
+    else:
+        print("\nKV cache: SmolLM2-135M generating through TurboQuantCache (rotaquant eval-kv):")
+        _kv_report("smollm2", 4, 3, tokens=1024, chunk=128, new_tokens=32, needle_tokens=1024)
+    print(
+        "\nAlso: LangChain and LlamaIndex vector stores (rotaquant.integrations; "
+        "docs/integrations.md)."
+    )
 
 
 def _demo_index(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, widths) -> None:
@@ -104,7 +117,7 @@ def _demo_index(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, widths
     )
     print(header)
     print("-" * len(header))
-    for bits in tqdm(widths, desc="index", leave=False):
+    for bits in _progress(widths, desc="index", leave=False):
         index = VectorIndex(base.shape[1], bits, keep_vectors=True)
         start = time.perf_counter()
         index.add(base)
@@ -295,7 +308,7 @@ def index_build(args: argparse.Namespace) -> None:
         )
     step = 1 << 16
     start = time.perf_counter()
-    with tqdm(total=n, desc="add", unit="vec", unit_scale=True) as bar:
+    with _progress(total=n, desc="add", unit="vec", unit_scale=True) as bar:
         for lo in range(0, n, step):
             index.add(vectors[lo : lo + step], None if ids is None else ids[lo : lo + step])
             bar.update(min(step, n - lo))
@@ -315,7 +328,7 @@ def index_search(args: argparse.Namespace) -> None:
     batch = 1024
     scores, ids = [], []
     start = time.perf_counter()
-    for lo in tqdm(range(0, len(queries), batch), desc="search", unit="batch"):
+    for lo in _progress(range(0, len(queries), batch), desc="search", unit="batch"):
         chunk = np.asarray(queries[lo : lo + batch], np.float32)
         s, i = index.search(chunk, args.k, allow=allow, rerank=args.rerank)
         scores.append(s)
@@ -332,6 +345,23 @@ def index_search(args: argparse.Namespace) -> None:
         for row in range(min(5, len(queries))):
             pairs = ", ".join(f"{i}:{s:.4f}" for i, s in zip(ids[row], scores[row], strict=True))
             print(f"query {row}: {pairs}")
+
+
+def index_remove(args: argparse.Namespace) -> None:
+    index = VectorIndex.load(args.index)
+    ids = _load_ids(args.ids)
+    index.remove(ids)  # unknown ids: KeyError, nothing removed, nothing written
+    index.save(args.index)
+    print(f"removed {len(ids):,} vectors; {len(index):,} left in {args.index}")
+
+
+def index_upsert(args: argparse.Namespace) -> None:
+    index = VectorIndex.load(args.index)
+    vectors = _load_matrix(args.vectors)
+    ids = _load_ids(args.ids, len(vectors))
+    index.upsert(vectors, ids)
+    index.save(args.index)
+    print(f"upserted {len(ids):,} vectors; {len(index):,} in {args.index}")
 
 
 def index_info(args: argparse.Namespace) -> None:
@@ -378,72 +408,114 @@ def bench(args: argparse.Namespace) -> None:
         ) from exc
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows every option's default."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rotaquant", description=__doc__)
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="rotaquant", description=__doc__, formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"rotaquant {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="compress real GloVe vectors at several widths")
-    p.add_argument("--bits", type=float, nargs="+", default=[2, 3, 4, 3.5])
+    p = sub.add_parser(
+        "demo", formatter_class=_Help, help="compress real GloVe vectors at several widths"
+    )
+    p.add_argument(
+        "--bits", type=float, nargs="+", default=[2, 3, 4, 3.5], help="widths to compare"
+    )
     p.add_argument("--queries", type=int, default=500, help="held-out queries for recall")
     p.add_argument(
         "--kv", action=argparse.BooleanOptionalAction, default=True, help="KV cache section"
     )
     p.set_defaults(func=demo)
 
-    p = sub.add_parser("index", help="build, search or inspect a VectorIndex file")
+    p = sub.add_parser(
+        "index", formatter_class=_Help, help="build, search or inspect a VectorIndex file"
+    )
     isub = p.add_subparsers(dest="index_command", required=True)
-    b = isub.add_parser("build", help="add an (n, dim) .npy file of vectors to an index file")
+    b = isub.add_parser(
+        "build", formatter_class=_Help, help="add an (n, dim) .npy file of vectors to an index file"
+    )
     b.add_argument("vectors")
     b.add_argument("-o", "--output", required=True)
-    b.add_argument("--bits", type=float, default=4)
-    b.add_argument("--metric", choices=["ip", "cosine", "l2"], default="ip")
+    b.add_argument("--bits", type=float, default=4, help="bits per value (1..8, 2.5, 3.5)")
+    b.add_argument("--metric", choices=["ip", "cosine", "l2"], default="ip", help="score")
     b.add_argument("--ids", help=".npy file of (n,) integer ids (default: sequential)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="rotation seed")
     b.add_argument("--keep-vectors", action="store_true", help="keep a float16 copy for rerank")
     b.add_argument("--append", action="store_true", help="add to an existing index file")
     b.add_argument("--force", action="store_true", help="replace an existing index file")
     b.set_defaults(func=index_build)
-    s_ = isub.add_parser("search", help="top-k search of an (m, dim) .npy file of queries")
+    s_ = isub.add_parser(
+        "search", formatter_class=_Help, help="top-k search of an (m, dim) .npy file of queries"
+    )
     s_.add_argument("index")
     s_.add_argument("queries")
-    s_.add_argument("-k", type=int, default=10)
+    s_.add_argument("-k", type=int, default=10, help="results per query")
     s_.add_argument("--allow", help=".npy file of ids the results may come from")
     s_.add_argument("--rerank", type=int, help="re-score this many candidates exactly")
     s_.add_argument("-o", "--output", help="write scores and ids to this .npz")
     s_.add_argument("--no-verify", action="store_true", help="skip checksums when opening")
     s_.set_defaults(func=index_search)
-    i_ = isub.add_parser("info", help="check an index file and describe it")
+    r_ = isub.add_parser(
+        "remove", formatter_class=_Help, help="remove the ids of a .npy file from an index file"
+    )
+    r_.add_argument("index")
+    r_.add_argument("ids", help=".npy file of (n,) integer ids, all present in the index")
+    r_.set_defaults(func=index_remove)
+    u_ = isub.add_parser(
+        "upsert", formatter_class=_Help, help="add or replace vectors of an index file by id"
+    )
+    u_.add_argument("index")
+    u_.add_argument("vectors", help=".npy file of (n, dim) vectors")
+    u_.add_argument("--ids", required=True, help=".npy file of their (n,) integer ids")
+    u_.set_defaults(func=index_upsert)
+    i_ = isub.add_parser("info", formatter_class=_Help, help="check an index file and describe it")
     i_.add_argument("index")
     i_.set_defaults(func=index_info)
 
-    p = sub.add_parser("eval-kv", help="generate with TurboQuantCache on a packaged real LM")
-    p.add_argument("--model", choices=["smollm2", "gemma3"], default="smollm2")
-    p.add_argument("--key-bits", type=float, default=4)
-    p.add_argument("--value-bits", type=float, default=3)
+    p = sub.add_parser(
+        "eval-kv", formatter_class=_Help, help="generate with TurboQuantCache on a packaged real LM"
+    )
+    p.add_argument("--model", choices=["smollm2", "gemma3"], default="smollm2", help="packaged LM")
+    p.add_argument("--key-bits", type=float, default=4, help="bits per key value")
+    p.add_argument("--value-bits", type=float, default=3, help="bits per value value")
     p.add_argument("--residual", type=int, default=128, help="hot tokens kept uncompressed")
-    p.add_argument("--key-mode", choices=["mse", "prod"], default="mse")
-    p.add_argument("--attention", choices=["compressed", "decoded"], default="compressed")
+    p.add_argument("--key-mode", choices=["mse", "prod"], default="mse", help="key codec")
+    p.add_argument(
+        "--attention", choices=["compressed", "decoded"], default="compressed", help="path"
+    )
     p.add_argument("--tokens", type=int, default=2048, help="text tokens for perplexity")
     p.add_argument("--chunk", type=int, default=256, help="tokens per forward pass")
     p.add_argument("--new-tokens", type=int, default=48, help="greedy tokens to compare")
     p.add_argument("--needle-tokens", type=int, default=2048, help="pass-key prompt length")
     p.set_defaults(func=eval_kv)
 
-    p = sub.add_parser("compress", help="compress an (n, dim) .npy file to a codes file")
+    p = sub.add_parser(
+        "compress", formatter_class=_Help, help="compress an (n, dim) .npy file to a codes file"
+    )
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--bits", type=float, default=4)
-    p.add_argument("--mode", choices=["mse", "prod"], default="mse")
-    p.add_argument("--rotation", choices=["hadamard", "haar"], default="hadamard")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bits", type=float, default=4, help="bits per value (1..8, 2.5, 3.5)")
+    p.add_argument("--mode", choices=["mse", "prod"], default="mse", help="codec mode")
+    p.add_argument("--rotation", choices=["hadamard", "haar"], default="hadamard", help="rotation")
+    p.add_argument("--seed", type=int, default=0, help="rotation seed")
     p.set_defaults(func=compress)
 
-    p = sub.add_parser("decompress", help="decode a codes file back to a float32 .npy")
+    p = sub.add_parser(
+        "decompress", formatter_class=_Help, help="decode a codes file back to a float32 .npy"
+    )
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=decompress)
 
-    p = sub.add_parser("bench", help="run a benchmark from bench/ (e.g. `rotaquant bench codec`)")
+    p = sub.add_parser(
+        "bench",
+        formatter_class=_Help,
+        help="run a benchmark from bench/ (e.g. `rotaquant bench codec`)",
+    )
     p.add_argument("name")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=bench)

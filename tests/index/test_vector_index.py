@@ -168,6 +168,27 @@ def test_allow_is_exact_top_k_of_allowed_set(minilm):
         assert np.isin(ids[:, :kept], allow).all()
 
 
+def test_allow_as_a_set_or_mask_and_deny():
+    x = unit_gaussian(60, 16)
+    index = VectorIndex(16, 4)
+    index.add(x)
+    full = index.search(x[:3], 60)[1]
+    as_list = index.search(x[:3], 5, allow=[1, 2, 3, 40])
+    assert np.array_equal(index.search(x[:3], 5, allow={1, 2, 3, 40})[1], as_list[1])
+    mask = np.zeros(80, bool)  # longer than the ids: positions past them allow nothing
+    mask[[1, 2, 3, 40, 70]] = True
+    assert np.array_equal(index.search(x[:3], 5, allow=mask)[1], as_list[1])
+    denied = index.search(x[:3], 59, deny={0, 1, 2, 999})[1]
+    for row, ranking in zip(denied, full, strict=True):  # the same order, the denied ids out
+        kept = ranking[~np.isin(ranking, [0, 1, 2])]
+        assert np.array_equal(row[row >= 0], kept[: (row >= 0).sum()])
+    both = index.search(x[:1], 5, allow=[1, 2, 3], deny=[2])[1][0]
+    assert set(both[both >= 0]) == {1, 3}
+    for bad in ({"a"}, [[True]], np.ones((2, 2), bool)):
+        with pytest.raises(ValueError, match="allow"):
+            index.search(x[:1], 3, allow=bad)
+
+
 def test_k_larger_than_index_pads():
     index = VectorIndex(8, 2, metric="l2")
     index.add(unit_gaussian(3, 8))

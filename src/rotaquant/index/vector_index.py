@@ -212,14 +212,22 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ search
     def search(
-        self, queries: Any, k: int = 10, allow: Any = None, rerank: int | None = None
+        self,
+        queries: Any,
+        k: int = 10,
+        allow: Any = None,
+        rerank: int | None = None,
+        deny: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` vectors for each query: ``(scores float32 (m, k), ids int64 (m, k))``.
 
         Best first (highest score; smallest distance for ``metric="l2"``). Rows are padded
         with id −1 (score −inf, or +inf for l2) only when fewer than ``k`` vectors exist or
-        are allowed. ``allow``: ids the results may come from (unknown ids are ignored); the
-        scan skips everything else, so results are the best ``k`` of the allowed set.
+        are allowed. ``allow``: the ids results may come from, ``deny``: ids they may not —
+        each an array or list of ids, a Python set, or a boolean mask over ids (``mask[i]``:
+        id ``i``). The scan skips everything else, so results are the best ``k`` of the
+        allowed set. Ids the index does not hold are ignored in both (a filter computed
+        elsewhere may name ids deleted since; unlike turbovec, which raises KeyError).
         ``rerank``: with ``keep_vectors=True``, take that many candidates (≥ k) from the
         compressed scan and re-score them exactly from the float16 copy.
 
@@ -236,10 +244,14 @@ class VectorIndex:
                 raise ValueError("rerank needs an index built with keep_vectors=True")
             if rerank < k:
                 raise ValueError(f"rerank ({rerank}) must be at least k ({k})")
-        allowed = None if allow is None else as_ids(allow, None, "allow", unique=False)
+        allowed = None if allow is None else _id_set(allow, "allow")
+        denied = None if deny is None else _id_set(deny, "deny")
         queries32 = normalized(arr) if self.metric == "cosine" else arr
         with self._lock.reading():
             self._check_source()
+            if denied is not None and denied.size:
+                base = self._rows.ids if allowed is None else allowed
+                allowed = base[~np.isin(base, denied)]
             return self._searcher.search(self._rows, queries32, k, allowed, rerank)
 
     def reconstruct(self, ids: Any) -> np.ndarray:
@@ -433,3 +445,17 @@ class VectorIndex:
             "keep_vectors": self.keep_vectors,
             "next_id": self._next_id,
         }
+
+
+def _id_set(value: Any, name: str) -> np.ndarray:
+    """``allow``/``deny`` as int64 ids: an id array or list, a set, or a boolean mask."""
+    if isinstance(value, (set, frozenset)):
+        value = sorted(value)
+    arr = np.asarray(value)
+    if arr.dtype == np.bool_:
+        if arr.ndim != 1:
+            raise ValueError(f"{name}: a boolean mask must be 1-D, got shape {arr.shape}")
+        return np.flatnonzero(arr).astype(np.int64)
+    if arr.dtype == object:
+        raise ValueError(f"{name}: ids must be integers in [0, 2**63 - 1]")
+    return as_ids(arr, None, name, unique=False)

@@ -31,6 +31,7 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
         "rotaquant.integrations.langchain needs LangChain: pip install 'rotaquant[langchain]'"
     ) from error
 
+from .. import data
 from . import filters
 from .document_store import DocumentStore, Record
 
@@ -192,3 +193,15 @@ class RotaQuantVectorStore(VectorStore):
 
 def _document(record: Record) -> Document:
     return Document(page_content=record.text or "", metadata=record.metadata, id=record.id)
+
+
+class MiniLMEmbeddings(Embeddings):
+    """LangChain ``Embeddings`` from the packaged all-MiniLM-L6-v2 (384-d, unit norm, CPU;
+    needs the ``[embed]`` extra): real embeddings offline, for examples and benchmarks."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        model = data.minilm_model()
+        return model.encode(list(texts), batch_size=64, normalize_embeddings=True).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
