@@ -43,6 +43,7 @@ from . import filters
 INDEX_FILE = "index.rq"
 DOCS_FILE = "docs.sqlite"
 SCHEMA = 1
+FILTER_CACHE = 64  # metadata filters whose allowed keys are kept between writes
 _TABLES = """
 CREATE TABLE IF NOT EXISTS docs (
     id TEXT PRIMARY KEY, key INTEGER NOT NULL UNIQUE, text TEXT, metadata TEXT NOT NULL,
@@ -81,6 +82,7 @@ class DocumentStore:
         self.bits, self.metric, self.index_options = bits, metric, dict(index_options)
         self.path = None if path is None else Path(path)
         self._lock = threading.RLock()
+        self._filter_cache: dict = {}
         self.index: VectorIndex | None = None
         if self.path is not None and (self.path / DOCS_FILE).exists():
             raise FileExistsError(f"{self.path} already holds a store: use load()")
@@ -121,8 +123,14 @@ class DocumentStore:
 
     def records(self, where: filters.Filter | None = None, group: str | None = None):
         """Every record (matching ``where`` / of ``group``), in insertion order."""
-        sql, params = "SELECT * FROM docs", []
-        clauses = []
+        sql, params = self._where("SELECT *", where, group)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY key", params).fetchall()
+        return [_record(row) for row in rows]
+
+    @staticmethod
+    def _where(select: str, where=None, group=None) -> tuple[str, list]:
+        sql, params, clauses = f"{select} FROM docs", [], []
         if where is not None:
             clause, params = filters.to_sql(where)
             clauses.append(clause)
@@ -131,9 +139,7 @@ class DocumentStore:
             params.append(group)
         if clauses:
             sql += " WHERE " + " AND ".join(f"({c})" for c in clauses)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY key", params).fetchall()
-        return [_record(row) for row in rows]
+        return sql, params
 
     def search(
         self,
@@ -209,6 +215,7 @@ class DocumentStore:
             start = self._meta("next_key")
             keys = np.arange(start, start + n, dtype=np.int64)
             replaced = [r.key for r in self._records("id", ids)]
+            self._filter_cache.clear()
             self.index.add(vectors, keys)
             try:
                 self._save_index()
@@ -235,6 +242,7 @@ class DocumentStore:
                 found = self.records(group=group) if group is not None else self.records()
             if not found:
                 return 0
+            self._filter_cache.clear()
             with self._db:
                 self._db.executemany("DELETE FROM docs WHERE id = ?", [(r.id,) for r in found])
             self.index.remove(np.array([r.key for r in found], np.int64))
@@ -276,7 +284,7 @@ class DocumentStore:
         if not (path / DOCS_FILE).exists():
             raise FileNotFoundError(f"no store at {path} (missing {DOCS_FILE})")
         self = cls.__new__(cls)
-        self.path, self._lock = path, threading.RLock()
+        self.path, self._lock, self._filter_cache = path, threading.RLock(), {}
         self._db = self._connect(path / DOCS_FILE)
         if self._meta("schema") != SCHEMA:
             raise ValueError(f"{path}: unsupported store schema {self._meta('schema')}")
@@ -325,8 +333,19 @@ class DocumentStore:
         return found
 
     def _allowed(self, where, predicate, ids) -> np.ndarray | None:
+        """The keys a search may return (None: all). A metadata filter's keys are cached
+        until the next write (queries repeat filters; each costs a SQLite pass)."""
         if where is None and predicate is None and ids is None:
             return None
+        if predicate is None and ids is None:
+            cached = self._filter_cache.get(where)
+            if cached is None:
+                keys = [row[0] for row in self._db.execute(*self._where("SELECT key", where))]
+                cached = np.array(sorted(keys), np.int64)
+                if len(self._filter_cache) >= FILTER_CACHE:
+                    self._filter_cache.pop(next(iter(self._filter_cache)))
+                self._filter_cache[where] = cached
+            return cached
         records = self.records(where) if where is not None else None
         if ids is not None:
             chosen = self._records("id", _string_ids(list(ids)))

@@ -52,6 +52,7 @@ class Condition:
                 isinstance(v, SCALARS) for v in self.value
             ):
                 raise ValueError(f"{self.op!r} on {self.key!r} needs a list of str/int/float/bool")
+            object.__setattr__(self, "value", tuple(self.value))  # hashable: filters are cached
         elif self.op == "is_empty":
             pass
         elif self.op in ("text_match", "text_match_insensitive"):
