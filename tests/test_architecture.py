@@ -13,11 +13,14 @@ ROOT = Path(rotaquant.__file__).parent
 HELPERS = {"_arrays", "_atomic", "_gpu", "_parallel", "_native", "data"}  # and the extension _core
 # part of the package -> parts it must not import
 FORBIDDEN = {
-    "codec": {"index", "kv", "cli", "integrations"},
-    "index": {"kv", "cli", "integrations"},
-    "kv": {"index", "cli", "integrations"},
-    "integrations": {"kv", "cli"},
-    **{helper: {"codec", "index", "kv", "cli", "integrations"} for helper in HELPERS},
+    "codec": {"index", "kv", "cli", "integrations", "distributed"},
+    "index": {"kv", "cli", "integrations", "distributed"},
+    "kv": {"index", "cli", "integrations", "distributed"},
+    "integrations": {"kv", "cli", "distributed"},
+    "distributed": {"kv", "cli", "integrations"},
+    **{
+        helper: {"codec", "index", "kv", "cli", "integrations", "distributed"} for helper in HELPERS
+    },
 }
 
 

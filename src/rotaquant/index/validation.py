@@ -48,6 +48,21 @@ def as_ids(ids: Any, n: int | None, name: str, unique: bool = True) -> np.ndarra
     return keys
 
 
+def id_set(value: Any, name: str) -> np.ndarray:
+    """``allow``/``deny`` as int64 ids: an id array or list, a set, or a boolean mask over ids
+    (``mask[i]``: id ``i``)."""
+    if isinstance(value, (set, frozenset)):
+        value = sorted(value)
+    arr = np.asarray(value)
+    if arr.dtype == np.bool_:
+        if arr.ndim != 1:
+            raise ValueError(f"{name}: a boolean mask must be 1-D, got shape {arr.shape}")
+        return np.flatnonzero(arr).astype(np.int64)
+    if arr.dtype == object:
+        raise ValueError(f"{name}: ids must be integers in [0, 2**63 - 1]")
+    return as_ids(arr, None, name, unique=False)
+
+
 def positive_int(value: Any, name: str) -> int:
     """``value`` as an int ≥ 1 (bools refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:

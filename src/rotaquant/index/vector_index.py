@@ -50,6 +50,7 @@ from .validation import (
     as_ids,
     as_matrix,
     float16_copy,
+    id_set,
     normalized,
     positive_int,
     preview,
@@ -244,8 +245,8 @@ class VectorIndex:
                 raise ValueError("rerank needs an index built with keep_vectors=True")
             if rerank < k:
                 raise ValueError(f"rerank ({rerank}) must be at least k ({k})")
-        allowed = None if allow is None else _id_set(allow, "allow")
-        denied = None if deny is None else _id_set(deny, "deny")
+        allowed = None if allow is None else id_set(allow, "allow")
+        denied = None if deny is None else id_set(deny, "deny")
         queries32 = normalized(arr) if self.metric == "cosine" else arr
         with self._lock.reading():
             self._check_source()
@@ -445,17 +446,3 @@ class VectorIndex:
             "keep_vectors": self.keep_vectors,
             "next_id": self._next_id,
         }
-
-
-def _id_set(value: Any, name: str) -> np.ndarray:
-    """``allow``/``deny`` as int64 ids: an id array or list, a set, or a boolean mask."""
-    if isinstance(value, (set, frozenset)):
-        value = sorted(value)
-    arr = np.asarray(value)
-    if arr.dtype == np.bool_:
-        if arr.ndim != 1:
-            raise ValueError(f"{name}: a boolean mask must be 1-D, got shape {arr.shape}")
-        return np.flatnonzero(arr).astype(np.int64)
-    if arr.dtype == object:
-        raise ValueError(f"{name}: ids must be integers in [0, 2**63 - 1]")
-    return as_ids(arr, None, name, unique=False)

@@ -1,0 +1,173 @@
+"""ShardedIndex on a local Ray cluster (2 CPUs) against one in-process VectorIndex."""
+
+import time
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from rotaquant import VectorIndex  # noqa: E402
+from rotaquant.distributed import (  # noqa: E402
+    ShardedIndex,
+    ShardRestartedError,
+    ShardUnavailableError,
+    shard_of,
+)
+
+from ..conftest import unit_gaussian  # noqa: E402
+
+DIM = 48
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20
+    )
+    yield
+    ray.shutdown()
+
+
+def _pair(tmp_path=None, shards=3, **sharding):
+    """A ShardedIndex (``sharding``: its own options) and one VectorIndex with the same codec
+    options."""
+    sharded = ShardedIndex(
+        DIM, 4, shards=shards, metric="cosine", seed=7, path=tmp_path, **sharding
+    )
+    return sharded, VectorIndex(DIM, 4, metric="cosine", seed=7)
+
+
+def _same(sharded, single, queries, k=10, **kwargs):
+    """Identical scores, and identical ids up to the order among exactly equal scores (4-bit
+    codes with float16 norms tie now and then); a tie cut by k may pick other members."""
+    got = sharded.search(queries, k, **kwargs)
+    want = single.search(queries, k, **kwargs)
+    np.testing.assert_array_equal(got[0], want[0])
+    for scores, a, b in zip(want[0], got[1], want[1], strict=True):
+        for value in np.unique(scores):
+            group = scores == value
+            if group[-1] and value == scores[-1] and a[-1] >= 0:
+                continue  # a tie at the cut
+            assert set(a[group]) == set(b[group])
+    assert not got.partial
+
+
+def test_routing_is_stable_and_spreads():
+    ids = np.arange(10_000, dtype=np.int64)
+    owner = shard_of(ids, 4)
+    assert np.array_equal(owner, shard_of(ids.copy(), 4))
+    assert np.bincount(owner, minlength=4).min() > 2300
+    assert shard_of(np.array([2**63 - 1]), 3)[0] in (0, 1, 2)
+
+
+def test_equals_one_index_through_adds_removes_and_upserts(cluster):
+    sharded, single = _pair()
+    x, queries = unit_gaussian(3000, DIM), unit_gaussian(20, DIM, seed=1)
+    for target in (sharded, single):
+        assert np.array_equal(target.add(x[:2000]), np.arange(2000))
+        target.add(x[2000:], ids=np.arange(2000, 3000) * 5)
+    _same(sharded, single, queries)
+    assert len(sharded) == 3000
+    assert 0.8 * single.nbytes < sharded.nbytes < 1.5 * single.nbytes  # + per-shard padding
+    removed = np.arange(0, 2000, 3)
+    replacement = unit_gaussian(50, DIM, seed=5)
+    for target in (sharded, single):
+        target.remove(removed)
+        target.upsert(replacement, ids=np.arange(1, 101, 2))
+        target.add(x[:5])  # sequential ids continue past the largest seen
+    _same(sharded, single, queries)
+    _same(sharded, single, queries, k=3000)  # k above len pads with -1 alike
+    allow = np.arange(0, 15000, 7)
+    _same(sharded, single, queries, allow=allow)
+    _same(sharded, single, queries, allow=set(allow[:5].tolist()))
+    _same(sharded, single, queries, deny=np.arange(0, 3000, 2))
+
+
+def test_bad_input_is_refused_everywhere_and_changes_nothing(cluster):
+    sharded, _ = _pair(shards=2)
+    sharded.add(unit_gaussian(100, DIM))
+    with pytest.raises(ValueError, match="already present"):
+        sharded.add(unit_gaussian(3, DIM), ids=[500, 600, 5])
+    bad = unit_gaussian(4, DIM)
+    bad[3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        sharded.add(bad, ids=[700, 701, 702, 703])
+    with pytest.raises(ValueError, match="dimension|shape|dim"):
+        sharded.add(unit_gaussian(2, DIM + 1))
+    with pytest.raises(KeyError, match="not present"):
+        sharded.remove([1, 2, 10**9])
+    with pytest.raises(ValueError):
+        sharded.search(unit_gaussian(1, DIM), k=0)
+    assert len(sharded) == 100
+    assert (sharded.search(unit_gaussian(1, DIM), 100)[1] >= 0).all()
+
+
+def _start_cluster():
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20
+    )
+
+
+def test_save_new_cluster_load_same_results(cluster, tmp_path):
+    sharded, single = _pair(tmp_path / "idx", shards=2)
+    x = unit_gaussian(1500, DIM, seed=3)
+    for target in (sharded, single):
+        target.add(x)
+        target.remove([4, 5, 6])
+    sharded.save()
+    queries = unit_gaussian(10, DIM, seed=4)
+    before = sharded.search(queries, 10)
+    ray.shutdown()  # a new cluster: nothing survives but the files
+    _start_cluster()
+    loaded = ShardedIndex.load(tmp_path / "idx")
+    after = loaded.search(queries, 10)
+    np.testing.assert_array_equal(after[1], before[1])
+    _same(loaded, single, queries)
+    assert np.array_equal(loaded.add(x[:1]), [1500])  # the next id came back from the manifest
+    with pytest.raises(FileNotFoundError, match="manifest"):
+        ShardedIndex.load(tmp_path / "nothing")
+
+
+def test_a_killed_shard_restarts_from_its_file_and_reports_exactly_what_it_lost(cluster, tmp_path):
+    sharded, single = _pair(tmp_path / "idx", shards=3)
+    x = unit_gaussian(900, DIM, seed=8)
+    sharded.add(x[:600])
+    single.add(x[:600])
+    sharded.save()
+    late = np.arange(600, 900)
+    sharded.add(x[600:], ids=late)  # after the save
+    sharded.remove([0, 1, 2, 3])
+    victim = 1
+    expected_adds = int((shard_of(late, 3) == victim).sum())
+    expected_removals = int((shard_of(np.arange(4), 3) == victim).sum())
+    ray.kill(sharded.actors[victim], no_restart=False)
+    queries = unit_gaussian(8, DIM, seed=9)
+    with pytest.raises(ShardRestartedError, match=f"shard {victim}") as caught:
+        for _ in range(300):  # the first call that reaches the restarted actor reports it
+            try:
+                sharded.search(queries, 10)
+            except ShardUnavailableError:  # still restarting: searches fail clearly meanwhile
+                time.sleep(0.1)
+    assert caught.value.lost == {"adds": expected_adds, "upserts": 0, "removals": expected_removals}
+    # from then on it serves what it had saved; the other shards kept everything
+    survivors = shard_of(late, 3) != victim
+    single.add(x[600:][survivors], ids=late[survivors])
+    gone = np.arange(4)[shard_of(np.arange(4), 3) != victim]
+    single.remove(gone)
+    _same(sharded, single, queries)
+
+
+def test_a_dead_shard_fails_searches_clearly_or_gives_partial_results(cluster):
+    sharded, single = _pair(shards=3, max_restarts=0)
+    x = unit_gaussian(600, DIM, seed=10)
+    sharded.add(x)
+    ray.kill(sharded.actors[2], no_restart=True)
+    queries = unit_gaussian(5, DIM, seed=11)
+    with pytest.raises(ShardUnavailableError, match="shard 2"):
+        sharded.search(queries, 10)
+    result = sharded.search(queries, 10, partial_ok=True)
+    assert result.partial and result.missing == (2,)
+    live = np.arange(600)[shard_of(np.arange(600), 3) != 2]
+    single.add(x[live], ids=live)
+    np.testing.assert_array_equal(result[1], single.search(queries, 10)[1])
