@@ -109,6 +109,10 @@ def test_a_store_on_disk_survives_reopening_and_an_interrupted_write(tmp_path, m
     before = store.similarity_search("text 12", k=4)
     reopened = RotaQuantVectorStore.load(path, EMBEDDING)
     assert reopened.similarity_search("text 12", k=4) == before
+    again_by_path = RotaQuantVectorStore(EMBEDDING, path=path)  # a path holding a store opens it
+    assert again_by_path.similarity_search("text 12", k=4) == before
+    with pytest.raises(ValueError, match="holds a store made with"):
+        RotaQuantVectorStore(EMBEDDING, bits=2, path=path)
     # the SQLite commit of an overwrite fails after the index file got the new vector
     db = reopened.store._db
 

@@ -276,6 +276,26 @@ class DocumentStore:
                 tmp.unlink(missing_ok=True)
 
     @classmethod
+    def open(
+        cls,
+        bits: float = 4,
+        metric: str = "cosine",
+        path: str | os.PathLike | None = None,
+        **index_options: Any,
+    ) -> DocumentStore:
+        """A new store, or (``path`` holding one) the saved store — which must have been made
+        with the same ``bits``, ``metric`` and index options (ValueError otherwise)."""
+        if path is None or not (Path(path) / DOCS_FILE).exists():
+            return cls(bits, metric, path, **index_options)
+        store = cls.load(path)
+        asked = {"bits": bits, "metric": metric, "index_options": index_options}
+        held = {"bits": store.bits, "metric": store.metric, "index_options": store.index_options}
+        if asked != held:
+            store.close()
+            raise ValueError(f"{path} holds a store made with {held}, not {asked}")
+        return store
+
+    @classmethod
     def load(cls, path: str | os.PathLike) -> DocumentStore:
         """Open a saved store; writes go to it from then on. Index keys no document refers
         to (an interrupted write) are removed; documents whose vector is missing (an index

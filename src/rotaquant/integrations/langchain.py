@@ -45,8 +45,9 @@ class RotaQuantVectorStore(VectorStore):
         embedding: the LangChain ``Embeddings`` that turns texts (and queries) into vectors.
         bits: bits per vector coordinate (1..8, or 2.5 / 3.5).
         metric: ``"cosine"`` (default), ``"ip"`` or ``"l2"``.
-        path: a directory to keep the store in (created; every add/delete is durable), or
-            None (in memory; ``save(path)`` writes it, ``load(path, embedding)`` reads it).
+        path: a directory to keep the store in (created, or reopened when it holds one made
+            with the same options; every add/delete is durable), or None (in memory;
+            ``save(path)`` writes it, ``load(path, embedding)`` reads it).
         index_options: passed to :class:`~rotaquant.VectorIndex` (``seed``, ``keep_vectors``...).
     """
 
@@ -59,7 +60,7 @@ class RotaQuantVectorStore(VectorStore):
         **index_options: Any,
     ):
         self._embedding = embedding
-        self.store = DocumentStore(bits, metric, path, **index_options)
+        self.store = DocumentStore.open(bits, metric, path, **index_options)
 
     @property
     def embeddings(self) -> Embeddings:

@@ -81,7 +81,7 @@ class RotaQuantVectorStore(BasePydanticVectorStore):
         **index_options: Any,
     ):
         super().__init__(bits=bits, metric=metric, path=None if path is None else str(path))
-        self._store = DocumentStore(bits, metric, path, **index_options)
+        self._store = DocumentStore.open(bits, metric, path, **index_options)
 
     @classmethod
     def class_name(cls) -> str:
