@@ -14,12 +14,14 @@ Nothing is downloaded at run time; a missing package gives an error naming what 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +98,8 @@ def minilm_model():
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(model_dir), device="cpu")
+    with _quiet_progress():
+        return SentenceTransformer(str(model_dir), device="cpu")
 
 
 def minilm_embeddings(texts: list[str], progress: bool = False) -> np.ndarray:
@@ -176,5 +179,21 @@ def _gguf_model(name: str, locate, dtype: str):
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(target))
-    model = AutoModelForCausalLM.from_pretrained(str(target), dtype=getattr(torch, dtype))
+    with _quiet_progress():
+        model = AutoModelForCausalLM.from_pretrained(str(target), dtype=getattr(torch, dtype))
     return model.eval(), tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_progress():
+    """transformers' loading bars off while stderr is not a terminal (logs stay readable)."""
+    from transformers.utils import logging as hf_logging
+
+    quiet = not sys.stderr.isatty() and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
