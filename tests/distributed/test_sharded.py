@@ -95,6 +95,10 @@ def test_bad_input_is_refused_everywhere_and_changes_nothing(cluster):
         sharded.add(bad, ids=[700, 701, 702, 703])
     with pytest.raises(ValueError, match="dimension|shape|dim"):
         sharded.add(unit_gaussian(2, DIM + 1))
+    zero = unit_gaussian(4, DIM)
+    zero[2] = 0.0  # cosine: no direction; one shard alone would refuse its part
+    with pytest.raises(ValueError, match="zero vector"):
+        sharded.add(zero, ids=[800, 801, 802, 803])
     with pytest.raises(KeyError, match="not present"):
         sharded.remove([1, 2, 10**9])
     with pytest.raises(ValueError):
@@ -127,6 +131,8 @@ def test_save_new_cluster_load_same_results(cluster, tmp_path):
     assert np.array_equal(loaded.add(x[:1]), [1500])  # the next id came back from the manifest
     with pytest.raises(FileNotFoundError, match="manifest"):
         ShardedIndex.load(tmp_path / "nothing")
+    with pytest.raises(FileExistsError, match="ShardedIndex.load"):
+        ShardedIndex(DIM, 4, shards=2, path=tmp_path / "idx")  # would mix in the old files
 
 
 def test_a_killed_shard_restarts_from_its_file_and_reports_exactly_what_it_lost(cluster, tmp_path):

@@ -149,3 +149,22 @@ def test_in_memory_store_saves_and_loads(tmp_path):
     assert loaded.similarity_search_by_vector(query, k=3) == store.similarity_search_by_vector(
         query, k=3
     )
+
+
+def test_save_into_another_directory_swaps_it_whole(tmp_path):
+    store = _store()
+    target = tmp_path / "copy"
+    store.save(target)
+    store.delete(["id5"])
+    store.save(target)  # replaces the earlier copy
+    assert RotaQuantVectorStore.load(target, EMBEDDING).get_by_ids(["id5"]) == []
+    # a crash between the two renames leaves only the previous directory: load opens it
+    target.rename(tmp_path / ".copy.previous")
+    with pytest.warns(RuntimeWarning, match="previous save"):
+        recovered = RotaQuantVectorStore.load(target, EMBEDDING)
+    assert len(recovered.store) == 39
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="other files"):
+        store.save(tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

@@ -149,3 +149,17 @@ def test_bad_input_is_refused_and_loses_nothing(index):
         )
     assert store.get_nodes(node_ids=["cat"])[0].get_content() == TEXTS["cat"]
     assert len(store.client) == 6
+
+
+def test_empty_and_not_filters_follow_llama_index(index):
+    store = index.vector_store
+    assert len(store.get_nodes(filters=MetadataFilters(filters=[]))) == 6  # empty: everything
+    store.add([TextNode(text="no kind here", id_="bare", embedding=[0.0] * 63 + [1.0])])
+    none_of = MetadataFilters(
+        filters=[MetadataFilter(key="kind", value="animal"), MetadataFilter(key="i", value=5)],
+        condition=FilterCondition.NOT,
+    )  # LlamaIndex: none of them match (a document without the keys matches)
+    assert {n.node_id for n in store.get_nodes(filters=none_of)} == {"tea", "rain", "code", "bare"}
+    with pytest.raises(ValueError, match="ref_doc_id"):
+        store.delete(None)
+    assert len(store.client) == 7

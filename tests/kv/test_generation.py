@@ -98,6 +98,8 @@ def test_crop_refuses_compressed_tokens(models):
         cache.crop(-(hot - 1))
     with pytest.raises(ValueError, match="negative"):
         layer.crop(3)
+    evicting = TurboQuantCache(4, 4, residual_length=4, max_tokens=20, config=enabled.config)
+    assert not evicting.is_croppable  # evicted tokens would not come back after a crop
 
 
 def test_text_generation_pipeline_on_smollm2():

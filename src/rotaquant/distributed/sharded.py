@@ -42,7 +42,7 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
 
 from .._atomic import atomic_write
 from ..index import VectorIndex
-from ..index.validation import as_ids, as_matrix, id_set
+from ..index.validation import as_ids, as_matrix, float16_copy, id_set, normalized
 
 MANIFEST = "manifest.json"
 FORMAT = "rotaquant.ShardedIndex"
@@ -208,6 +208,13 @@ class ShardedIndex:
         self.dim, self.bits, self.metric = dim, bits, metric
         self.index_options = dict(index_options)
         self.path = None if path is None else Path(path)
+        if self.path is not None and self.path.is_dir():
+            held = sorted(p.name for p in self.path.glob("shard-*.rq"))
+            if held or (self.path / MANIFEST).exists():
+                raise FileExistsError(
+                    f"{self.path} already holds a ShardedIndex ({held[:3] or MANIFEST}): "
+                    "use ShardedIndex.load, or another path"
+                )
         self.timeout = float(timeout)
         self._next_id, self._generation = 0, 0
         self._start(shards, max_restarts, _with_threads(actor_options, threads_per_shard), False)
@@ -269,7 +276,6 @@ class ShardedIndex:
                 raise ValueError(f"add: ids already present (e.g. {int(keys[present][0])})")
         if n:
             self._scatter("add", keys, matrix)
-            self._next_id = max(self._next_id, int(keys.max()) + 1)
         return keys
 
     def upsert(self, vectors: Any, ids: Any) -> None:
@@ -278,7 +284,6 @@ class ShardedIndex:
         keys = as_ids(ids, matrix.shape[0], "upsert")
         if keys.size:
             self._scatter("upsert", keys, matrix)
-            self._next_id = max(self._next_id, int(keys.max()) + 1)
 
     def remove(self, ids: Any) -> None:
         """As :meth:`VectorIndex.remove`: KeyError naming absent ids, and nothing removed."""
@@ -412,22 +417,40 @@ class ShardedIndex:
         matrix = np.asarray(as_matrix(vectors, self.dim, name), dtype=np.float32)
         if not np.isfinite(matrix).all():
             raise ValueError(f"{name}: NaN or infinity")
+        unit = normalized(matrix, name) if self.metric == "cosine" else matrix  # zero rows
+        if name != "queries" and self.index_options.get("keep_vectors"):
+            float16_copy(unit)  # the float16 copy's range, as every shard would check it
         return matrix
 
     def _scatter(self, method: str, keys: np.ndarray, matrix: np.ndarray | None = None) -> None:
+        """Send each shard its part; every shard's answer is accounted for before the first
+        failure is raised (a shard that restarted meanwhile counts this batch as unsaved)."""
         owner = shard_of(keys, self.shards)
-        refs, shards = [], []
+        refs, parts = [], []
         for shard, actor in enumerate(self.actors):
             chosen = np.flatnonzero(owner == shard)
             if not chosen.size:
                 continue
             args = (keys[chosen],) if matrix is None else (matrix[chosen], keys[chosen])
             refs.append(getattr(actor, method).remote(*args))
-            shards.append((shard, chosen.size))
+            parts.append((shard, chosen.size))
         counter = {"add": "adds", "upsert": "upserts", "remove": "removals"}[method]
-        for (shard, count), incarnation in zip(shards, self._gather(refs, shards), strict=True):
-            self._check_incarnation(shard, incarnation)  # before counting: a restart lost it
-            self._unsaved[shard][counter] += count
+        failures = []
+        for (shard, count), ref in zip(parts, refs, strict=True):
+            try:
+                incarnation = ray.get(ref, timeout=self.timeout)
+            except (RayActorError, GetTimeoutError) as error:
+                failures.append(ShardUnavailableError(shard, type(error).__name__))
+                continue
+            try:
+                self._check_incarnation(shard, incarnation)
+            except ShardRestartedError as restarted:
+                failures.append(restarted)
+            self._unsaved[shard][counter] += count  # applied (to the reloaded shard, if so)
+        if keys.size and method != "remove":
+            self._next_id = max(self._next_id, int(keys.max()) + 1)
+        if failures:
+            raise failures[0]
 
     def _present(self, keys: np.ndarray) -> np.ndarray:
         owner = shard_of(keys, self.shards)

@@ -16,8 +16,10 @@ reused. A write is durable in both or in neither:
 - delete: SQLite commits first, then the index drops the keys (and saves). A crash in between
   leaves unreferenced keys, removed at load again.
 
-Without ``path`` everything lives in memory until :meth:`save` writes both files (the SQLite
-copy is written to a temp file, fsynced and renamed). Bad input — a vector of another
+Without ``path`` everything lives in memory until :meth:`save` writes both files: into a new
+directory beside the target, fsynced, then swapped in by renames (a crash leaves the old
+directory whole as ``.<name>.previous``, which :meth:`load` opens with a RuntimeWarning; a
+target holding anything but a store's files is refused). Bad input — a vector of another
 dimension, NaN/inf, repeated ids, metadata JSON cannot hold, unknown filter operators — raises
 ``ValueError`` before anything is written. All methods are thread-safe (one lock).
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import uuid
@@ -43,6 +46,7 @@ from . import filters
 INDEX_FILE = "index.rq"
 DOCS_FILE = "docs.sqlite"
 SCHEMA = 1
+STORE_FILES = {INDEX_FILE, f"{INDEX_FILE}.lock", DOCS_FILE, f"{DOCS_FILE}-wal", f"{DOCS_FILE}-shm"}
 FILTER_CACHE = 64  # metadata filters whose allowed keys are kept between writes
 _TABLES = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -250,30 +254,28 @@ class DocumentStore:
             return len(found)
 
     def save(self, path: str | os.PathLike | None = None) -> None:
-        """Write the store under ``path`` (default: its own ``path``): both files replaced
-        atomically, the index first."""
+        """Write the store under ``path`` (default: its own ``path``, whose files are kept
+        current anyway): another directory is replaced whole (see the module docstring)."""
         with self._lock:
             target = Path(path) if path is not None else self.path
             if target is None:
                 raise ValueError("this store has no path: save(path)")
-            target.mkdir(parents=True, exist_ok=True)
             if target == self.path:
                 self._save_index()
                 self._db.commit()
                 return
-            if self.index is not None:
-                self.index.save(target / INDEX_FILE, overwrite=True)
-            tmp = target / f".{DOCS_FILE}.{os.getpid()}.tmp"
-            try:
-                copy = sqlite3.connect(tmp)
-                with copy:
-                    self._db.backup(copy)
-                copy.close()
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
-                os.replace(tmp, target / DOCS_FILE)
-            finally:
-                tmp.unlink(missing_ok=True)
+            _replace_directory(target, self._write_copy)
+
+    def _write_copy(self, folder: Path) -> None:
+        """Both files of the store, complete, into the empty ``folder``."""
+        if self.index is not None:
+            self.index.save(folder / INDEX_FILE)
+        copy = sqlite3.connect(folder / DOCS_FILE)
+        with copy:
+            self._db.backup(copy)
+        copy.close()
+        with open(folder / DOCS_FILE, "rb") as f:
+            os.fsync(f.fileno())
 
     @classmethod
     def open(
@@ -301,6 +303,14 @@ class DocumentStore:
         to (an interrupted write) are removed; documents whose vector is missing (an index
         file recovered to an older commit) are dropped with a RuntimeWarning."""
         path = Path(path)
+        previous = _previous(path)
+        if not (path / DOCS_FILE).exists() and (previous / DOCS_FILE).exists():
+            warnings.warn(  # a save into another directory stopped between its two renames
+                f"{path} is missing; opening the previous save {previous}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            path = previous
         if not (path / DOCS_FILE).exists():
             raise FileNotFoundError(f"no store at {path} (missing {DOCS_FILE})")
         self = cls.__new__(cls)
@@ -413,6 +423,40 @@ class DocumentStore:
             )
             with self._db:
                 self._db.executemany("DELETE FROM docs WHERE key = ?", [(k,) for k in missing])
+
+
+def _previous(target: Path) -> Path:
+    return target.with_name(f".{target.name}.previous")
+
+
+def _replace_directory(target: Path, write) -> None:
+    """Replace the directory ``target`` by one ``write(folder)`` fills: written beside it,
+    fsynced, then swapped in by two renames; until the second one, ``.<name>.previous`` holds
+    the old directory whole (``load`` falls back to it)."""
+    target = Path(target).absolute()
+    if target.exists():
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in STORE_FILES)
+        if foreign:
+            raise ValueError(f"{target} holds other files ({foreign[:3]}): save elsewhere")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fresh = target.with_name(f".{target.name}.{os.getpid()}.new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir()
+    try:
+        write(fresh)
+        previous = _previous(target)
+        shutil.rmtree(previous, ignore_errors=True)
+        if target.exists():
+            os.replace(target, previous)
+        os.replace(fresh, target)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
 
 
 def _record(row: sqlite3.Row) -> Record:

@@ -77,6 +77,8 @@ class Group:
             raise ValueError(f"unsupported filter condition {self.op!r}; use and / or / not")
         if self.op == "not" and len(self.parts) != 1:
             raise ValueError("'not' takes exactly one filter")
+        if not self.parts:
+            raise ValueError(f"'{self.op}' needs at least one filter")
 
 
 Filter = Condition | Group
@@ -117,8 +119,8 @@ def to_sql(spec: Filter, column: str = "metadata") -> tuple[str, list]:
     if isinstance(spec, Group):
         compiled = [to_sql(part, column) for part in spec.parts]
         params = [p for _, ps in compiled for p in ps]
-        if spec.op == "not":
-            return f"NOT ({compiled[0][0]})", params
+        if spec.op == "not":  # a condition on an absent key is NULL: count it as false
+            return f"NOT COALESCE(({compiled[0][0]}), 0)", params
         joiner = " AND " if spec.op == "and" else " OR "
         return "(" + joiner.join(f"({sql})" for sql, _ in compiled) + ")", params
     path = f'$."{spec.key}"'

@@ -115,7 +115,9 @@ class RotaQuantVectorStore(BasePydanticVectorStore):
         )
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
-        """Delete every node of the source document ``ref_doc_id``."""
+        """Delete every node of the source document ``ref_doc_id`` (``clear()`` deletes all)."""
+        if not isinstance(ref_doc_id, str):
+            raise ValueError(f"ref_doc_id must be a string, got {ref_doc_id!r}")
         self._store.delete(group=ref_doc_id)
 
     def delete_nodes(
@@ -195,18 +197,22 @@ class RotaQuantVectorStore(BasePydanticVectorStore):
         return cls.from_persist_path(str(Path(persist_dir) / f"{namespace}__{STORE_NAME}"), fs)
 
 
-def _filter(spec: MetadataFilters | MetadataFilter) -> filters.Filter:
+def _filter(spec: MetadataFilters | MetadataFilter) -> filters.Filter | None:
+    """LlamaIndex filters as a filter tree; None for an empty ``MetadataFilters`` (LlamaIndex:
+    match everything). ``NOT`` means that none of its filters match, as in LlamaIndex."""
     if isinstance(spec, MetadataFilter):
         op = spec.operator.value
         if op not in _OPERATORS:
             raise ValueError(f"unsupported filter operator {op!r}")
         return filters.Condition(_OPERATORS[op], spec.key, spec.value)
-    parts = tuple(_filter(part) for part in spec.filters)
+    parts = tuple(part for part in (_filter(p) for p in spec.filters) if part is not None)
+    if not parts:
+        return None
     condition = (spec.condition or FilterCondition.AND).value
-    if condition == "not":  # LlamaIndex: NOT of the parts taken together (and)
-        inner = parts[0] if len(parts) == 1 else filters.Group("and", parts)
+    if condition == "not":
+        inner = parts[0] if len(parts) == 1 else filters.Group("or", parts)
         return filters.Group("not", (inner,))
-    return filters.Group(condition, parts)
+    return parts[0] if len(parts) == 1 else filters.Group(condition, parts)
 
 
 def _node(record: Record) -> BaseNode:

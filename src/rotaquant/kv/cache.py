@@ -58,8 +58,6 @@ class TurboQuantLayer(DynamicLayer):
     tokens after the sinks go first.
     """
 
-    is_croppable = True  # the newest tokens (hot) can be removed: assisted decoding
-
     def __init__(
         self,
         key_bits: float,
@@ -272,6 +270,13 @@ class TurboQuantLayer(DynamicLayer):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self._map_batch(lambda t: t[indices, ...])
 
+    @property
+    def is_croppable(self) -> bool:
+        """The newest (hot) tokens can be removed (assisted decoding) — not on layers that
+        evict (sliding windows, ``max_tokens``): tokens dropped for the drafts would not come
+        back."""
+        return self.limit is None
+
     def crop(self, tokens_to_remove: int) -> None:
         """Remove the newest ``-tokens_to_remove`` tokens (transformers' convention: a negative
         count), as assisted decoding does with rejected draft tokens. They must still be exact:
@@ -284,6 +289,8 @@ class TurboQuantLayer(DynamicLayer):
         count = -tokens_to_remove
         if count == 0 or not self.is_initialized:
             return
+        if not self.is_croppable:
+            raise ValueError("a layer that evicts tokens (sliding window, max_tokens) cannot crop")
         hot = self.keys.shape[-2]
         cold = self.cold["keys"].length if self.cold else 0
         removable = hot + (self.sink_keys.shape[-2] if cold == 0 else 0)

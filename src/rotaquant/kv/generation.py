@@ -29,27 +29,33 @@ def install(model) -> None:
 
 
 def _generate(model, *args, **kwargs):
-    config = kwargs.get("generation_config") or model.generation_config
-    asked = kwargs.get("cache_implementation", config.cache_implementation)
     original = type(model).generate
-    if asked != NAME:
-        return original(model, *args, **kwargs)
-    if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
-        raise ValueError(
-            'cache_implementation="turboquant" and a cache object were both passed: use one'
-        )
-    kwargs.pop("cache_implementation", None)
-    options = kwargs.pop("cache_config", None)
-    if options is None:
-        options = config.cache_config
-    kwargs["cache"] = TurboQuantCache.from_dict(options, config=model.config)
-    if "generation_config" in kwargs:
-        kwargs["generation_config"] = _without_name(kwargs["generation_config"])
-    # transformers fills unset fields from model.generation_config: hand it one without the
-    # name for this call (not thread-safe against a concurrent generate on the same model)
+    passed = kwargs.get("generation_config")
+    # transformers' precedence: the keyword, then the passed config's set fields, then the
+    # model's config
+    asked = kwargs.get("cache_implementation")
+    for config in (passed, model.generation_config):
+        if asked is None and config is not None:
+            asked = config.cache_implementation
     saved = model.generation_config
+    # transformers fills unset fields from model.generation_config: whenever it holds the name,
+    # hand it one without for this call (not thread-safe against a concurrent generate on the
+    # same model object)
     model.generation_config = _without_name(saved)
     try:
+        if asked == NAME:
+            if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
+                raise ValueError(
+                    'cache_implementation="turboquant" and a cache object were both passed: use one'
+                )
+            kwargs.pop("cache_implementation", None)
+            options = kwargs.pop("cache_config", None)
+            for config in (passed, saved):
+                if options is None and config is not None:
+                    options = config.cache_config
+            kwargs["cache"] = TurboQuantCache.from_dict(options, config=model.config)
+        if passed is not None:
+            kwargs["generation_config"] = _without_name(passed)
         return original(model, *args, **kwargs)
     finally:
         model.generation_config = saved
