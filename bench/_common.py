@@ -40,6 +40,16 @@ def best_of(fn: Callable[[], T], repeat: int = 3, warmup: Callable[[], Any] | No
     return best, result
 
 
+def call_ms(fn: Callable[[Any], Any], items: Sequence[Any]) -> np.ndarray:
+    """Milliseconds of ``fn(item)`` for each item, one call at a time (latency percentiles)."""
+    times = []
+    for item in items:
+        start = time.perf_counter()
+        fn(item)
+        times.append(time.perf_counter() - start)
+    return 1e3 * np.array(times)
+
+
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
     """Fixed-width text table: numbers right-aligned, text left-aligned."""
 

@@ -28,7 +28,7 @@ import ray
 from rotaquant import VectorIndex, data
 from rotaquant.distributed import ShardedIndex
 
-from ._common import RESULTS, Column, format_table, metadata, write_json
+from ._common import RESULTS, Column, best_of, call_ms, format_table, metadata, write_json
 
 COLUMNS: list[Column] = [
     ("config", "configuration", ""),
@@ -45,21 +45,9 @@ COLUMNS: list[Column] = [
 
 
 def _single_latencies(search, queries) -> tuple[float, float]:
-    times = []
-    for row in queries:
-        start = time.perf_counter()
-        search(row[None])
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.percentile(times, 50)), 1e3 * float(np.percentile(times, 99))
-
-
-def _best(fn, repeat: int = 3) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    """p50 and p99 ms of one-query searches."""
+    ms = call_ms(lambda row: search(row[None]), queries)
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
 def run(n: int, queries_n: int, shard_counts, singles: int = 200) -> list[dict]:
@@ -73,7 +61,7 @@ def run(n: int, queries_n: int, shard_counts, singles: int = 200) -> list[dict]:
     local.add(vectors)
     add_rate = n / (time.perf_counter() - start)
     local.search(queries[:10], 10)
-    batched = _best(lambda local=local: local.search(queries, 10))
+    batched = best_of(lambda local=local: local.search(queries, 10))[0]
     p50, p99 = _single_latencies(lambda q, local=local: local.search(q, 10), queries[:singles])
     reference = local.search(queries, 10)[1]
     rows.append(
@@ -103,7 +91,7 @@ def run(n: int, queries_n: int, shard_counts, singles: int = 200) -> list[dict]:
                 index.add(vectors[lo : lo + 100_000])
             add_rate = n / (time.perf_counter() - start)
             index.search(queries[:10], 10)
-            batched = _best(lambda index=index: index.search(queries, 10))
+            batched = best_of(lambda index=index: index.search(queries, 10))[0]
             p50, p99 = _single_latencies(
                 lambda q, index=index: index.search(q, 10), queries[:singles]
             )

@@ -30,7 +30,6 @@ Writes bench/results/gpu.{txt,json} by default.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from ._common import RESULTS, Column, format_table, metadata, write_json
+from ._common import RESULTS, Column, best_of, format_table, metadata, write_json
 from .kv import cache_nbytes
 
 SECTIONS = ("attention", "e2e")
@@ -87,18 +86,13 @@ def sync(device: torch.device) -> None:
 
 
 def time_ms(fn, device: torch.device, repeat: int) -> float:
-    """Median ms of ``fn``: triton's do_bench on a GPU (L2 flushed between calls), the best
-    of ``repeat`` wall-clock runs elsewhere."""
+    """ms of ``fn``: the median of triton's do_bench on a GPU (L2 flushed between calls), the
+    best of ``repeat`` wall-clock runs elsewhere."""
     if device.type == "cuda":
         from triton.testing import do_bench
 
         return float(do_bench(fn, warmup=10, rep=max(50, 10 * repeat)))
-    best = math.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return 1e3 * best
+    return 1e3 * best_of(fn, repeat)[0]
 
 
 def copy_bandwidth(device: torch.device, nbytes: int) -> float:

@@ -35,7 +35,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from rotaquant import data
 from rotaquant.integrations.langchain import RotaQuantVectorStore
 
-from ._common import RESULTS, Column, format_table, metadata, write_json
+from ._common import RESULTS, Column, call_ms, format_table, metadata, write_json
 
 COLUMNS: list[Column] = [
     ("store", "store", ""),
@@ -84,12 +84,7 @@ def _built(name, build):
 
 
 def _p50(fn, queries) -> float:
-    times = []
-    for query in queries:
-        start = time.perf_counter()
-        fn(query)
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    return float(np.median(call_ms(fn, queries)))
 
 
 def run(docs: int, queries: int) -> list[dict]:

@@ -40,14 +40,14 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
         "rotaquant.distributed needs Ray: pip install 'rotaquant[distributed]'"
     ) from error
 
+from .._arrays import check_matrix
 from .._atomic import atomic_write
 from ..index import VectorIndex
-from ..index.validation import as_ids, as_matrix, float16_copy, id_set, normalized
+from ..index.validation import MAX_ID, as_ids, as_matrix, float16_copy, id_set, normalized
 
 MANIFEST = "manifest.json"
 FORMAT = "rotaquant.ShardedIndex"
 VERSION = 1
-MAX_ID = 2**63 - 1
 INLINE_BYTES = 100_000  # Ray's own inline limit for task arguments
 
 
@@ -101,6 +101,11 @@ def _with_threads(actor_options: dict | None, threads: int | None) -> dict:
     return options
 
 
+def _no_changes() -> dict[str, int]:
+    """What the driver counts per shard between saves (what a restart would lose)."""
+    return {"adds": 0, "upserts": 0, "removals": 0}
+
+
 def _shard_file(shard: int) -> str:
     return f"shard-{shard:04d}.rq"
 
@@ -144,10 +149,6 @@ class _Shard:
         return self.incarnation, np.isin(ids, self.index.ids)
 
     def search(self, queries: np.ndarray, k: int, allow, rerank, deny) -> tuple:
-        if allow is not None and not len(allow):
-            m = queries.shape[0]
-            worst = np.inf if self.index.metric == "l2" else -np.inf
-            return self.incarnation, np.full((m, k), worst, np.float32), np.full((m, k), -1)
         scores, ids = self.index.search(queries, k, allow=allow, rerank=rerank, deny=deny)
         return self.incarnation, scores, ids
 
@@ -238,7 +239,7 @@ class ShardedIndex:
             for file in files
         ]
         self._incarnations = self._gather([a.hello.remote() for a in self.actors])
-        self._unsaved = [{"adds": 0, "upserts": 0, "removals": 0} for _ in self.actors]
+        self._unsaved = [_no_changes() for _ in self.actors]
 
     # ------------------------------------------------------------------ properties
     @property
@@ -307,7 +308,7 @@ class ShardedIndex:
         files = [str(target / _shard_file(i)) for i in range(self.shards)]
         self._gather([a.save.remote(f) for a, f in zip(self.actors, files, strict=True)])
         if target == self.path:
-            self._unsaved = [{"adds": 0, "upserts": 0, "removals": 0} for _ in self.actors]
+            self._unsaved = [_no_changes() for _ in self.actors]
         self._generation += 1
         manifest = {
             "format": FORMAT,
@@ -415,8 +416,7 @@ class ShardedIndex:
         """(n, dim) float32, checked here so that no shard refuses a part of a batch that
         others accepted."""
         matrix = np.asarray(as_matrix(vectors, self.dim, name), dtype=np.float32)
-        if not np.isfinite(matrix).all():
-            raise ValueError(f"{name}: NaN or infinity")
+        check_matrix(matrix, self.dim, name)  # NaN / inf
         unit = normalized(matrix, name) if self.metric == "cosine" else matrix  # zero rows
         if name != "queries" and self.index_options.get("keep_vectors"):
             float16_copy(unit)  # the float16 copy's range, as every shard would check it
@@ -488,5 +488,5 @@ class ShardedIndex:
             return
         lost = self._unsaved[shard]
         self._incarnations[shard] = incarnation
-        self._unsaved[shard] = {"adds": 0, "upserts": 0, "removals": 0}
+        self._unsaved[shard] = _no_changes()
         raise ShardRestartedError(shard, lost)

@@ -56,6 +56,14 @@ def compressed_attention(
     return out.transpose(1, 2).contiguous().to(query.dtype), None
 
 
+def additive_mask(mask: torch.Tensor) -> torch.Tensor:
+    """An attention mask as float32 to add to logits: boolean masks (True: attend) become
+    0 / −inf; additive masks are used as they are."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, -torch.inf)
+    return mask.float()
+
+
 def _reference(q, q_len, key, value, cold, row_kernels, attention_mask, kwargs):
     """The CPU (native readers) and torch paths: q (B, Hkv, groups·q_len, D) scaled float32,
     key/value the exact states -> (B, Hkv, groups·q_len, D) float32."""
@@ -81,8 +89,7 @@ def _reference(q, q_len, key, value, cold, row_kernels, attention_mask, kwargs):
         logits = torch.tanh(logits / softcap) * softcap
     length = logits.shape[-1]
     if attention_mask is not None:
-        mask = attention_mask[..., -length:]  # (B, 1, Tq, L), in position order
-        mask = mask.float() if mask.dtype != torch.bool else torch.where(mask, 0.0, -torch.inf)
+        mask = additive_mask(attention_mask[..., -length:])  # (B, 1, Tq, L), position order
         leading = cold.leading if cold_length else 0
         if leading:  # logits hold the cold tokens first, then the sinks, then the hot ones
             mask = torch.cat(

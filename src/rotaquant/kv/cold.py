@@ -65,8 +65,9 @@ class ColdSnapshot:
 
     def decoded(self, tokens: int, rotated: bool = True):
         """Live tokens decoded a chunk at a time: (batch, heads, ≤ tokens, head_dim) float32."""
+        native = backend.choose(self.packed[0].device) == "native"
         for first, last in self.chunks(tokens):
-            if backend.choose(self.packed[0].device) == "native":
+            if native:
                 y = self._decode_rows(((first, last),))
                 yield y if rotated else self.codec.add_offset(self.codec.unrotate(y))
             else:

@@ -34,6 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .attention import additive_mask
 from .codec import HeadCodec
 
 ENCODE_TOKENS = 16  # tokens per encode program
@@ -742,7 +743,7 @@ def attend(
     exact_values = exact_values if exact_values.stride(-1) == 1 else exact_values.contiguous()
     if mask is not None:
         if mask.dtype == torch.bool:
-            mask = torch.zeros(mask.shape, device=device).masked_fill_(~mask, float("-inf"))
+            mask = additive_mask(mask)
         if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-1] < cold_len + exact_len:
             raise ValueError(
                 f"the attention mask must be (batch, 1, queries, ≥ {cold_len + exact_len}) "
