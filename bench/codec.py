@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from rotaquant import TurboQuantizer
 
-from ._common import Column, best_of, format_table, metadata, unit_gaussian, write_json
+from ._common import Column, best_of, format_table, metadata, publish, unit_gaussian
 
 try:
     import faiss
@@ -307,15 +307,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     ip_rows = inner_product_rows(args.dims, min(sizes.values()))
     elapsed = time.perf_counter() - start
 
-    print(format_table(rows, COLUMNS))
-    print("\ninner products, rotaquant mse vs prod (unit vectors, 50 queries):")
-    print(format_table(ip_rows, IP_COLUMNS))
-    print(f"\nn per d: {sizes}; best of {REPEAT}; wall time {elapsed:.0f} s")
+    text = "\n".join(
+        [
+            format_table(rows, COLUMNS),
+            "\ninner products, rotaquant mse vs prod (unit vectors, 50 queries):",
+            format_table(ip_rows, IP_COLUMNS),
+            f"\nn per d: {sizes}; best of {REPEAT}; wall time {elapsed:.0f} s",
+        ]
+    )
     if faiss is not None:
-        print(
-            f"PQ trained on {train_n:,} separate vectors; enc/tqmse, dec/tqmse: speed / "
+        text += (
+            f"\nPQ trained on {train_n:,} separate vectors; enc/tqmse, dec/tqmse: speed / "
             f"{REFERENCE} speed at the same (d, b)"
         )
+    print(text)
     meta = metadata(
         faiss=getattr(faiss, "__version__", None),
         n=sizes,
@@ -324,8 +329,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         quick=args.quick,
         wall_s=elapsed,
     )
-    path = write_json(args.out, {"meta": meta, "rows": rows, "inner_product": ip_rows})
-    print(f"wrote {path}")
+    publish(args.out, {"meta": meta, "rows": rows, "inner_product": ip_rows}, text)
     if args.plot:
         print(f"wrote {plot_mse(rows, args.dims, Path(args.plot))}")
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from rotaquant import TurboQuantizer, data
+from rotaquant import TurboQuantizer
+from rotaquant.contrib import data
 
-from ._common import Column, format_table, metadata, write_json
+from ._common import Column, format_table, metadata, publish
 
 try:
     import faiss
@@ -117,10 +118,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sets = datasets()
     rows = run(sets, WIDTHS)
-    print(format_table(rows, COLUMNS))
-    print("\n" + ", ".join(f"{k}: {v.shape[0]:,} x {v.shape[1]}" for k, v in sets.items()))
+    text = format_table(rows, COLUMNS) + "\n\n"
+    text += ", ".join(f"{k}: {v.shape[0]:,} x {v.shape[1]}" for k, v in sets.items())
+    print(text)
     meta = metadata(faiss=getattr(faiss, "__version__", None))
-    print(f"wrote {write_json(args.out, {'meta': meta, 'rows': rows})}")
+    publish(args.out, {"meta": meta, "rows": rows}, text)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,11 @@ import time
 import numpy as np
 import ray
 
-from rotaquant import VectorIndex, data
+from rotaquant import VectorIndex
+from rotaquant.contrib import data
 from rotaquant.distributed import ShardedIndex
 
-from ._common import RESULTS, Column, best_of, call_ms, format_table, metadata, write_json
+from ._common import Column, best_of, call_ms, format_table, metadata, publish
 
 COLUMNS: list[Column] = [
     ("config", "configuration", ""),
@@ -141,8 +142,7 @@ def main(argv=None) -> None:
     )
     table = format_table(rows, COLUMNS)
     print(f"\n{title}\n{table}")
-    write_json("distributed", {"meta": metadata(), "rows": rows})
-    (RESULTS / "distributed.txt").write_text(f"{title}\n{table}\n")
+    publish("distributed", {"meta": metadata(), "rows": rows}, f"{title}\n{table}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ Sections (all by default; ``--sections`` picks):
   Triton kernels and HF QuantizedCache (quanto, HQQ: when installed); then perplexity of 1,024
   tokens through TurboQuantCache (4, 3) on the GPU (Triton) and on the CPU (native kernels),
   float32, which must agree. The weights are SmolLM2's when ``--model DIR`` names its
-  converted copy (``rotaquant.data.smollm2()`` writes one; 540 MB, too big to carry to a
+  converted copy (``rotaquant.contrib.data.smollm2()`` writes one; 540 MB, too big to carry to a
   lent machine), else seeded random weights of the same shape (same speed; the perplexity
   comparison then checks the kernels, not the model).
 
@@ -38,7 +38,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from ._common import RESULTS, Column, best_of, format_table, metadata, write_json
+from ._common import RESULTS, Column, best_of, format_table, metadata, publish
 from .kv import cache_nbytes
 
 SECTIONS = ("attention", "e2e")
@@ -104,8 +104,8 @@ def copy_bandwidth(device: torch.device, nbytes: int) -> float:
 
 
 def attention(device, contexts, batches, repeat: int) -> list[dict]:
-    from rotaquant.kv import TurboQuantLayer, compressed_attention
-    from rotaquant.kv.triton_kernels import bytes_read
+    from rotaquant.kv import KVConfig, TurboQuantLayer, compressed_attention
+    from rotaquant.kv.triton_attention import bytes_read
 
     kv_heads, q_heads, head_dim = LLAMA3_8B
     bandwidth = copy_bandwidth(device, 1 << 31 if device.type == "cuda" else 1 << 24)
@@ -121,7 +121,16 @@ def attention(device, contexts, batches, repeat: int) -> list[dict]:
             query = torch.randn(
                 (batch, q_heads, 1, head_dim), generator=generator, device=device
             ).to(torch.bfloat16)
-            layer = TurboQuantLayer(4, 3, RESIDUAL, seed=0, attention="compressed", sink_tokens=4)
+            layer = TurboQuantLayer(
+                KVConfig(
+                    key_bits=4,
+                    value_bits=3,
+                    residual_length=RESIDUAL,
+                    attention="compressed",
+                    center_values=True,  # the layer's defaults when this was first measured
+                    key_scale=0.0,
+                )
+            )
             layer.update(keys[..., :context, :], values[..., :context, :])
             exact_keys, exact_values = layer.update(
                 keys[..., context:, :], values[..., context:, :]
@@ -223,7 +232,13 @@ def end_to_end(device, model_dir, context: int, steps: int, ppl_tokens: int, lay
         (
             "TurboQuant (4,3) Triton",
             compressed,
-            lambda: TurboQuantCache(4, 3, RESIDUAL, attention="compressed", config=config),
+            lambda: TurboQuantCache(
+                key_bits=4,
+                value_bits=3,
+                residual_length=RESIDUAL,
+                attention="compressed",
+                config=config,
+            ),
         ),
     ]
     for backend in ("quanto", "hqq"):
@@ -274,7 +289,13 @@ def end_to_end(device, model_dir, context: int, steps: int, ppl_tokens: int, lay
     residual = min(64, ppl_tokens // 4)  # most scored tokens attend to cold ones
 
     def cache():
-        return TurboQuantCache(4, 3, residual, attention="compressed", config=gpu_model.config)
+        return TurboQuantCache(
+            key_bits=4,
+            value_bits=3,
+            residual_length=residual,
+            attention="compressed",
+            config=gpu_model.config,
+        )
 
     gpu_ppl = _perplexity(gpu_model, cache(), scored, chunk)
     cpu_backend = os.environ.pop("ROTAQUANT_KV_BACKEND", None)  # the CPU run: native kernels
@@ -343,8 +364,7 @@ def main(argv=None) -> None:
     print(report)
     out = Path(args.out) if args.out else (None if args.smoke else RESULTS)
     if out is not None:  # a smoke run writes only where asked
-        write_json(out / "gpu.json", results)
-        (out / "gpu.txt").write_text(report + "\n")
+        publish(out / "gpu.json", results, report)
 
 
 def _device_name(device: torch.device) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from rotaquant import data
+from rotaquant.contrib import data
 from rotaquant.index import VectorIndex
 
-from ._common import RESULTS, Column, best_of, format_table, metadata, unit_gaussian, write_json
+from ._common import RESULTS, Column, best_of, format_table, metadata, publish, unit_gaussian
 
 try:
     import faiss
@@ -521,20 +520,6 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def source_version() -> str | None:
-    """The commit benchmarked, marked ``-dirty`` when src/ has uncommitted changes."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "src"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("-dirty" if dirty else "")
-
-
 # ---------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -555,7 +540,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     if plot_path is None:
         plot_path = str(RESULTS / "index_quick.png") if args.quick else "docs/index_recall_qps.png"
 
-    version = source_version()  # before the run: src/ may change while it goes on
     start = time.perf_counter()
     sets = datasets(args.quick)
     rows = run(sets)
@@ -567,14 +551,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             format_table(rows, COLUMNS),
             "rotaquant (rq) vs turbovec (tv), rq +rerank (rq+rr), PQFastScan (pq), "
             "q/s at k=10:\n" + format_table(ratio_rows, RATIO_COLUMNS),
-            notes(sets, rows, elapsed) + f"; rotaquant commit {version}",
+            notes(sets, rows, elapsed),
         ]
     )
     print("\n" + text)
     from threadpoolctl import threadpool_info
 
     meta = metadata(
-        rotaquant_commit=version,
         faiss=faiss.__version__,
         turbovec=getattr(turbovec, "__version__", None),
         faiss_threads=faiss.omp_get_max_threads(),
@@ -588,9 +571,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         train_n=TRAIN_N,
         wall_s=elapsed,
     )
-    path = write_json(out, {"meta": meta, "rows": rows, "ratios": ratio_rows})
-    path.with_suffix(".txt").write_text(text + "\n")
-    print(f"wrote {path} and {path.with_suffix('.txt')}")
+    publish(out, {"meta": meta, "rows": rows, "ratios": ratio_rows}, text)
     if plot_path:
         print(f"wrote {plot(rows, Path(plot_path))}")
 

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from rotaquant import TurboQuantizer, VectorIndex, _core, data
+from rotaquant import TurboQuantizer, VectorIndex, _core
+from rotaquant.contrib import data
 from rotaquant.index.idmap import IdMap
 
-from ._common import Column, format_table, metadata, unit_gaussian, write_json
+from ._common import Column, format_table, metadata, publish, unit_gaussian
 
 BITS = (2, 3, 4)
 
@@ -166,16 +167,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         "GloVe-50 399k": (glove[:-1000], glove[-1000:]),
         "MiniLM-384 117k": (minilm[:-1000], minilm[-1000:]),
     }
+    parts = []
+
+    def show(text: str) -> None:  # printed as it comes (a long run), kept for the .txt
+        print(text, "\n", flush=True)
+        parts.append(text)
+
     norm = norm_storage(norm_sets)
-    print(format_table(norm, NORM_COLUMNS), "\n", flush=True)
+    show(format_table(norm, NORM_COLUMNS))
     seeds = seed_spread(*big_sets["GloVe-50 399k"])
-    print("VectorIndex recall@10 over rotation seeds 0-4, GloVe-50 399k, 1,000 queries:")
-    print(format_table(seeds, SEED_COLUMNS), "\n", flush=True)
+    show(
+        "VectorIndex recall@10 over rotation seeds 0-4, GloVe-50 399k, 1,000 queries:\n"
+        + format_table(seeds, SEED_COLUMNS)
+    )
     rescored = candidates(big_sets)
-    print("rows re-scored exactly per query by the native scan:")
-    print(format_table(rescored, CANDIDATE_COLUMNS), "\n", flush=True)
+    show(
+        "rows re-scored exactly per query by the native scan:\n"
+        + format_table(rescored, CANDIDATE_COLUMNS)
+    )
     ids = idmap_speed()
-    print(
+    show(
         f"IdMap, {ids['ids']:,} random ids: insert {ids['insert_s']:.3f} s, find "
         f"{ids['find_s']:.3f} s, {ids['bytes_per_id']:.1f} bytes/id"
     )
@@ -186,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "candidates": rescored,
         "idmap": ids,
     }
-    print(f"wrote {write_json(args.out, payload)}")
+    publish(args.out, payload, "\n\n".join(parts))
 
 
 if __name__ == "__main__":

@@ -32,10 +32,10 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import InMemoryVectorStore
 
-from rotaquant import data
+from rotaquant.contrib import data
 from rotaquant.integrations.langchain import RotaQuantVectorStore
 
-from ._common import RESULTS, Column, call_ms, format_table, metadata, write_json
+from ._common import Column, call_ms, format_table, metadata, publish
 
 COLUMNS: list[Column] = [
     ("store", "store", ""),
@@ -168,8 +168,7 @@ def main(argv=None) -> None:
         "filtered: metadata shard == 3 (a tenth)"
     )
     print(f"\n{title}\n{table}")
-    write_json("integrations", {"meta": metadata(), "rows": rows})
-    (RESULTS / "integrations.txt").write_text(f"{title}\n{table}\n")
+    publish("integrations", {"meta": metadata(), "rows": rows}, f"{title}\n{table}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache, QuantizedCache
 
-from rotaquant import data
+from rotaquant.contrib import data
 from rotaquant.kv import TurboQuantCache, enable
 from rotaquant.kv.evaluate import (
     decode_rate,
@@ -46,7 +46,7 @@ from rotaquant.kv.evaluate import (
     step_rate,
 )
 
-from ._common import Column, format_table, metadata, write_json
+from ._common import Column, format_table, metadata, publish
 
 RESIDUAL = 128
 SECTIONS = ("quality", "needle", "speed", "gemma", "bytes", "profile", "attention")
@@ -307,7 +307,9 @@ def profile(compressed, ids, context: int, steps: int) -> list[dict]:
     token_rows = 2 * context * config.num_hidden_layers * config.num_key_value_heads
     for threads in (1, _native.threads()):
         cold.READER_THREADS = threads
-        cache = TurboQuantCache(4, 3, RESIDUAL, attention="compressed")
+        cache = TurboQuantCache(
+            key_bits=4, value_bits=3, residual_length=RESIDUAL, attention="compressed"
+        )
         rate = decode_rate(compressed, ids, cache, context, steps)
         profiler = cProfile.Profile()
         token = ids[:, context : context + 1]
@@ -396,18 +398,29 @@ def attention_only(contexts: Sequence[int], repeat: int = 20) -> list[dict]:
 
     import torch.nn.functional as F
 
-    from rotaquant.kv import TurboQuantLayer, compressed_attention
+    from rotaquant.kv import KVConfig, TurboQuantLayer, compressed_attention
 
     from ._common import best_of
 
     rows = []
     generator = torch.Generator().manual_seed(0)
+    # one layer as measured since the native readers landed: no sinks, centered keys and
+    # values, no key channel scales
+    layer_options = KVConfig(
+        key_bits=4,
+        value_bits=3,
+        residual_length=RESIDUAL,
+        attention="compressed",
+        sink_tokens=0,
+        center_values=True,
+        key_scale=0.0,
+    )
     for shape, (kv_heads, q_heads, head_dim) in ATTENTION_SHAPES.items():
         for context in contexts:
             keys = torch.randn(1, kv_heads, context + 1, head_dim, generator=generator)
             values = torch.randn(1, kv_heads, context + 1, head_dim, generator=generator)
             query = torch.randn(1, q_heads, 1, head_dim, generator=generator)
-            layer = TurboQuantLayer(4, 3, RESIDUAL, seed=0, attention="compressed")
+            layer = TurboQuantLayer(layer_options)
             layer.update(keys[..., :context, :], values[..., :context, :])
             hot_keys, hot_values = layer.update(keys[..., context:, :], values[..., context:, :])
             module = SimpleNamespace(num_key_value_groups=q_heads // kv_heads)
@@ -464,7 +477,9 @@ def bytes_held(ids: torch.Tensor) -> list[dict]:
         enable(model)
         for context in (1024, 4096):
             for residual in (128, 64):
-                cache = TurboQuantCache(4, 3, residual, attention="compressed")
+                cache = TurboQuantCache(
+                    key_bits=4, value_bits=3, residual_length=residual, attention="compressed"
+                )
                 with torch.no_grad():
                     for start in range(0, context, 512):
                         model(ids[:, start : start + 512], cache=cache, use_cache=True)
@@ -578,8 +593,8 @@ def robustness(name, model, compressed, texts: dict[str, torch.Tensor], chunk) -
             )
             for label, (key_bits, value_bits), kwargs in ROBUSTNESS_SETTINGS:
                 cache = TurboQuantCache(
-                    key_bits,
-                    value_bits,
+                    key_bits=key_bits,
+                    value_bits=value_bits,
                     residual_length=residual,
                     attention="compressed",
                     config=config,
@@ -747,9 +762,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     print("\n\n".join(report))
     meta = metadata(torch=torch.__version__, tokens=args.tokens, chunk=args.chunk)
-    path = write_json(args.out, {"meta": meta, **payload})
-    path.with_suffix(".txt").write_text("\n\n".join(report) + "\n")
-    print(f"wrote {path}")
+    publish(args.out, {"meta": meta, **payload}, "\n\n".join(report))
 
 
 if __name__ == "__main__":

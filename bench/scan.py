@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import Column, format_table, metadata, unit_gaussian, write_json
+from ._common import Column, format_table, metadata, publish, unit_gaussian
 
 WIDTHS = (1, 2, 3, 4, 3.5)
 DIMS = {128: 200_000, 384: 100_000, 1536: 50_000}  # rows per dimension
@@ -136,17 +136,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     for row in rows:
         row["bandwidth_share"] = row["single_gbps"] / bandwidth[row["threads"]]
         row["batch_codes_per_s"] /= row["threads"]
-    print(format_table(rows, COLUMNS))
-    print(
-        f"\nread bandwidth (numpy OR-reductions over 512 MiB): {bandwidth[1]:.1f} GB/s on 1 "
+    text = format_table(rows, COLUMNS) + (
+        f"\n\nread bandwidth (numpy OR-reductions over 512 MiB): {bandwidth[1]:.1f} GB/s on 1 "
         f"thread, {bandwidth[cores]:.1f} GB/s on {cores}; code GB/s: bytes of packed codes a "
         f"single query reads per second; lookups/s/core: (code, query) pairs scored per second "
         f"per thread with {BATCH} queries; wall time {elapsed:.0f} s"
     )
+    print(text)
     meta = metadata(bandwidth_gbps=bandwidth, quick=args.quick, batch=BATCH, wall_s=elapsed)
-    path = write_json(args.out, {"meta": meta, "rows": rows})
-    path.with_suffix(".txt").write_text(format_table(rows, COLUMNS) + "\n")
-    print(f"wrote {path} and {path.with_suffix('.txt')}")
+    publish(args.out, {"meta": meta, "rows": rows}, text)
 
 
 if __name__ == "__main__":

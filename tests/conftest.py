@@ -1,4 +1,16 @@
+import importlib.util
 import os
+import sys
+
+# tools/sanitize.sh runs the kernel tests against a build of the native core made with
+# AddressSanitizer + UBSan in its own directory: $ROTAQUANT_TEST_CORE names that extension, and
+# it is loaded as rotaquant._core before anything imports the package (the installed one stays).
+if os.environ.get("ROTAQUANT_TEST_CORE"):
+    _spec = importlib.util.spec_from_file_location(
+        "rotaquant._core", os.environ["ROTAQUANT_TEST_CORE"]
+    )
+    sys.modules["rotaquant._core"] = _core = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_core)
 
 # The Triton kernels run on CPU tensors through Triton's interpreter (it is read when the
 # kernels are defined, so before anything imports them). On a GPU machine, TRITON_INTERPRET=0
@@ -12,7 +24,7 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from rotaquant import data
+from rotaquant.contrib import data
 
 FIXTURES = Path(__file__).parent / "fixtures"  # files written by earlier versions
 
@@ -23,16 +35,25 @@ def unit_gaussian(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def packaged(load, *args, **kwargs):
+    """``load(*args, **kwargs)`` of ``rotaquant.contrib.data``, or a skip that says what to
+    install when the package holding that model or data set is missing."""
+    try:
+        return load(*args, **kwargs)
+    except data.MissingData as missing:
+        pytest.skip(str(missing))
+
+
 @pytest.fixture(scope="session")
 def minilm() -> np.ndarray:
     """Real 384-d sentence embeddings (unit norm) of Python's documentation sentences."""
-    return data.minilm_embeddings(data.pydoc_sentences())
+    return packaged(data.minilm_embeddings, data.pydoc_sentences())
 
 
 @pytest.fixture(scope="session")
 def glove() -> np.ndarray:
     """Real 50-d GloVe word vectors: a fixed sample of 20k rows."""
-    vectors = data.glove_50d()
+    vectors = packaged(data.glove_50d)
     rows = np.random.default_rng(0).choice(vectors.shape[0], 20_000, replace=False)
     return np.asarray(vectors[np.sort(rows)], dtype=np.float32)
 

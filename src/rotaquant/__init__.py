@@ -10,20 +10,30 @@ One codec (``rotaquant.codec``), two products: a compressed vector index
 660
 """
 
-from . import data
+import importlib.metadata
+
 from ._native import show_config
 from .codec import Codebook, CodecConfig, Codes, TurboQuantizer, lloyd_max
-from .index import FileChangedError, VectorIndex
+from .index import FileChangedError, IndexConfig, SearchResult, VectorIndex
 
 __all__ = [
     "Codebook",
     "CodecConfig",
     "Codes",
     "FileChangedError",
+    "IndexConfig",
+    "SearchResult",
     "TurboQuantizer",
     "VectorIndex",
-    "data",
     "lloyd_max",
     "show_config",
 ]
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("rotaquant")
+
+
+def __getattr__(name: str):
+    if name == "data":  # 0.1 exported its demo data here
+        import importlib
+
+        return importlib.import_module(".data", __name__)  # warns: moved to rotaquant.contrib
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -69,3 +69,19 @@ def check_matrix(arr: np.ndarray, dim: int, name: str, finite: bool = True) -> N
     if finite and arr.size and not np.isfinite(arr).all():
         row = int(np.argmin(np.isfinite(arr).all(axis=1)))
         raise ValueError(f"{name}: contains NaN or infinite values (first in row {row})")
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``value`` as an int ≥ 1 (bools and non-integers refused), else ValueError naming it."""
+    return _integer_at_least(value, 1, name, "a positive integer")
+
+
+def non_negative_int(value: Any, name: str) -> int:
+    """``value`` as an int ≥ 0 (bools and non-integers refused), else ValueError naming it."""
+    return _integer_at_least(value, 0, name, "an integer >= 0")
+
+
+def _integer_at_least(value: Any, minimum: int, name: str, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)

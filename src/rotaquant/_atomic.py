@@ -1,15 +1,27 @@
-"""Crash-safe file writes: temp file in the same folder, fsync, rename, fsync the folder.
+"""Crash-safe writes: a file (temp file in the same folder, fsync, rename, fsync the folder)
+or a whole directory (written beside it, then swapped in by renames).
 
-The new file gets the permissions of the file it replaces (or the usual 0o666 minus the
-umask for a new one), not the 0o600 of a temp file."""
+A new file gets the permissions of the file it replaces (or the usual 0o666 minus the umask
+for a new one), not the 0o600 of a temp file."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+# Crash tests set this in a child process to stop it dead (os._exit) at a named point of a
+# write: a deterministic stand-in for a kill at that moment (tests/index/test_vector_index.py).
+crash_hook: Callable[[str], None] | None = None
+
+
+def crash_point(name: str) -> None:
+    """A point where a write may be interrupted: ``crash_hook(name)`` when one is set."""
+    if crash_hook is not None:
+        crash_hook(name)
 
 
 def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes]) -> None:
@@ -21,14 +33,49 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
-            for chunk in chunks:
+            for index, chunk in enumerate(chunks):
                 f.write(chunk)
+                if index == 0:
+                    f.flush()
+                    crash_point("file-partly-written")
             f.flush()
             os.fsync(f.fileno())
+        crash_point("file-before-rename")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_directory(folder)
+
+
+def previous_directory(target: Path) -> Path:
+    """Where :func:`replace_directory` keeps the old directory until the swap completes."""
+    return target.with_name(f".{target.name}.previous")
+
+
+def replace_directory(target: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Replace the directory ``target`` by one ``write(folder)`` fills: written beside it,
+    then swapped in by two renames and fsynced; until the second one,
+    ``.<name>.previous`` holds the old directory whole (readers fall back to it)."""
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fresh = target.with_name(f".{target.name}.{os.getpid()}.new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir()
+    try:
+        write(fresh)
+        previous = previous_directory(target)
+        shutil.rmtree(previous, ignore_errors=True)
+        if target.exists():
+            os.replace(target, previous)
+        os.replace(fresh, target)
+        _fsync_directory(target.parent)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+
+
+def _fsync_directory(folder: Path) -> None:
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -8,6 +8,7 @@ Threads: ``$ROTAQUANT_NUM_THREADS`` (default: the cores), one pool for every ker
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import sys
 from collections.abc import Iterator
@@ -48,12 +49,10 @@ def threads() -> int:
 
 def show_config(file: TextIO | None = None) -> None:
     """Print which kernels rotaquant uses here: native variants, threads, optional parts."""
-    from . import __version__
-
     out = file or sys.stdout
     config = _core.config()
     features = [name for name in ("avx2", "avx512", "neon") if config[name]]
-    print(f"rotaquant {__version__}", file=out)
+    print(f"rotaquant {importlib.metadata.version('rotaquant')}", file=out)
     print(f"  CPU features used: {', '.join(features) or 'none (portable code)'}", file=out)
     print(
         f"  index scan / KV row kernels: {config['active']} "

@@ -4,251 +4,18 @@ decompress | bench`` (``--version``; every ``--help`` shows the defaults)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib.metadata
 import io
-import runpy
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from . import data
 from ._atomic import atomic_write
+from ._progress import progress
 from .codec import Codes, TurboQuantizer
+from .contrib import bench_runner, demo, eval_kv
 from .index import FileChangedError, VectorIndex
-
-
-def _progress(*args, **kwargs):
-    """A tqdm bar on a terminal; none when stderr is a file or pipe (logs stay readable)."""
-    return tqdm(*args, disable=not sys.stderr.isatty(), **kwargs)
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores per row, best first: (m, k)."""
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
-    return np.take_along_axis(part, order, axis=1)
-
-
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean fraction of each row of ``truth`` present in the same row of ``found``."""
-    hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth, strict=True))
-    return hits / truth.size
-
-
-def demo(args: argparse.Namespace) -> None:
-    """Compress real GloVe vectors and report distortion, bytes and search quality."""
-    vectors = np.asarray(data.glove_50d(), dtype=np.float32)
-    rng = np.random.default_rng(0)
-    query_rows = rng.choice(vectors.shape[0], args.queries, replace=False)
-    keep = np.ones(vectors.shape[0], bool)
-    keep[query_rows] = False
-    queries, base = vectors[query_rows], vectors[keep]
-    n, dim = base.shape
-    print(f"GloVe 6B 50-d: {n:,} database vectors, {len(queries)} held-out queries, dim {dim}")
-    print(f"float32 size: {base.nbytes / 2**20:.1f} MiB\n")
-
-    k, batch = 10, 100
-    truth = np.concatenate(
-        [
-            _top_k(queries[i : i + batch] @ base.T, k)
-            for i in _progress(range(0, len(queries), batch), desc="exact top-10", leave=False)
-        ]
-    )
-    header = (
-        f"{'bits':>5} {'MSE':>8} {'optimum':>8} {'ratio':>6} {'bits/val':>8} "
-        f"{'MiB':>7} {'x smaller':>9} {'encode/s':>10} {'recall@10':>9}"
-    )
-    print(header)
-    print("-" * len(header))
-    for bits in _progress(args.bits, desc="widths", leave=False):
-        q = TurboQuantizer(dim, bits, seed=0)
-        start = time.perf_counter()
-        codes = q.encode(base)
-        encode_rate = n / (time.perf_counter() - start)
-        x_hat = q.decode(codes)
-        mse = float(np.mean(((base - x_hat) ** 2).sum(1) / (base**2).sum(1)))
-        del x_hat
-        found = np.concatenate(
-            [
-                _top_k(q.inner_product(queries[i : i + batch], codes), k)
-                for i in _progress(
-                    range(0, len(queries), batch), desc=f"search {bits}b", leave=False
-                )
-            ]
-        )
-        recall = _recall(found, truth)
-        print(
-            f"{bits:>5g} {mse:>8.5f} {q.mse_optimum:>8.5f} {mse / q.mse_optimum:>6.3f} "
-            f"{codes.bits_per_value:>8.3f} {codes.nbytes / 2**20:>7.2f} "
-            f"{base.nbytes / codes.nbytes:>9.2f} {encode_rate:>10,.0f} {recall:>9.3f}"
-        )
-    print(
-        "\nMSE: mean ||x - x_hat||^2 / ||x||^2; optimum: Lloyd-Max distortion for this dim; "
-        "bits/val counts the float16 norm.\nrecall@10: share of the exact inner-product top-10 "
-        "found by inner_product() on the compressed vectors."
-    )
-    _demo_index(base, queries, truth, args.bits)
-    if not args.kv:
-        print("\n(KV cache section skipped: --no-kv)")
-    elif (
-        importlib.util.find_spec("torch") is None
-        or importlib.util.find_spec("transformers") is None
-    ):
-        print("\n(KV cache section skipped: pip install 'rotaquant[kv]')")
-    else:
-        print("\nKV cache: SmolLM2-135M generating through TurboQuantCache (rotaquant eval-kv):")
-        _kv_report("smollm2", 4, 3, tokens=1024, chunk=128, new_tokens=32, needle_tokens=1024)
-    print(
-        "\nAlso: LangChain and LlamaIndex vector stores (rotaquant.integrations; "
-        "docs/integrations.md)."
-    )
-
-
-def _demo_index(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, widths) -> None:
-    """The same data through VectorIndex: build, search, recall, bytes, speed."""
-    k = truth.shape[1]
-    print(f"\nVectorIndex (metric='ip') over the same {len(base):,} vectors, k={k}:")
-    header = (
-        f"{'bits':>5} {'bytes/vec':>9} {'MiB':>7} {'add/s':>10} {'queries/s':>10} "
-        f"{'1-query ms':>10} {'recall@10':>9} {'+rerank40':>9}"
-    )
-    print(header)
-    print("-" * len(header))
-    for bits in _progress(widths, desc="index", leave=False):
-        index = VectorIndex(base.shape[1], bits, keep_vectors=True)
-        start = time.perf_counter()
-        index.add(base)
-        add_rate = len(base) / (time.perf_counter() - start)
-        start = time.perf_counter()
-        _, ids = index.search(queries, k)
-        qps = len(queries) / (time.perf_counter() - start)
-        index.search(queries[:1], k)  # the first single query compiles the lookup kernel
-        start = time.perf_counter()
-        for row in queries[:20]:
-            index.search(row[None], k)
-        single_ms = (time.perf_counter() - start) / min(20, len(queries)) * 1e3
-        _, reranked = index.search(queries, k, rerank=4 * k)
-        compressed = index.nbytes - index.vectors_nbytes  # without the re-ranking copy
-        print(
-            f"{bits:>5g} {compressed / len(base):>9.2f} {compressed / 2**20:>7.2f} "
-            f"{add_rate:>10,.0f} {qps:>10,.0f} {single_ms:>10.2f} {_recall(ids, truth):>9.3f} "
-            f"{_recall(reranked, truth):>9.3f}"
-        )
-    print(
-        "\nbytes/vec: packed codes + float16 norm + 8-byte id. +rerank40: 40 candidates re-scored "
-        "from a float16 copy (keep_vectors=True, 100 more bytes/vector)."
-    )
-
-
-def eval_kv(args: argparse.Namespace) -> None:
-    """A real model generating with TurboQuantCache against the uncompressed cache."""
-    _kv_report(
-        args.model,
-        args.key_bits,
-        args.value_bits,
-        residual=args.residual,
-        tokens=args.tokens,
-        chunk=args.chunk,
-        new_tokens=args.new_tokens,
-        needle_tokens=args.needle_tokens,
-        attention=args.attention,
-        key_mode=args.key_mode,
-    )
-
-
-def _kv_report(
-    model_name: str,
-    key_bits: float,
-    value_bits: float,
-    *,
-    residual: int = 128,
-    tokens: int = 2048,
-    chunk: int = 256,
-    new_tokens: int = 48,
-    needle_tokens: int = 2048,
-    attention: str = "compressed",
-    key_mode: str = "mse",
-) -> None:
-    import copy
-
-    from transformers import DynamicCache
-
-    from .kv import TurboQuantCache, enable
-    from .kv.cache import SINK_TOKENS
-    from .kv.evaluate import (
-        agreement,
-        greedy,
-        held_nbytes,
-        needle_found,
-        needle_prompt,
-        score_text,
-    )
-
-    model, tokenizer = data.gemma3() if model_name == "gemma3" else data.smollm2()
-    config = model.config
-    tq_model = model
-    if attention == "compressed":
-        tq_model = copy.deepcopy(model)
-        enable(tq_model)
-
-    def turboquant() -> TurboQuantCache:
-        return TurboQuantCache(
-            key_bits, value_bits, residual, attention=attention, key_mode=key_mode, config=config
-        )
-
-    text = " ".join(data.pydoc_sentences())
-    ids = tokenizer(text, return_tensors="pt").input_ids[:, :tokens]
-    label = f"TurboQuantCache({key_bits:g}, {value_bits:g})"
-    print(
-        f"\n{type(model).__name__} ({model_name}), {ids.shape[1]} tokens of Python docs fed in "
-        f"chunks of {chunk}; {label}, residual_length={residual}, attention={attention!r}, "
-        f"key_mode={key_mode!r}"
-    )
-    print(
-        f"exact: the first {SINK_TOKENS} tokens (sinks) and the newest "
-        f"{residual}-{residual + 15} (float16 for a float32 model); compressed: everything "
-        "between, once 16 or more tokens are past the hot window"
-    )
-    dynamic = DynamicCache(config=config)
-    base, base_predictions = score_text(model, ids, dynamic, chunk)
-    cache = turboquant()
-    ppl, predictions = score_text(tq_model, ids, cache, chunk)
-    header = f"{'cache':<26} {'perplexity':>10} {'change':>8} {'MiB held':>9} {'x vs fp16':>9}"
-    print(header + "\n" + "-" * len(header))
-    for name, value, held in (
-        (f"DynamicCache ({model.dtype})".replace("torch.", ""), base, dynamic),
-        (label, ppl, cache),
-    ):
-        nbytes, fp16 = held_nbytes(held)
-        print(
-            f"{name:<26} {value:>10.3f} {100 * (value / base - 1):>+7.2f}% "
-            f"{nbytes / 2**20:>9.2f} {fp16 / nbytes:>9.2f}"
-        )
-    top1 = (predictions == base_predictions).float().mean().item()
-    print(
-        f"\nnext-token top-1 agreement with the uncompressed cache (same text): {100 * top1:.1f}%"
-    )
-    prompt = ids[:, : tokens // 2]
-    reference = greedy(model, prompt, DynamicCache(config=config), new_tokens)
-    continuation = greedy(tq_model, prompt, turboquant(), new_tokens)
-    same, first = agreement(continuation, reference)
-    print(
-        f"greedy continuation of a {prompt.shape[1]}-token prompt: {same}/{new_tokens} tokens "
-        f"equal to the uncompressed cache's (first difference at token {first})"
-    )
-    print(f"  uncompressed: {tokenizer.decode(reference)!r}")
-    print(f"  compressed:   {tokenizer.decode(continuation)!r}")
-    key = 71432
-    found = needle_found(
-        tq_model, tokenizer, needle_prompt(tokenizer, needle_tokens, 0.5, key), key, turboquant()
-    )
-    print(
-        f"pass key hidden halfway through {needle_tokens} tokens: "
-        f"{'found' if found else 'NOT found'} through the compressed cache"
-    )
 
 
 def _load_array(path: str) -> np.ndarray:
@@ -304,11 +71,15 @@ def index_build(args: argparse.Namespace) -> None:
         )
     else:
         index = VectorIndex(
-            dim, args.bits, metric=args.metric, seed=args.seed, keep_vectors=args.keep_vectors
+            dim,
+            args.bits,
+            metric=args.metric,
+            seed=args.seed,
+            keep_vectors=args.keep_vectors,
         )
     step = 1 << 16
     start = time.perf_counter()
-    with _progress(total=n, desc="add", unit="vec", unit_scale=True) as bar:
+    with progress(total=n, desc="add", unit="vec", unit_scale=True) as bar:
         for lo in range(0, n, step):
             index.add(vectors[lo : lo + step], None if ids is None else ids[lo : lo + step])
             bar.update(min(step, n - lo))
@@ -328,7 +99,7 @@ def index_search(args: argparse.Namespace) -> None:
     batch = 1024
     scores, ids = [], []
     start = time.perf_counter()
-    for lo in _progress(range(0, len(queries), batch), desc="search", unit="batch"):
+    for lo in progress(range(0, len(queries), batch), desc="search", unit="batch"):
         chunk = np.asarray(queries[lo : lo + batch], np.float32)
         s, i = index.search(chunk, args.k, allow=allow, rerank=args.rerank)
         scores.append(s)
@@ -396,40 +167,21 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def bench(args: argparse.Namespace) -> None:
-    """Run ``bench/<name>.py`` from a source checkout (benchmarks are not installed)."""
-    sys.path.insert(0, str(Path.cwd()))
-    try:
-        sys.argv = [f"bench.{args.name}", *args.rest]
-        runpy.run_module(f"bench.{args.name}", run_name="__main__")
-    except ImportError as exc:
-        raise SystemExit(
-            f"error: benchmark {args.name!r} not found ({exc}); run from a rotaquant checkout"
-        ) from exc
-
-
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """--help shows every option's default."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
+    version = importlib.metadata.version("rotaquant")
     parser = argparse.ArgumentParser(prog="rotaquant", description=__doc__, formatter_class=_Help)
-    parser.add_argument("--version", action="version", version=f"rotaquant {__version__}")
+    parser.add_argument("--version", action="version", version=f"rotaquant {version}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
         "demo", formatter_class=_Help, help="compress real GloVe vectors at several widths"
     )
-    p.add_argument(
-        "--bits", type=float, nargs="+", default=[2, 3, 4, 3.5], help="widths to compare"
-    )
-    p.add_argument("--queries", type=int, default=500, help="held-out queries for recall")
-    p.add_argument(
-        "--kv", action=argparse.BooleanOptionalAction, default=True, help="KV cache section"
-    )
-    p.set_defaults(func=demo)
+    demo.add_arguments(p)
+    p.set_defaults(func=demo.run)
 
     p = sub.add_parser(
         "index", formatter_class=_Help, help="build, search or inspect a VectorIndex file"
@@ -479,19 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval-kv", formatter_class=_Help, help="generate with TurboQuantCache on a packaged real LM"
     )
-    p.add_argument("--model", choices=["smollm2", "gemma3"], default="smollm2", help="packaged LM")
-    p.add_argument("--key-bits", type=float, default=4, help="bits per key value")
-    p.add_argument("--value-bits", type=float, default=3, help="bits per value value")
-    p.add_argument("--residual", type=int, default=128, help="hot tokens kept uncompressed")
-    p.add_argument("--key-mode", choices=["mse", "prod"], default="mse", help="key codec")
-    p.add_argument(
-        "--attention", choices=["compressed", "decoded"], default="compressed", help="path"
-    )
-    p.add_argument("--tokens", type=int, default=2048, help="text tokens for perplexity")
-    p.add_argument("--chunk", type=int, default=256, help="tokens per forward pass")
-    p.add_argument("--new-tokens", type=int, default=48, help="greedy tokens to compare")
-    p.add_argument("--needle-tokens", type=int, default=2048, help="pass-key prompt length")
-    p.set_defaults(func=eval_kv)
+    eval_kv.add_arguments(p)
+    p.set_defaults(func=eval_kv.run)
 
     p = sub.add_parser(
         "compress", formatter_class=_Help, help="compress an (n, dim) .npy file to a codes file"
@@ -516,9 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Help,
         help="run a benchmark from bench/ (e.g. `rotaquant bench codec`)",
     )
-    p.add_argument("name")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=bench)
+    bench_runner.add_arguments(p)
+    p.set_defaults(func=bench_runner.run)
     return parser
 
 

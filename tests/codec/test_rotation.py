@@ -8,8 +8,15 @@ from rotaquant.codec.rotation import HaarRotation, HadamardRotation, make_rotati
 DIMS = [2, 3, 50, 64, 127, 384, 768, 1536]
 
 
-@pytest.mark.parametrize("kind", ["hadamard", "haar"])
-@pytest.mark.parametrize("dim", DIMS)
+# a dense Haar rotation at d >= 768 is a d x d QR: seconds each on 2 cores (run by make test)
+ROTATIONS = [
+    pytest.param(kind, dim, marks=pytest.mark.slow if kind == "haar" and dim >= 768 else ())
+    for kind in ("hadamard", "haar")
+    for dim in DIMS
+]
+
+
+@pytest.mark.parametrize(("kind", "dim"), ROTATIONS)
 def test_orthogonal_and_invertible(kind, dim):
     r = make_rotation(kind, dim, seed=3)
     m = r.matrix.astype(np.float64)

@@ -348,29 +348,74 @@ def test_every_flipped_byte_is_caught_or_harmless(
 
 
 _SAVER = """
-import sys, numpy as np
+import os, sys, numpy as np
+from rotaquant import _atomic
 from rotaquant.index import VectorIndex
-index = VectorIndex.load(sys.argv[1]) if sys.argv[2] == "append" else VectorIndex(64, 4)
-index.add(np.random.default_rng(1).standard_normal((200_000, 64)).astype(np.float32))
+path, how, point, rows = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+index = VectorIndex.load(path) if how == "append" else VectorIndex(64, 4)
+index.add(np.random.default_rng(1).standard_normal((rows, 64)).astype(np.float32))
+if point != "none":  # die at that point of the write, as a kill -9 would
+    _atomic.crash_hook = lambda name: os._exit(CRASHED) if name == point else None
 print("ready", flush=True)
-index.save(sys.argv[1])
+index.save(path)
 """
+CRASHED = 75  # the exit code of a saver that stopped at its crash point
+CRASH_POINTS = {
+    "rewrite": ("file-partly-written", "file-before-rename"),
+    "append": ("append-partly-written", "append-before-commit"),
+}
 
 
-@pytest.mark.parametrize("how", ["rewrite", "append"])
-def test_killed_save_leaves_previous_file(tmp_path, how):
+def _saved_index(tmp_path):
     path = tmp_path / "idx.rq"
     index = VectorIndex(64, 4)
     index.add(unit_gaussian(100, 64))
     index.save(path)
-    good = path.read_bytes()
-    queries = unit_gaussian(3, 64, seed=2)
-    before = index.search(queries, 5)
+    return path, index, unit_gaussian(3, 64, seed=2)
+
+
+def _saver(path, how, point, rows):
+    script = _SAVER.replace("CRASHED", str(CRASHED))
+    command = [sys.executable, "-c", script, str(path), how, point, str(rows)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("how", ["rewrite", "append"])
+def test_a_save_interrupted_at_each_crash_point_leaves_the_previous_file(tmp_path, how):
+    """Deterministic: the saver dies (os._exit) at each named point of the write path; the
+    test checks that it did, and that the file still holds exactly the previous index."""
+    path, index, queries = _saved_index(tmp_path)
+    good, before = path.read_bytes(), index.search(queries, 5)
+    for point in CRASH_POINTS[how]:
+        proc = _saver(path, how, point, 5_000)
+        proc.communicate(timeout=120)
+        assert proc.returncode == CRASHED, f"the save did not stop at {point}"
+        loaded = VectorIndex.load(path)
+        assert len(loaded) == 100
+        np.testing.assert_array_equal(loaded.search(queries, 5)[1], before[1])
+        if how == "rewrite":
+            assert path.read_bytes() == good  # the rename never happened
+        path.write_bytes(good)
+    proc = _saver(path, how, "none", 5_000)  # uninterrupted: the new contents
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert len(VectorIndex.load(path)) == (5_100 if how == "append" else 5_000)
+    leftovers = [p for p in os.listdir(tmp_path) if p not in ("idx.rq", "idx.rq.lock")]
+    assert all(p.endswith(".tmp") for p in leftovers)
+    index.save(path, overwrite=True)  # the next save removes what killed saves left
+    assert sorted(os.listdir(tmp_path)) == ["idx.rq", "idx.rq.lock"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["rewrite", "append"])
+def test_killed_save_leaves_previous_file(tmp_path, how):
+    """Real SIGKILLs at a sweep of moments during a large save (where they land depends on
+    the machine: the crash-point test above is the deterministic one)."""
+    path, index, queries = _saved_index(tmp_path)
+    good, before = path.read_bytes(), index.search(queries, 5)
     new_size = 200_100 if how == "append" else 200_000
     for delay in (0.0, 0.005, 0.02, 0.05, 0.1, 0.3):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _SAVER, str(path), how], stdout=subprocess.PIPE, text=True
-        )
+        proc = _saver(path, how, "none", 200_000)
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
@@ -380,9 +425,7 @@ def test_killed_save_leaves_previous_file(tmp_path, how):
         if len(loaded) == 100:
             np.testing.assert_array_equal(loaded.search(queries, 5)[1], before[1])
         path.write_bytes(good)
-    leftovers = [p for p in os.listdir(tmp_path) if p not in ("idx.rq", "idx.rq.lock")]
-    assert all(p.endswith(".tmp") for p in leftovers)
-    index.save(path, overwrite=True)  # the next save removes what killed saves left
+    index.save(path, overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["idx.rq", "idx.rq.lock"]
 
 

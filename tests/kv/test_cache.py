@@ -10,9 +10,11 @@ from transformers import (
     LlamaForCausalLM,
 )
 
-from rotaquant import data
+from rotaquant.contrib import data
 from rotaquant.kv import TurboQuantCache, enable
 from rotaquant.kv.evaluate import needle_found, needle_prompt, perplexity
+
+from ..conftest import packaged
 
 
 def _config(**overrides):
@@ -38,7 +40,7 @@ def tiny():
 def test_generate_at_8_bits_matches_dynamic_cache(tiny):
     ids = torch.randint(0, 100, (2, 20))
     mask = torch.ones_like(ids)
-    cache = TurboQuantCache(8, 8, residual_length=4)
+    cache = TurboQuantCache(key_bits=8, value_bits=8, residual_length=4)
     out = tiny.generate(
         ids, attention_mask=mask, past_key_values=cache, max_new_tokens=10, do_sample=False
     )
@@ -73,7 +75,7 @@ def test_never_more_bytes_than_float16(tiny, dtype):
     float16 keys and values of the same tokens take, statistics and spare rows included."""
     model = copy.deepcopy(tiny).to(dtype)
     for residual in (0, 16):
-        cache = TurboQuantCache(4, 3, residual_length=residual)
+        cache = TurboQuantCache(key_bits=4, value_bits=3, residual_length=residual)
         with torch.no_grad():
             for step in range(80):
                 model(torch.randint(0, 100, (1, 1 if step else 3)), cache=cache, use_cache=True)
@@ -81,7 +83,7 @@ def test_never_more_bytes_than_float16(tiny, dtype):
 
 
 def test_residual_zero_and_reset(tiny):
-    cache = TurboQuantCache(4, 4, residual_length=0)
+    cache = TurboQuantCache(key_bits=4, value_bits=4, residual_length=0)
     with torch.no_grad():
         tiny(torch.randint(0, 100, (1, 40)), cache=cache, use_cache=True)
     layer = cache.layers[0]
@@ -120,16 +122,20 @@ def test_bad_configuration(kwargs):
 def test_configuration_the_model_config_rules_out_is_refused_at_construction():
     config = _config()  # 2 layers
     with pytest.raises(ValueError, match="boundary_layers"):
-        TurboQuantCache(4, 3, config=config, boundary_layers=2)
+        TurboQuantCache(key_bits=4, value_bits=3, config=config, boundary_layers=2)
     with pytest.raises(ValueError, match="head_dim=12"):
-        TurboQuantCache(4, 3, config=_config(head_dim=12, hidden_size=48))
+        TurboQuantCache(key_bits=4, value_bits=3, config=_config(head_dim=12, hidden_size=48))
     with pytest.raises(ValueError, match="head_dim"):  # boundary widths checked too
-        TurboQuantCache(4, 4, config=config, boundary_layers=1, boundary_bits=(4, 3.25))
-    assert TurboQuantCache(4, 3, config=config, boundary_layers=1, boundary_bits=[8, 6])
+        TurboQuantCache(
+            key_bits=4, value_bits=4, config=config, boundary_layers=1, boundary_bits=(4, 3.25)
+        )
+    assert TurboQuantCache(
+        key_bits=4, value_bits=3, config=config, boundary_layers=1, boundary_bits=[8, 6]
+    )
 
 
 def test_a_new_batch_size_on_a_used_cache_is_a_clear_error(tiny):
-    cache = TurboQuantCache(4, 3, residual_length=2)
+    cache = TurboQuantCache(key_bits=4, value_bits=3, residual_length=2)
     with torch.no_grad():
         tiny(torch.randint(0, 100, (2, 6)), cache=cache, use_cache=True)
         with pytest.raises(ValueError, match="batch"):
@@ -142,7 +148,9 @@ def _real_model_perplexities(model, tokenizer, residual: int) -> tuple[float, fl
     text = " ".join(data.pydoc_sentences()[:400])
     ids = tokenizer(text, return_tensors="pt").input_ids[:, :1024]
     base = perplexity(model, ids, DynamicCache(config=model.config), 128)
-    cache = TurboQuantCache(4, 3, residual_length=residual, attention="compressed")
+    cache = TurboQuantCache(
+        key_bits=4, value_bits=3, residual_length=residual, attention="compressed"
+    )
     compressed = copy.deepcopy(model)
     enable(compressed)
     return base, perplexity(compressed, ids, cache, 128), cache
@@ -152,7 +160,7 @@ def test_smollm2_perplexity_at_4_3_bits():
     """Real model, real text, a 16-token hot window: (4, 3) bits within 1 % of the
     uncompressed cache's perplexity, at 3.5x fewer bytes than float16 (at head_dim 64 the
     codes alone are 4.3x: float16 scales, sinks and the hot window take the rest)."""
-    model, tokenizer = data.smollm2()
+    model, tokenizer = packaged(data.smollm2)
     base, compressed, cache = _real_model_perplexities(model, tokenizer, 16)
     assert compressed / base - 1 < 0.01
     assert cache.nbytes * 3.5 < cache.fp16_nbytes
@@ -160,14 +168,20 @@ def test_smollm2_perplexity_at_4_3_bits():
     # and a pass key hidden halfway through 2k tokens is still found through the cache
     key = 40917
     ids = needle_prompt(tokenizer, 2048, 0.5, key)
-    assert needle_found(model, tokenizer, ids, key, TurboQuantCache(4, 3, attention="compressed"))
+    assert needle_found(
+        model,
+        tokenizer,
+        ids,
+        key,
+        TurboQuantCache(key_bits=4, value_bits=3, attention="compressed"),
+    )
 
 
 def test_gemma3_perplexity_at_4_3_bits():
     """The stress case (head_dim 256, QK-normed keys, sliding-window layers): (4, 3) bits
     within 1 % of the uncompressed perplexity with a 16-token hot window (it was +4.3 %
     before exact sinks and key centering)."""
-    model, tokenizer = data.gemma3()
+    model, tokenizer = packaged(data.gemma3)
     base, compressed, cache = _real_model_perplexities(model, tokenizer, 16)
     assert compressed / base - 1 < 0.01
     assert cache.nbytes <= cache.fp16_nbytes
@@ -196,9 +210,15 @@ def test_compressed_attention_equals_decode_then_sdpa(
     logits as decoding everything and running SDPA, chunked prefill and decode steps alike,
     with means subtracted and channels scaled (their contributions added back exactly)."""
     ids = torch.randint(0, 100, (2, 40))
-    decoded = TurboQuantCache(key_bits, value_bits, residual_length=residual, **fit)
+    decoded = TurboQuantCache(
+        key_bits=key_bits, value_bits=value_bits, residual_length=residual, **fit
+    )
     compressed = TurboQuantCache(
-        key_bits, value_bits, residual_length=residual, attention="compressed", **fit
+        key_bits=key_bits,
+        value_bits=value_bits,
+        residual_length=residual,
+        attention="compressed",
+        **fit,
     )
     steps = [ids[:, s : s + 8] for s in range(0, 40, 8)] + [ids[:, :1]] * 3
     with torch.no_grad():
@@ -213,7 +233,10 @@ def test_compressed_attention_with_autograd_recording(tiny_compressed):
     """A forward pass outside no_grad (a plain loop over the model) takes the differentiable
     torch path: same logits, and gradients reach the queries."""
     ids = torch.randint(0, 100, (1, 30))
-    caches = [TurboQuantCache(4, 3, residual_length=4, attention="compressed") for _ in "ab"]
+    caches = [
+        TurboQuantCache(key_bits=4, value_bits=3, residual_length=4, attention="compressed")
+        for _ in "ab"
+    ]
     with torch.no_grad():
         tiny_compressed(ids[:, :24], cache=caches[0], use_cache=True)
         expected = tiny_compressed(ids[:, 24:26], cache=caches[0], use_cache=True).logits
@@ -229,7 +252,7 @@ def test_compressed_attention_with_autograd_recording(tiny_compressed):
 
 def test_compressed_attention_generates(tiny_compressed):
     ids = torch.randint(0, 100, (1, 12))
-    cache = TurboQuantCache(8, 8, residual_length=2, attention="compressed")
+    cache = TurboQuantCache(key_bits=8, value_bits=8, residual_length=2, attention="compressed")
     out = tiny_compressed.generate(
         ids,
         attention_mask=torch.ones_like(ids),
@@ -241,7 +264,7 @@ def test_compressed_attention_generates(tiny_compressed):
 
 
 def test_compressed_cache_without_its_attention_fails_loudly(tiny):
-    cache = TurboQuantCache(4, 4, residual_length=2, attention="compressed")
+    cache = TurboQuantCache(key_bits=4, value_bits=4, residual_length=2, attention="compressed")
     with torch.no_grad():
         tiny(torch.randint(0, 100, (1, 30)), cache=cache, use_cache=True)
         with pytest.raises(RuntimeError, match="enable"):  # layer 0 ignored its cold tokens,
@@ -253,7 +276,9 @@ def test_eviction_keeps_sinks_and_the_most_recent_tokens(tiny):
     ones (8-bit codes: decoded keys match the uncompressed cache's at those positions)."""
     ids = torch.randint(0, 100, (1, 50))
     reference = DynamicCache()
-    cache = TurboQuantCache(8, 8, residual_length=6, max_tokens=20, sink_tokens=4)
+    cache = TurboQuantCache(
+        key_bits=8, value_bits=8, residual_length=6, max_tokens=20, sink_tokens=4
+    )
     with torch.no_grad():
         tiny(ids, cache=reference, use_cache=True)
         for start in range(0, 50, 10):
@@ -271,10 +296,15 @@ def test_eviction_keeps_sinks_and_the_most_recent_tokens(tiny):
 def test_eviction_generates_like_the_decoded_path(tiny, tiny_compressed):
     ids = torch.randint(0, 100, (1, 30))
     kwargs = {"residual_length": 4, "max_tokens": 16, "sink_tokens": 2}
-    a = tiny.generate(ids, cache=TurboQuantCache(4, 4, **kwargs), max_new_tokens=8, do_sample=False)
+    a = tiny.generate(
+        ids,
+        cache=TurboQuantCache(key_bits=4, value_bits=4, **kwargs),
+        max_new_tokens=8,
+        do_sample=False,
+    )
     b = tiny_compressed.generate(
         ids,
-        cache=TurboQuantCache(4, 4, attention="compressed", **kwargs),
+        cache=TurboQuantCache(key_bits=4, value_bits=4, attention="compressed", **kwargs),
         max_new_tokens=8,
         do_sample=False,
     )
@@ -287,7 +317,7 @@ def test_left_padded_batch_matches_dynamic_cache(tiny, tiny_compressed):
     mask[1, :9] = 0  # the second prompt is 9 tokens shorter (left padding)
     ref = tiny.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
     for model, attention in ((tiny, "decoded"), (tiny_compressed, "compressed")):
-        cache = TurboQuantCache(8, 8, residual_length=3, attention=attention)
+        cache = TurboQuantCache(key_bits=8, value_bits=8, residual_length=3, attention=attention)
         out = model.generate(
             ids, attention_mask=mask, cache=cache, max_new_tokens=8, do_sample=False
         )
@@ -297,15 +327,15 @@ def test_left_padded_batch_matches_dynamic_cache(tiny, tiny_compressed):
 def test_beam_search_reorders_every_tier(tiny):
     ids = torch.randint(0, 100, (1, 16))
     ref = tiny.generate(ids, num_beams=3, max_new_tokens=6, do_sample=False)
-    cache = TurboQuantCache(8, 8, residual_length=2)
+    cache = TurboQuantCache(key_bits=8, value_bits=8, residual_length=2)
     out = tiny.generate(ids, num_beams=3, max_new_tokens=6, do_sample=False, cache=cache)
     assert torch.equal(out, ref)
 
 
 def test_boundary_layers_and_prod_keys(tiny):
     cache = TurboQuantCache(
-        3,
-        2,
+        key_bits=3,
+        value_bits=2,
         residual_length=0,
         key_mode="prod",
         boundary_layers=1,
@@ -317,7 +347,9 @@ def test_boundary_layers_and_prod_keys(tiny):
     first, second = cache.layers  # two layers: both are boundary layers
     assert first.cold["keys"].codec.bits == 6 and first.cold["values"].codec.bits == 5
     assert first.cold["keys"].codec.mode == "prod"
-    four = TurboQuantCache(4, 3, boundary_layers=1, config=_config(num_hidden_layers=4))
+    four = TurboQuantCache(
+        key_bits=4, value_bits=3, boundary_layers=1, config=_config(num_hidden_layers=4)
+    )
     assert [layer.key_bits for layer in four.layers] == [8, 4, 4, 8]
 
 
@@ -330,7 +362,9 @@ def test_sliding_window_layers_keep_their_window(tiny_gemma, attention):
         enable(model)
     ids = torch.randint(0, 100, (1, 20))
     ref = tiny_gemma.generate(ids, max_new_tokens=10, do_sample=False)
-    cache = TurboQuantCache(8, 8, residual_length=2, attention=attention, config=tiny_gemma.config)
+    cache = TurboQuantCache(
+        key_bits=8, value_bits=8, residual_length=2, attention=attention, config=tiny_gemma.config
+    )
     out = model.generate(ids, cache=cache, max_new_tokens=10, do_sample=False)
     assert torch.equal(out, ref)
     assert [layer.is_sliding for layer in cache.layers] == [True, True, False]
@@ -342,7 +376,7 @@ def test_sliding_window_model_without_config_still_masks_right(tiny_gemma):
     ref = tiny_gemma.generate(ids, max_new_tokens=6, do_sample=False)
     out = tiny_gemma.generate(
         ids,
-        cache=TurboQuantCache(8, 8, residual_length=2),
+        cache=TurboQuantCache(key_bits=8, value_bits=8, residual_length=2),
         max_new_tokens=6,
         do_sample=False,
     )
@@ -352,17 +386,23 @@ def test_sliding_window_model_without_config_still_masks_right(tiny_gemma):
 def test_unsupported_layouts_are_refused():
     odd = LlamaForCausalLM(_config(head_dim=12, hidden_size=48)).eval()
     with torch.no_grad(), pytest.raises(ValueError, match="head_dim=12"):
-        odd(torch.randint(0, 100, (1, 4)), cache=TurboQuantCache(4, 3), use_cache=True)
+        odd(
+            torch.randint(0, 100, (1, 4)),
+            cache=TurboQuantCache(key_bits=4, value_bits=3),
+            use_cache=True,
+        )
     chunked = _config(layer_types=["full_attention", "chunked_attention"])
     chunked.attention_chunk_size = 8  # (Llama 4 style chunked attention)
     with pytest.raises(ValueError, match="chunked_attention"):
-        TurboQuantCache(4, 3, config=chunked)
+        TurboQuantCache(key_bits=4, value_bits=3, config=chunked)
 
 
 def test_attention_defaults_to_compressed_for_an_enabled_model(tiny, tiny_compressed):
-    assert TurboQuantCache(4, 3).attention == "decoded"
-    assert TurboQuantCache(4, 3, config=tiny.config).attention == "decoded"
-    cache = TurboQuantCache(4, 3, residual_length=2, config=tiny_compressed.config)
+    assert TurboQuantCache(key_bits=4, value_bits=3).attention == "decoded"
+    assert TurboQuantCache(key_bits=4, value_bits=3, config=tiny.config).attention == "decoded"
+    cache = TurboQuantCache(
+        key_bits=4, value_bits=3, residual_length=2, config=tiny_compressed.config
+    )
     assert cache.attention == "compressed" and cache.layers[0].attention == "compressed"
     ids = torch.randint(0, 100, (1, 12))
     out = tiny_compressed.generate(ids, cache=cache, max_new_tokens=4, do_sample=False)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import rotaquant as rq
-from rotaquant.kv.codec import FitOptions, HeadCodec, fit_heads
+from rotaquant.kv.codec import HeadCodec, fit_heads
+from rotaquant.kv.config import FitOptions
 
 
 @pytest.mark.parametrize("bits", [2, 3, 3.5, 4])
@@ -41,7 +42,7 @@ def test_outlier_channels_get_the_higher_width_and_their_own_scale():
     outliers = torch.arange(0, 64, 2)[None]  # the even channels
     codec = HeadCodec(64, 3.5, outliers=outliers)
     assert codec.scale_count == 2 and codec.bytes_per_vector() == 28 + 4
-    matrix = codec._rotation[0]
+    matrix = codec.query_matrix[0]
     torch.testing.assert_close(matrix @ matrix.T, torch.eye(64), atol=1e-5, rtol=0)
     x = torch.zeros(4000, 64)
     x[:, 0::2] = torch.randn(4000, 32)

@@ -3,14 +3,16 @@
 import pytest
 import torch
 
-from rotaquant import data
 from rotaquant.cli import main
+from rotaquant.contrib import data
 from rotaquant.kv.evaluate import agreement, needle_prompt
+
+from ..conftest import packaged
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return data.smollm2()[1]
+    return packaged(data.smollm2)[1]
 
 
 @pytest.mark.parametrize("depth", [0.0, 0.5, 1.0])

@@ -1,4 +1,4 @@
-"""transformers' own switches: cache_implementation="turboquant", pipelines, assisted decoding."""
+"""transformers' own switches: cache_implementation="rotaquant", pipelines, assisted decoding."""
 
 import copy
 
@@ -6,9 +6,10 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaForCausalLM, pipeline
 
-from rotaquant import data
-from rotaquant.kv import TurboQuantCache, enable
+from rotaquant.contrib import data
+from rotaquant.kv import KVConfig, TurboQuantCache, enable
 
+from ..conftest import packaged
 from .test_cache import _config
 
 
@@ -21,7 +22,7 @@ def models():
     return plain, enabled
 
 
-def test_cache_implementation_turboquant_builds_our_cache(models):
+def test_cache_implementation_rotaquant_builds_our_cache(models):
     plain, enabled = models
     ids = torch.randint(0, 100, (2, 30))
     mask = torch.ones_like(ids)
@@ -31,7 +32,7 @@ def test_cache_implementation_turboquant_builds_our_cache(models):
         attention_mask=mask,
         max_new_tokens=8,
         do_sample=False,
-        cache_implementation="turboquant",
+        cache_implementation="rotaquant",
         cache_config={"key_bits": 8, "value_bits": 8, "residual_length": 4},
         return_dict_in_generate=True,
     )
@@ -39,13 +40,23 @@ def test_cache_implementation_turboquant_builds_our_cache(models):
     assert out.past_key_values.layers[0].cold["keys"].length > 0  # tokens were compressed
     assert out.past_key_values.attention == "compressed"  # the enabled model's fast path
     assert torch.equal(out.sequences, reference)
+    with pytest.warns(DeprecationWarning, match='"turboquant" is deprecated'):
+        old = enabled.generate(
+            ids,
+            attention_mask=mask,
+            max_new_tokens=8,
+            do_sample=False,
+            cache_implementation="turboquant",  # the 0.1 name
+            cache_config={"key_bits": 8, "value_bits": 8, "residual_length": 4},
+        )
+    assert torch.equal(old, reference)
 
 
 def test_generation_config_route_and_bad_options(models):
     _, enabled = models
     model = copy.deepcopy(enabled)
     enable(model)  # enabling twice wraps generate once
-    model.generation_config.cache_implementation = "turboquant"
+    model.generation_config.cache_implementation = "rotaquant"
     model.generation_config.cache_config = {"key_bits": 4, "value_bits": 3, "residual_length": 2}
     ids = torch.randint(0, 100, (1, 26))
     out = model.generate(ids, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
@@ -60,6 +71,11 @@ def test_generation_config_route_and_bad_options(models):
 def test_from_dict():
     cache = TurboQuantCache.from_dict({"key_bits": 3.5, "value_bits": 2.5, "sink_tokens": 2})
     assert (cache.key_bits, cache.value_bits, cache.sink_tokens) == (3.5, 2.5, 2)
+    assert cache.kv_config == KVConfig(key_bits=3.5, value_bits=2.5, sink_tokens=2).replace(
+        attention="decoded"  # resolved: the model (none given) was not enabled
+    )
+    again = TurboQuantCache.from_dict(cache.kv_config.to_dict())
+    assert again.kv_config == cache.kv_config
     with pytest.raises(ValueError, match="accepted: key_bits"):
         TurboQuantCache.from_dict({"bits": 4})
     with pytest.raises(ValueError, match="key_bits"):
@@ -74,7 +90,7 @@ def test_assisted_decoding_crops_hot_tokens_and_stays_lossless(models):
     draft = LlamaForCausalLM(_config(num_hidden_layers=1)).eval()
     ids = torch.randint(0, 100, (1, 70))
     reference = plain.generate(ids, max_new_tokens=12, do_sample=False)
-    cache = TurboQuantCache(8, 8, residual_length=32, config=enabled.config)
+    cache = TurboQuantCache(key_bits=8, value_bits=8, residual_length=32, config=enabled.config)
     crops = []
     crop = cache.crop
     cache.crop = lambda n: (crops.append(n), crop(n))
@@ -87,7 +103,7 @@ def test_assisted_decoding_crops_hot_tokens_and_stays_lossless(models):
 
 def test_crop_refuses_compressed_tokens(models):
     _, enabled = models
-    cache = TurboQuantCache(4, 4, residual_length=4, config=enabled.config)
+    cache = TurboQuantCache(key_bits=4, value_bits=4, residual_length=4, config=enabled.config)
     with torch.no_grad():
         enabled(torch.randint(0, 100, (1, 40)), cache=cache, use_cache=True)
     layer = cache.layers[0]
@@ -98,12 +114,14 @@ def test_crop_refuses_compressed_tokens(models):
         cache.crop(-(hot - 1))
     with pytest.raises(ValueError, match="negative"):
         layer.crop(3)
-    evicting = TurboQuantCache(4, 4, residual_length=4, max_tokens=20, config=enabled.config)
+    evicting = TurboQuantCache(
+        key_bits=4, value_bits=4, residual_length=4, max_tokens=20, config=enabled.config
+    )
     assert not evicting.is_croppable  # evicted tokens would not come back after a crop
 
 
 def test_text_generation_pipeline_on_smollm2():
-    model, tokenizer = data.smollm2()
+    model, tokenizer = packaged(data.smollm2)
     enable(model)
     pipe = pipeline("text-generation", model=model, tokenizer=tokenizer)
     prompt = " ".join(data.pydoc_sentences()[:6])  # ~100 tokens: most of them go cold
@@ -111,9 +129,13 @@ def test_text_generation_pipeline_on_smollm2():
     reference = pipe(prompt, cache=DynamicCache(), **kwargs)[0]["generated_text"]
     route = pipe(
         prompt,
-        cache_implementation="turboquant",
+        cache_implementation="rotaquant",
         cache_config={"key_bits": 8, "value_bits": 8, "residual_length": 16},
         **kwargs,
     )[0]["generated_text"]
-    passed = pipe(prompt, cache=TurboQuantCache(8, 8, 16, config=model.config), **kwargs)
+    passed = pipe(
+        prompt,
+        cache=TurboQuantCache(key_bits=8, value_bits=8, residual_length=16, config=model.config),
+        **kwargs,
+    )
     assert route == reference == passed[0]["generated_text"]

@@ -12,12 +12,18 @@ import torch
 
 pytest.importorskip("triton")
 
-from rotaquant.kv import TurboQuantCache, enable  # noqa: E402
-from rotaquant.kv import triton_kernels as kernels  # noqa: E402
+from rotaquant.kv import (  # noqa: E402
+    TurboQuantCache,
+    enable,
+    triton_attention,
+    triton_common,
+    triton_encode,
+)
 from rotaquant.kv.attention import _reference  # noqa: E402
 from rotaquant.kv.cache import ColdView  # noqa: E402
-from rotaquant.kv.codec import FitOptions, HeadCodec, fit_heads  # noqa: E402
+from rotaquant.kv.codec import HeadCodec, fit_heads  # noqa: E402
 from rotaquant.kv.cold import ColdTier  # noqa: E402
+from rotaquant.kv.config import FitOptions  # noqa: E402
 
 from .test_cache import _config  # noqa: E402
 
@@ -59,7 +65,7 @@ def test_encode_equals_the_torch_reference(dim, bits, mode, fit):
     states = torch.randn(2, 3, 37, dim) * 2 + 0.5  # 37: a partial block of tokens
     codec = _codec(dim, bits, mode, states=states, fit=fit)
     x = states.to(DEVICE)[..., 1:, :]  # a strided view, as the cache's hot-tier slices are
-    packed, scales = kernels.encode(codec, x)
+    packed, scales = triton_encode.encode(codec, x)
     ref_packed, ref_scales = codec.encode_reference(x)
     assert len(packed) == len(ref_packed) and len(scales) == len(ref_scales)
     for got, want in zip(packed, ref_packed, strict=True):
@@ -74,10 +80,10 @@ def test_encode_equals_the_torch_reference(dim, bits, mode, fit):
 def test_encode_of_zero_vectors_and_no_tokens():
     codec = HeadCodec(64, 4)
     zeros = torch.zeros(1, 2, 5, 64, device=DEVICE)
-    packed, scales = kernels.encode(codec, zeros)
+    packed, scales = triton_encode.encode(codec, zeros)
     ref_packed, ref_scales = codec.encode_reference(zeros)
     assert torch.equal(packed[0], ref_packed[0]) and torch.equal(scales[0], ref_scales[0])
-    packed, scales = kernels.encode(codec, zeros[..., :0, :])
+    packed, scales = triton_encode.encode(codec, zeros[..., :0, :])
     assert packed[0].shape == (1, 2, 0, 32) and scales[0].shape == (1, 2, 0)
 
 
@@ -132,7 +138,7 @@ def test_attention_equals_the_torch_reference(name, programs, monkeypatch):
     dim, kb, vb, mode, groups, q_len, cold, exact, leading, padded, softcap, evict, fitted = CASES[
         name
     ]
-    monkeypatch.setattr(kernels, "INTERPRETER_PROGRAMS", programs)
+    monkeypatch.setattr(triton_attention, "INTERPRETER_PROGRAMS", programs)
     batch, heads = 2, 2
     view = _view(dim, kb, vb, mode, cold, leading, evict, batch, heads, fitted)
     exact_keys = torch.randn(batch, heads, exact, dim, device=DEVICE).half()
@@ -140,7 +146,7 @@ def test_attention_equals_the_torch_reference(name, programs, monkeypatch):
     q = torch.randn(batch, heads, groups * q_len, dim, device=DEVICE) * dim**-0.5
     length = view.length + exact
     mask = None if padded is None else _mask(batch, q_len, length, padded)
-    out = kernels.attend(q, q_len, exact_keys, exact_values, view, mask, softcap)
+    out = triton_attention.attend(q, q_len, exact_keys, exact_values, view, mask, softcap)
     want = _reference(q, q_len, exact_keys, exact_values, view, False, mask, {"softcap": softcap})
     tolerance = 1e-5 if INTERPRETING else 2e-3  # tf32 products on a GPU
     torch.testing.assert_close(out, want, rtol=tolerance, atol=tolerance)
@@ -152,8 +158,8 @@ def test_attention_with_a_boolean_mask_equals_the_additive_one():
     q = torch.randn(1, 2, 4, 64, device=DEVICE) * 0.125
     additive = _mask(1, 1, view.length + 6, 5)
     boolean = additive == 0
-    a = kernels.attend(q, 1, exact, exact, view, additive, None)
-    b = kernels.attend(q, 1, exact, exact, view, boolean, None)
+    a = triton_attention.attend(q, 1, exact, exact, view, additive, None)
+    b = triton_attention.attend(q, 1, exact, exact, view, boolean, None)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
@@ -187,18 +193,22 @@ def test_triton_backend_gives_the_torch_reference_logits(
     ids = torch.randint(0, 100, (2, 40), device=DEVICE)
     steps = [ids[:, s : s + 10] for s in range(0, 40, 10)] + [ids[:, :1]] * 3
     launched = []
-    launch = kernels._launch
+    launch = triton_common.launch
 
     def counting(kernel, *args, **constants):
         launched.append(kernel.__name__)
         launch(kernel, *args, **constants)
 
-    monkeypatch.setattr(kernels, "_launch", counting)
+    monkeypatch.setattr(triton_common, "launch", counting)
     logits = {}
     for backend in ("triton", "torch"):
         monkeypatch.setenv("ROTAQUANT_KV_BACKEND", backend)
         cache = TurboQuantCache(
-            key_bits, value_bits, residual_length=4, attention="compressed", **kwargs
+            key_bits=key_bits,
+            value_bits=value_bits,
+            residual_length=4,
+            attention="compressed",
+            **kwargs,
         )
         with torch.no_grad():
             logits[backend] = [tiny(chunk, cache=cache, use_cache=True).logits for chunk in steps]
@@ -215,7 +225,7 @@ def test_triton_backend_generates_a_left_padded_batch_like_dynamic_cache(tiny, m
     plain.set_attn_implementation("eager")
     ref = plain.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
     monkeypatch.setenv("ROTAQUANT_KV_BACKEND", "triton")
-    cache = TurboQuantCache(8, 8, residual_length=3, attention="compressed")
+    cache = TurboQuantCache(key_bits=8, value_bits=8, residual_length=3, attention="compressed")
     out = tiny.generate(ids, attention_mask=mask, cache=cache, max_new_tokens=8, do_sample=False)
     assert torch.equal(out, ref)
 
@@ -228,7 +238,9 @@ def test_triton_backend_on_sliding_window_layers(tiny_gemma, monkeypatch):
     ref = model.generate(ids, max_new_tokens=6, do_sample=False)
     enable(model)
     monkeypatch.setenv("ROTAQUANT_KV_BACKEND", "triton")
-    cache = TurboQuantCache(8, 8, residual_length=2, attention="compressed", config=model.config)
+    cache = TurboQuantCache(
+        key_bits=8, value_bits=8, residual_length=2, attention="compressed", config=model.config
+    )
     out = model.generate(ids, cache=cache, max_new_tokens=6, do_sample=False)
     assert torch.equal(out, ref)
     assert cache.layers[0].held_length == 7
@@ -263,7 +275,10 @@ def test_the_gpu_benchmark_runs_at_toy_sizes(tmp_path):
     assert [row["batch"] for row in results["attention"]] == [1, 2]
     assert results["e2e"][1]["cache"].startswith("TurboQuant")
     assert results["perplexity"]["relative_difference"] < 1e-4
-    assert (tmp_path / "gpu.txt").read_text().startswith("Decode attention")
+    header, _, tables = (tmp_path / "gpu.txt").read_text().partition("\n\n")
+    assert header.startswith("# gpu.py --smoke") and "ISA" in header  # the run's provenance
+    assert tables.startswith("Decode attention")
+    assert results["meta"]["isa"] and results["meta"]["argv"][0] == "gpu.py"
 
 
 def test_attention_refuses_a_mask_that_does_not_fit():
@@ -272,7 +287,7 @@ def test_attention_refuses_a_mask_that_does_not_fit():
     q = torch.randn(1, 2, 4, 64, device=DEVICE)
     short = torch.zeros(1, 1, 1, view.length + 5, device=DEVICE)  # one position too few
     with pytest.raises(ValueError, match="positions"):
-        kernels.attend(q, 1, exact, exact, view, short, None)
+        triton_attention.attend(q, 1, exact, exact, view, short, None)
     other_batch = torch.zeros(3, 1, 1, view.length + 6, device=DEVICE)
     with pytest.raises(ValueError, match="does not fit"):
-        kernels.attend(q, 1, exact, exact, view, other_batch, None)
+        triton_attention.attend(q, 1, exact, exact, view, other_batch, None)

@@ -22,10 +22,11 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from rotaquant.kv import triton_kernels  # noqa: E402
+from rotaquant.kv import triton_attention, triton_common, triton_encode  # noqa: E402
 from rotaquant.kv.cache import ColdView  # noqa: E402
-from rotaquant.kv.codec import FitOptions, HeadCodec, fit_heads  # noqa: E402
+from rotaquant.kv.codec import HeadCodec, fit_heads  # noqa: E402
 from rotaquant.kv.cold import ColdTier  # noqa: E402
+from rotaquant.kv.config import FitOptions  # noqa: E402
 
 # (arch, shared memory per block in bytes): H100/H200, A100
 TARGETS = ((90, 227 * 1024), (80, 163 * 1024))
@@ -69,19 +70,19 @@ def launches(dim, key_bits, value_bits, key_mode, dtype, q_len, groups):
         ColdTier(codec(dim, key_bits, key_mode, 0, keys)),
         ColdTier(codec(dim, value_bits, "mse", 1, values)),
     )
-    tiers[0].codec.encode = triton_kernels.encode.__get__(tiers[0].codec)  # no dispatch
-    tiers[1].codec.encode = triton_kernels.encode.__get__(tiers[1].codec)
+    tiers[0].codec.encode = triton_encode.encode.__get__(tiers[0].codec)  # no dispatch
+    tiers[1].codec.encode = triton_encode.encode.__get__(tiers[1].codec)
     for tier, states in zip(tiers, (keys, values), strict=True):
         tier.append(states.to(dtype))
     view = ColdView(tiers[0].snapshot(), tiers[1].snapshot(), 4)
     exact = torch.randn(1, 2, 9, dim, dtype=dtype)
     mask = torch.zeros(1, 1, q_len, 49, dtype=dtype)
     q = torch.randn(1, 2, groups * q_len, dim)
-    triton_kernels.attend(q, q_len, exact, exact, view, mask, 30.0)
+    triton_attention.attend(q, q_len, exact, exact, view, mask, 30.0)
 
 
 def main() -> int:
-    triton_kernels._launch = record
+    triton_common.launch = record
     cases = [
         (64, 4, 3, "mse", torch.bfloat16, 1, 3),
         (128, 4, 3, "mse", torch.bfloat16, 1, 4),

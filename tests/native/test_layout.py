@@ -1,6 +1,9 @@
 """The block layout (csrc/layout.h): pack/unpack against an independent numpy implementation of
 the documented layout, a worked example byte for byte, and refusals at the boundary."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -118,3 +121,13 @@ def test_the_boundary_refuses_what_would_read_or_write_out_of_bounds():
         frozen = stream.copy()
         frozen.flags.writeable = False
         _core.pack_rows(codes, 4, frozen, 0)
+
+
+def test_the_native_core_under_test_is_the_one_asked_for():
+    """tools/sanitize.sh points $ROTAQUANT_TEST_CORE at its instrumented build: these tests
+    must run against that one, not the installed extension."""
+    asked = os.environ.get("ROTAQUANT_TEST_CORE")
+    if asked:
+        assert os.path.samefile(_core.__file__, asked)
+    else:  # the installed extension, never a leftover instrumented build
+        assert "sanitize" not in Path(_core.__file__).parts

@@ -41,6 +41,12 @@ _PREFIX = struct.Struct("<8sII")
 _CRC = struct.Struct("<I")
 
 
+def plain_bits(bits: float) -> int | float:
+    """A width as a plain Python number: int when whole, so configs compare and serialize
+    predictably."""
+    return int(bits) if float(bits).is_integer() else float(bits)
+
+
 @dataclass(frozen=True)
 class ChannelGroup:
     """Channels ``[start, stop)`` of the rotated vector, coded with ``bits`` bits each."""
@@ -69,31 +75,41 @@ class CodecConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.dim, (int, np.integer)) or not 2 <= self.dim <= MAX_DIM:
             raise ValueError(f"dim must be an integer in [2, {MAX_DIM}], got {self.dim!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.norm_dtype not in NORM_DTYPES:
-            raise ValueError(f"norm_dtype must be one of {NORM_DTYPES}, got {self.norm_dtype!r}")
-        if self.rotation not in ROTATIONS:
-            raise ValueError(f"rotation must be one of {ROTATIONS}, got {self.rotation!r}")
-        if (
-            not isinstance(self.seed, (int, np.integer))
-            or isinstance(self.seed, bool)
-            or self.seed < 0
-        ):
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not isinstance(self.norm_correction, (bool, np.bool_)):
-            raise ValueError(f"norm_correction must be True or False, got {self.norm_correction!r}")
-        bits = self.bits
+        self.check_options(
+            self.bits, self.mode, self.rotation, self.seed, self.norm_dtype, self.norm_correction
+        )
+        # plain Python numbers, so that configs compare, hash and serialize predictably
+        object.__setattr__(self, "dim", int(self.dim))
+        object.__setattr__(self, "bits", plain_bits(self.bits))
+        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "norm_correction", bool(self.norm_correction))
+        self.groups  # noqa: B018 - validates that the width is realisable at this dim
+
+    @staticmethod
+    def check_options(
+        bits: float,
+        mode: str = "mse",
+        rotation: str = "hadamard",
+        seed: int = 0,
+        norm_dtype: str = "float16",
+        norm_correction: bool = False,
+    ) -> None:
+        """Everything a config checks but the dimension (whether ``bits`` is realisable at
+        a dimension is checked once it is known); ValueError naming the argument."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if norm_dtype not in NORM_DTYPES:
+            raise ValueError(f"norm_dtype must be one of {NORM_DTYPES}, got {norm_dtype!r}")
+        if rotation not in ROTATIONS:
+            raise ValueError(f"rotation must be one of {ROTATIONS}, got {rotation!r}")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if not isinstance(norm_correction, (bool, np.bool_)):
+            raise ValueError(f"norm_correction must be True or False, got {norm_correction!r}")
         if isinstance(bits, bool) or not isinstance(bits, (int, float, np.integer, np.floating)):
             raise ValueError(f"bits must be a number in [1, {MAX_BITS}], got {bits!r}")
         if not (math.isfinite(bits) and 1 <= bits <= MAX_BITS):
             raise ValueError(f"bits must be in [1, {MAX_BITS}], got {bits}")
-        # plain Python numbers, so that configs compare, hash and serialize predictably
-        object.__setattr__(self, "dim", int(self.dim))
-        object.__setattr__(self, "bits", int(bits) if float(bits).is_integer() else float(bits))
-        object.__setattr__(self, "seed", int(self.seed))
-        object.__setattr__(self, "norm_correction", bool(self.norm_correction))
-        self.groups  # noqa: B018 - validates that the width is realisable at this dim
 
     @property
     def mse_bits(self) -> float:

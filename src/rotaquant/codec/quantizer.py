@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._arrays import check_matrix, from_numpy, to_numpy
+from .._deprecation import keyword_only_after
 from .._parallel import pool, single_threaded_blas
 from .codebook import Codebook, lloyd_max
 from .codes import ChannelGroup, CodecConfig, Codes
@@ -77,10 +78,14 @@ class TurboQuantizer:
         norm_correction: store ``‖x‖/‖ĉ‖`` so decoded vectors keep the input's length.
     """
 
+    @keyword_only_after(
+        2, ("mode", "rotation", "seed", "norm_dtype", "norm_correction")
+    )  # the 0.1 positional order
     def __init__(
         self,
         dim: int,
         bits: float = 4,
+        *,
         mode: str = "mse",
         rotation: str = "hadamard",
         seed: int = 0,

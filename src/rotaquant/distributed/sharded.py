@@ -40,9 +40,10 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
         "rotaquant.distributed needs Ray: pip install 'rotaquant[distributed]'"
     ) from error
 
-from .._arrays import check_matrix
+from .._arrays import check_matrix, positive_int
 from .._atomic import atomic_write
-from ..index import VectorIndex
+from .._deprecation import keyword_only_after
+from ..index import IndexConfig, SearchResult, VectorIndex
 from ..index.validation import MAX_ID, as_ids, as_matrix, float16_copy, id_set, normalized
 
 MANIFEST = "manifest.json"
@@ -73,28 +74,11 @@ class ShardUnavailableError(RuntimeError):
         )
 
 
-class SearchResult(tuple):
-    """``(scores, ids)`` as ``VectorIndex.search`` returns them, plus ``missing``: the shards
-    that did not answer (``partial_ok=True``); ``partial`` is True when any did not."""
-
-    missing: tuple[int, ...]
-
-    def __new__(cls, scores: np.ndarray, ids: np.ndarray, missing=()):
-        result = super().__new__(cls, (scores, ids))
-        result.missing = tuple(missing)
-        return result
-
-    @property
-    def partial(self) -> bool:
-        return bool(self.missing)
-
-
 def _with_threads(actor_options: dict | None, threads: int | None) -> dict:
     """``actor_options`` with ``ROTAQUANT_NUM_THREADS`` in the actors' environment."""
     options = dict(actor_options or {})
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads_per_shard must be a positive integer, got {threads!r}")
+        threads = positive_int(threads, "threads_per_shard")
         runtime = dict(options.get("runtime_env") or {})
         runtime["env_vars"] = {**runtime.get("env_vars", {}), "ROTAQUANT_NUM_THREADS": str(threads)}
         options["runtime_env"] = runtime
@@ -122,12 +106,12 @@ def shard_of(ids: np.ndarray, shards: int) -> np.ndarray:
 class _Shard:
     """One shard: a VectorIndex, loaded from ``file`` when it exists (also after a restart)."""
 
-    def __init__(self, file: str | None, dim: int, bits: float, metric: str, options: dict):
+    def __init__(self, file: str | None, config: dict):
         self.file = file
         if file is not None and os.path.exists(file):
             self.index = VectorIndex.load(file, mmap=False)
         else:
-            self.index = VectorIndex(dim, bits, metric, **options)
+            self.index = VectorIndex.from_config(IndexConfig.from_dict(config))
         self.incarnation = uuid.uuid4().hex  # a new value each time Ray (re)starts the actor
 
     def hello(self) -> str:
@@ -149,7 +133,7 @@ class _Shard:
         return self.incarnation, np.isin(ids, self.index.ids)
 
     def search(self, queries: np.ndarray, k: int, allow, rerank, deny) -> tuple:
-        scores, ids = self.index.search(queries, k, allow=allow, rerank=rerank, deny=deny)
+        scores, ids = self.index.search(queries, k, allow=allow, deny=deny, rerank=rerank)
         return self.incarnation, scores, ids
 
     def timed_search(self, queries: np.ndarray, k: int) -> float:
@@ -175,9 +159,9 @@ class ShardedIndex:
     one is started when Ray is not initialized).
 
     Args:
-        dim, bits, metric, index_options: as :class:`~rotaquant.VectorIndex` (``seed``,
-            ``mode``, ``keep_vectors``, ...): every shard encodes exactly as one VectorIndex with
-            the same options would.
+        dim, bits, metric, index_options: as :class:`~rotaquant.VectorIndex` (the fields of
+            :class:`~rotaquant.IndexConfig`: ``seed``, ``mode``, ``keep_vectors``, ...): every
+            shard encodes exactly as one VectorIndex with the same options would.
         shards: number of shard actors.
         path: directory for ``save()`` (shard files + manifest); None: in memory (a restarted
             shard then comes back empty, and says so).
@@ -190,10 +174,23 @@ class ShardedIndex:
             SPREAD strategy, so shards spread over a cluster's nodes and never wait for CPUs).
     """
 
+    @keyword_only_after(
+        2,
+        (
+            "shards",
+            "metric",
+            "path",
+            "max_restarts",
+            "timeout",
+            "threads_per_shard",
+            "actor_options",
+        ),
+    )  # the 0.1 positional order
     def __init__(
         self,
         dim: int,
         bits: float = 4,
+        *,
         shards: int = 2,
         metric: str = "ip",
         path: str | os.PathLike | None = None,
@@ -203,11 +200,11 @@ class ShardedIndex:
         actor_options: dict | None = None,
         **index_options: Any,
     ):
-        if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-            raise ValueError(f"shards must be a positive integer, got {shards!r}")
-        VectorIndex(dim, bits, metric, **index_options)  # refuse a bad configuration now
-        self.dim, self.bits, self.metric = dim, bits, metric
-        self.index_options = dict(index_options)
+        shards = positive_int(shards, "shards")
+        # every option checked now, before any actor starts
+        self.config = IndexConfig.from_dict(
+            {"dim": dim, "bits": bits, "metric": metric, **index_options}
+        )
         self.path = None if path is None else Path(path)
         if self.path is not None and self.path.is_dir():
             held = sorted(p.name for p in self.path.glob("shard-*.rq"))
@@ -234,10 +231,8 @@ class ShardedIndex:
             missing = [f for f in files if not os.path.exists(f)]
             if missing:
                 raise FileNotFoundError(f"shard files missing: {missing}")
-        self.actors = [
-            actor.remote(file, self.dim, self.bits, self.metric, self.index_options)
-            for file in files
-        ]
+        config = self.config.to_dict()
+        self.actors = [actor.remote(file, config) for file in files]
         self._incarnations = self._gather([a.hello.remote() for a in self.actors])
         self._unsaved = [_no_changes() for _ in self.actors]
 
@@ -245,6 +240,18 @@ class ShardedIndex:
     @property
     def shards(self) -> int:
         return len(self.actors)
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def bits(self) -> float:
+        return self.config.bits
+
+    @property
+    def metric(self) -> str:
+        return self.config.metric
 
     def __len__(self) -> int:
         return sum(n for _, n, _ in self._stats())
@@ -317,16 +324,18 @@ class ShardedIndex:
             "dim": self.dim,
             "bits": self.bits,
             "metric": self.metric,
-            "index_options": self.index_options,
+            "index_options": {k: v for k, v in self.config.options().items() if k != "metric"},
             "next_id": self._next_id,
             "generation": self._generation,
         }
         atomic_write(target / MANIFEST, [json.dumps(manifest, indent=2).encode()])
 
     @classmethod
+    @keyword_only_after(1, ("max_restarts", "timeout", "threads_per_shard", "actor_options"))
     def load(
         cls,
         path: str | os.PathLike,
+        *,
         max_restarts: int = 3,
         timeout: float = 60.0,
         threads_per_shard: int | None = None,
@@ -343,8 +352,17 @@ class ShardedIndex:
         if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
             raise ValueError(f"{path / MANIFEST} is not a ShardedIndex manifest of version 1")
         self = cls.__new__(cls)
-        self.dim, self.bits, self.metric = manifest["dim"], manifest["bits"], manifest["metric"]
-        self.index_options = manifest["index_options"]
+        try:
+            self.config = IndexConfig.from_dict(
+                {
+                    "dim": manifest["dim"],
+                    "bits": manifest["bits"],
+                    "metric": manifest["metric"],
+                    **manifest["index_options"],
+                }
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path / MANIFEST}: invalid configuration: {error!r}") from None
         self.path, self.timeout = path, float(timeout)
         self._next_id, self._generation = manifest["next_id"], manifest["generation"]
         actor_options = _with_threads(actor_options, threads_per_shard)
@@ -352,13 +370,15 @@ class ShardedIndex:
         return self
 
     # ------------------------------------------------------------------ search
+    @keyword_only_after(2, ("allow", "rerank", "deny", "partial_ok"))  # the 0.1 order
     def search(
         self,
         queries: Any,
         k: int = 10,
+        *,
         allow: Any = None,
-        rerank: int | None = None,
         deny: Any = None,
+        rerank: int | None = None,
         partial_ok: bool = False,
     ) -> SearchResult:
         """As :meth:`VectorIndex.search` (the scores and ids one index holding every vector
@@ -366,8 +386,7 @@ class ShardedIndex:
         follows its storage order), as a :class:`SearchResult`. With ``rerank``, each shard
         re-scores its own ``rerank`` best candidates: at least as good as one index's."""
         matrix = self._matrix(queries, "queries")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = positive_int(k, "k")
         allowed, denied = self._split(allow, "allow"), self._split(deny, "deny")
         # a large batch goes to the object store once (every shard reads it zero-copy); a
         # small one travels inline with each call (a put costs more than it saves)
@@ -418,7 +437,7 @@ class ShardedIndex:
         matrix = np.asarray(as_matrix(vectors, self.dim, name), dtype=np.float32)
         check_matrix(matrix, self.dim, name)  # NaN / inf
         unit = normalized(matrix, name) if self.metric == "cosine" else matrix  # zero rows
-        if name != "queries" and self.index_options.get("keep_vectors"):
+        if name != "queries" and self.config.keep_vectors:
             float16_copy(unit)  # the float16 copy's range, as every shard would check it
         return matrix
 

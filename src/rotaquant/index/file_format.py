@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .._arrays import MALFORMED
-from .._atomic import atomic_write
+from .._atomic import atomic_write, crash_point
 from .file_guard import FileChangedError, MappedSource
 
 MAGIC = b"RQINDEX\0"
@@ -125,11 +125,15 @@ def append(commit: Commit, header: dict, segments: list[dict[str, np.ndarray]]) 
         entries, end = _layout_sections(segments, commit.length, chunks)
         manifest = _manifest(header, list(commit.segments) + entries)
         f.seek(commit.length)
-        for chunk in chunks:
+        for index, chunk in enumerate(chunks):
             f.write(chunk)
+            if index == 0:
+                f.flush()
+                crash_point("append-partly-written")
         f.write(manifest)
         f.flush()
         os.fsync(f.fileno())
+        crash_point("append-before-commit")
         generation, slot = commit.generation + 1, 1 - commit.slot
         length = end + len(manifest)
         f.seek(_SLOT_OFFSETS[slot])

@@ -63,13 +63,6 @@ def id_set(value: Any, name: str) -> np.ndarray:
     return as_ids(arr, None, name, unique=False)
 
 
-def positive_int(value: Any, name: str) -> int:
-    """``value`` as an int ≥ 1 (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def normalized(x: np.ndarray, name: str = "queries") -> np.ndarray:
     """Rows of ``x`` (n, d) scaled to unit length; a zero row is an error."""
     lengths = np.sqrt(np.einsum("ij,ij->i", x, x))

@@ -35,13 +35,16 @@ from typing import Any
 
 import numpy as np
 
-from .._arrays import MALFORMED, check_matrix, to_numpy
+from .._arrays import MALFORMED, check_matrix, positive_int, to_numpy
+from .._deprecation import keyword_only_after
 from ..codec.codes import CodecConfig
 from ..codec.quantizer import TurboQuantizer
 from . import file_format
+from .config import IndexConfig
 from .file_guard import FileChangedError, MappedSource, writer_lock
 from .legacy import rows_from_v1
 from .locking import ReadWriteLock
+from .result import SearchResult
 from .rows import RowStore
 from .search import Searcher
 from .segment import Rows
@@ -52,11 +55,9 @@ from .validation import (
     float16_copy,
     id_set,
     normalized,
-    positive_int,
     preview,
 )
 
-METRICS = ("ip", "cosine", "l2")
 _ADD_CHUNK_FLOATS = 1 << 22  # rows encoded per add step: about 16 MiB of float32
 _FORMAT = "rotaquant.VectorIndex"
 
@@ -80,10 +81,14 @@ class VectorIndex:
     sees the index either before or after each call, never half-way.
     """
 
+    @keyword_only_after(
+        2, ("metric", "mode", "seed", "rotation", "norm_dtype", "keep_vectors")
+    )  # the 0.1 positional order
     def __init__(
         self,
         dim: int,
         bits: float = 4,
+        *,
         metric: str = "ip",
         mode: str = "mse",
         seed: int = 0,
@@ -91,19 +96,20 @@ class VectorIndex:
         norm_dtype: str = "float16",
         keep_vectors: bool = False,
     ):
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-        self.metric = metric
-        self.keep_vectors = bool(keep_vectors)
-        self.quantizer = TurboQuantizer(
-            dim,
-            bits,
+        config = IndexConfig(
+            dim=dim,
+            bits=bits,
+            metric=metric,
             mode=mode,
             rotation=rotation,
             seed=seed,
             norm_dtype=norm_dtype,
-            norm_correction=True,
+            keep_vectors=keep_vectors,
         )
+        self._config = config
+        self.metric = metric
+        self.keep_vectors = config.keep_vectors
+        self.quantizer = TurboQuantizer.from_config(config.codec)
         self._searcher = Searcher(self.quantizer, metric)
         self._rows = RowStore(self.quantizer.config, self.keep_vectors, metric == "l2")
         self._next_id = 0
@@ -115,18 +121,30 @@ class VectorIndex:
         self._source: MappedSource | None = None  # the file behind memory-mapped segments
         self.recovered_from: str | None = None  # why load skipped a damaged newer commit
 
+    @classmethod
+    def from_config(cls, config: IndexConfig) -> VectorIndex:
+        """An empty index of ``config`` (which must have its ``dim``)."""
+        if config.dim is None:
+            raise ValueError("VectorIndex.from_config needs a config with its dim")
+        return cls(config.dim, config.bits, **config.options())
+
     # ------------------------------------------------------------------ properties
     @property
-    def config(self) -> CodecConfig:
+    def config(self) -> IndexConfig:
+        """What this index was built with (``config.codec``: the codec of its vectors)."""
+        return self._config
+
+    @property
+    def codec_config(self) -> CodecConfig:
         return self.quantizer.config
 
     @property
     def dim(self) -> int:
-        return self.config.dim
+        return self.codec_config.dim
 
     @property
     def bits(self) -> float:
-        return self.config.bits
+        return self.codec_config.bits
 
     def __len__(self) -> int:
         return self._rows.n
@@ -134,7 +152,7 @@ class VectorIndex:
     def __repr__(self) -> str:
         return (
             f"VectorIndex(dim={self.dim}, bits={self.bits}, metric={self.metric!r}, "
-            f"mode={self.config.mode!r}, n={len(self)}, nbytes={self.nbytes})"
+            f"mode={self.codec_config.mode!r}, n={len(self)}, nbytes={self.nbytes})"
         )
 
     def __contains__(self, key: object) -> bool:
@@ -212,15 +230,18 @@ class VectorIndex:
                 self._remove(keys)
 
     # ------------------------------------------------------------------ search
+    @keyword_only_after(2, ("allow", "rerank", "deny"))  # the 0.1 positional order
     def search(
         self,
         queries: Any,
         k: int = 10,
+        *,
         allow: Any = None,
-        rerank: int | None = None,
         deny: Any = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` vectors for each query: ``(scores float32 (m, k), ids int64 (m, k))``.
+        rerank: int | None = None,
+    ) -> SearchResult:
+        """Top-``k`` vectors for each query: a :class:`SearchResult`, which unpacks as
+        ``(scores float32 (m, k), ids int64 (m, k))``.
 
         Best first (highest score; smallest distance for ``metric="l2"``). Rows are padded
         with id −1 (score −inf, or +inf for l2) only when fewer than ``k`` vectors exist or
@@ -253,7 +274,7 @@ class VectorIndex:
             if denied is not None and denied.size:
                 base = self._rows.ids if allowed is None else allowed
                 allowed = base[~np.isin(base, denied)]
-            return self._searcher.search(self._rows, queries32, k, allowed, rerank)
+            return SearchResult(*self._searcher.search(self._rows, queries32, k, allowed, rerank))
 
     def reconstruct(self, ids: Any) -> np.ndarray:
         """Decoded vectors (len(ids), dim) float32 for present ids (KeyError otherwise); with
@@ -327,25 +348,15 @@ class VectorIndex:
         try:
             if header.get("format") != _FORMAT:
                 raise ValueError("not a rotaquant VectorIndex file")
-            config = CodecConfig(**header["config"])
-            metric, keep_vectors = header["metric"], header["keep_vectors"]
-            if metric not in METRICS or not isinstance(keep_vectors, bool):
-                raise ValueError(f"metric {metric!r} / keep_vectors {keep_vectors!r}")
+            config = IndexConfig.from_codec(
+                CodecConfig(**header["config"]), header["metric"], header["keep_vectors"]
+            )
             rows = None
             if commit.version != 1:  # sizes checked against the codec before anything is built
-                rows = RowStore.from_arrays(config, keep_vectors, metric == "l2", segments)
-            index = cls(
-                config.dim,
-                config.bits,
-                metric=metric,
-                mode=config.mode,
-                seed=config.seed,
-                rotation=config.rotation,
-                norm_dtype=config.norm_dtype,
-                keep_vectors=keep_vectors,
-            )
-            if index.config != config:
-                raise ValueError("codec configuration does not match its metric")
+                rows = RowStore.from_arrays(
+                    config.codec, config.keep_vectors, config.metric == "l2", segments
+                )
+            index = cls.from_config(config)
             if rows is not None:
                 index._rows = rows
             else:  # format 1, row-major streams: converted, saved as version 2
@@ -425,7 +436,7 @@ class VectorIndex:
 
     def _rows_from_v1(self, arrays: dict[str, np.ndarray]) -> Rows:
         """Rows of a segment of a format-1 file (row-major streams, see ``legacy``)."""
-        quantized, vectors = rows_from_v1(self.config, arrays)
+        quantized, vectors = rows_from_v1(self.codec_config, arrays)
         if self.keep_vectors and vectors is None:
             raise ValueError("segment lacks its float16 vectors")
         return self._rows_of(quantized, vectors if self.keep_vectors else None)
@@ -441,7 +452,7 @@ class VectorIndex:
     def _header(self) -> dict:
         return {
             "format": _FORMAT,
-            "config": self.config.to_dict(),
+            "config": self.codec_config.to_dict(),
             "metric": self.metric,
             "keep_vectors": self.keep_vectors,
             "next_id": self._next_id,

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import threading
 import uuid
@@ -40,7 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from ..index import VectorIndex
+from .._atomic import previous_directory, replace_directory
+from .._deprecation import keyword_only_after, warn
+from ..index import IndexConfig, VectorIndex
 from . import filters
 
 INDEX_FILE = "index.rq"
@@ -72,34 +73,43 @@ class Record:
 class DocumentStore:
     """Documents with vectors: add, overwrite, delete, get, filtered search, save/load.
 
-    ``bits``/``metric`` and ``index_options`` (``seed``, ``mode``, ``keep_vectors``, ...) go
-    to the :class:`~rotaquant.VectorIndex` built at the first add.
+    ``bits``, ``metric`` and ``index_options`` (the other fields of
+    :class:`~rotaquant.IndexConfig`: ``seed``, ``mode``, ``keep_vectors``, ...) are checked at
+    once and go to the :class:`~rotaquant.VectorIndex` built at the first add (its ``dim``: the
+    first vectors').
     """
 
+    @keyword_only_after(1, ("metric", "path"))  # the 0.1 positional order
     def __init__(
         self,
         bits: float = 4,
+        *,
         metric: str = "cosine",
         path: str | os.PathLike | None = None,
         **index_options: Any,
     ):
-        self.bits, self.metric, self.index_options = bits, metric, dict(index_options)
+        self.config = _index_config(bits, metric, index_options)
         self.path = None if path is None else Path(path)
         self._lock = threading.RLock()
         self._filter_cache: dict = {}
         self.index: VectorIndex | None = None
         if self.path is not None and (self.path / DOCS_FILE).exists():
             raise FileExistsError(f"{self.path} already holds a store: use load()")
-        VectorIndex(8, bits, metric, **index_options)  # refuse a bad configuration now
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
         self._db = self._connect(self.path / DOCS_FILE if self.path else None)
-        self._set_meta(
-            schema=SCHEMA, bits=bits, metric=metric, index_options=index_options, next_key=0
-        )
+        self._set_meta(schema=SCHEMA, **_config_meta(self.config), next_key=0)
         self._db.commit()
 
     # ------------------------------------------------------------------ reading
+    @property
+    def bits(self) -> float:
+        return self.config.bits
+
+    @property
+    def metric(self) -> str:
+        return self.config.metric
+
     @property
     def dim(self) -> int | None:
         return None if self.index is None else self.index.dim
@@ -145,25 +155,39 @@ class DocumentStore:
             sql += " WHERE " + " AND ".join(f"({c})" for c in clauses)
         return sql, params
 
+    @keyword_only_after(2, ("where", "predicate", "ids"))  # the 0.1 positional order
     def search(
         self,
         vectors: Any,
         k: int,
+        *,
         where: filters.Filter | None = None,
         predicate: Callable[[Record], bool] | None = None,
+        allow: Sequence[str] | None = None,
+        deny: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
     ) -> list[list[tuple[Record, float]]]:
         """Top-``k`` records per query row of ``vectors`` (m, dim), best first, with the
-        index's scores, among the records matching ``where``, ``predicate`` and ``ids``."""
+        index's scores, among the records matching ``where`` and ``predicate``, whose ids are in
+        ``allow`` (string ids; unknown ones ignored) and not in ``deny``. (``ids=``: the 0.1
+        name of ``allow``.)"""
+        if ids is not None:
+            if allow is not None:
+                raise TypeError("DocumentStore.search: pass allow= (ids= is its old name)")
+            warn("DocumentStore.search(ids=...) is now allow=...")
+            allow = ids
         with self._lock:
             if self.index is None or not len(self.index):
                 _ = self._vectors(vectors, None)  # still refuse malformed queries
                 return [[] for _ in range(np.atleast_2d(np.asarray(vectors)).shape[0])]
             queries = self._vectors(vectors, self.index.dim)
-            allow = self._allowed(where, predicate, ids)
-            if allow is not None and not allow.size:
+            allowed = self._allowed(where, predicate, allow)
+            if allowed is not None and not allowed.size:
                 return [[] for _ in range(len(queries))]
-            scores, keys = self.index.search(queries, k, allow=allow)
+            denied = None
+            if deny is not None:
+                denied = np.array([r.key for r in self._records("id", _string_ids(list(deny)))])
+            scores, keys = self.index.search(queries, k, allow=allowed, deny=denied)
             wanted = [int(key) for key in np.unique(keys[keys >= 0])]
             by_key = {record.key: record for record in self._records("key", wanted)}
         return [
@@ -213,9 +237,7 @@ class DocumentStore:
         with self._lock:
             vectors = self._vectors(vectors, self.dim, n)
             if self.index is None:
-                self.index = VectorIndex(
-                    vectors.shape[1], self.bits, self.metric, **self.index_options
-                )
+                self.index = VectorIndex.from_config(self.config.with_dim(vectors.shape[1]))
             start = self._meta("next_key")
             keys = np.arange(start, start + n, dtype=np.int64)
             replaced = [r.key for r in self._records("id", ids)]
@@ -264,7 +286,11 @@ class DocumentStore:
                 self._save_index()
                 self._db.commit()
                 return
-            _replace_directory(target, self._write_copy)
+            if target.exists():
+                foreign = sorted(p.name for p in target.iterdir() if p.name not in STORE_FILES)
+                if foreign:
+                    raise ValueError(f"{target} holds other files ({foreign[:3]}): save elsewhere")
+            replace_directory(target, self._write_copy)
 
     def _write_copy(self, folder: Path) -> None:
         """Both files of the store, complete, into the empty ``folder``."""
@@ -278,23 +304,27 @@ class DocumentStore:
             os.fsync(f.fileno())
 
     @classmethod
+    @keyword_only_after(1, ("metric", "path"))  # the 0.1 positional order
     def open(
         cls,
         bits: float = 4,
+        *,
         metric: str = "cosine",
         path: str | os.PathLike | None = None,
         **index_options: Any,
     ) -> DocumentStore:
         """A new store, or (``path`` holding one) the saved store — which must have been made
-        with the same ``bits``, ``metric`` and index options (ValueError otherwise)."""
+        with the same index configuration (ValueError otherwise)."""
         if path is None or not (Path(path) / DOCS_FILE).exists():
-            return cls(bits, metric, path, **index_options)
+            return cls(bits, metric=metric, path=path, **index_options)
+        asked = _index_config(bits, metric, index_options)
         store = cls.load(path)
-        asked = {"bits": bits, "metric": metric, "index_options": index_options}
-        held = {"bits": store.bits, "metric": store.metric, "index_options": store.index_options}
-        if asked != held:
+        if asked != store.config:
             store.close()
-            raise ValueError(f"{path} holds a store made with {held}, not {asked}")
+            raise ValueError(
+                f"{path} holds a store made with {_config_meta(store.config)}, not "
+                f"{_config_meta(asked)}"
+            )
         return store
 
     @classmethod
@@ -303,7 +333,7 @@ class DocumentStore:
         to (an interrupted write) are removed; documents whose vector is missing (an index
         file recovered to an older commit) are dropped with a RuntimeWarning."""
         path = Path(path)
-        previous = _previous(path)
+        previous = previous_directory(path)
         if not (path / DOCS_FILE).exists() and (previous / DOCS_FILE).exists():
             warnings.warn(  # a save into another directory stopped between its two renames
                 f"{path} is missing; opening the previous save {previous}",
@@ -318,8 +348,12 @@ class DocumentStore:
         self._db = self._connect(path / DOCS_FILE)
         if self._meta("schema") != SCHEMA:
             raise ValueError(f"{path}: unsupported store schema {self._meta('schema')}")
-        self.bits, self.metric = self._meta("bits"), self._meta("metric")
-        self.index_options = self._meta("index_options")
+        try:
+            self.config = _index_config(
+                self._meta("bits"), self._meta("metric"), self._meta("index_options")
+            )
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: invalid store configuration: {error}") from None
         self.index = None
         if (path / INDEX_FILE).exists():
             self.index = VectorIndex.load(path / INDEX_FILE)
@@ -363,8 +397,9 @@ class DocumentStore:
         return found
 
     def _allowed(self, where, predicate, ids) -> np.ndarray | None:
-        """The keys a search may return (None: all). A metadata filter's keys are cached
-        until the next write (queries repeat filters; each costs a SQLite pass)."""
+        """The keys a search may return (None: all), of the records matching ``where``,
+        ``predicate`` and (string) ``ids``. A metadata filter's keys are cached until the next
+        write (queries repeat filters; each costs a SQLite pass)."""
         if where is None and predicate is None and ids is None:
             return None
         if predicate is None and ids is None:
@@ -425,38 +460,15 @@ class DocumentStore:
                 self._db.executemany("DELETE FROM docs WHERE key = ?", [(k,) for k in missing])
 
 
-def _previous(target: Path) -> Path:
-    return target.with_name(f".{target.name}.previous")
+def _index_config(bits: Any, metric: Any, index_options: dict[str, Any]) -> IndexConfig:
+    """The index configuration of a store (its ``dim``: None until the first add)."""
+    return IndexConfig.from_dict({"bits": bits, "metric": metric, **index_options})
 
 
-def _replace_directory(target: Path, write) -> None:
-    """Replace the directory ``target`` by one ``write(folder)`` fills: written beside it,
-    fsynced, then swapped in by two renames; until the second one, ``.<name>.previous`` holds
-    the old directory whole (``load`` falls back to it)."""
-    target = Path(target).absolute()
-    if target.exists():
-        foreign = sorted(p.name for p in target.iterdir() if p.name not in STORE_FILES)
-        if foreign:
-            raise ValueError(f"{target} holds other files ({foreign[:3]}): save elsewhere")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fresh = target.with_name(f".{target.name}.{os.getpid()}.new")
-    shutil.rmtree(fresh, ignore_errors=True)
-    fresh.mkdir()
-    try:
-        write(fresh)
-        previous = _previous(target)
-        shutil.rmtree(previous, ignore_errors=True)
-        if target.exists():
-            os.replace(target, previous)
-        os.replace(fresh, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        shutil.rmtree(previous, ignore_errors=True)
-    finally:
-        shutil.rmtree(fresh, ignore_errors=True)
+def _config_meta(config: IndexConfig) -> dict[str, Any]:
+    """How the meta table records a configuration (the 0.1 keys: bits, metric, options)."""
+    options = {k: v for k, v in config.options().items() if k != "metric"}
+    return {"bits": config.bits, "metric": config.metric, "index_options": options}
 
 
 def _record(row: sqlite3.Row) -> Record:

@@ -1,4 +1,5 @@
-"""LangChain vector store on rotaquant: ``RotaQuantVectorStore`` (the ``[langchain]`` extra).
+"""LangChain vector store on rotaquant: ``RotaQuantLangChainStore`` (the ``[langchain]``
+extra), also importable as ``RotaQuantVectorStore``, LangChain's naming.
 
 >>> from rotaquant.integrations.langchain import RotaQuantVectorStore
 >>> store = RotaQuantVectorStore.from_texts(texts, embedding, bits=4)   # doctest: +SKIP
@@ -31,14 +32,14 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
         "rotaquant.integrations.langchain needs LangChain: pip install 'rotaquant[langchain]'"
     ) from error
 
-from .. import data
+from .._deprecation import keyword_only_after
 from . import filters
 from .document_store import DocumentStore, Record
 
 Filter = dict | Callable[[Document], bool] | None
 
 
-class RotaQuantVectorStore(VectorStore):
+class RotaQuantLangChainStore(VectorStore):
     """A LangChain ``VectorStore`` holding TurboQuant-compressed vectors.
 
     Args:
@@ -48,19 +49,22 @@ class RotaQuantVectorStore(VectorStore):
         path: a directory to keep the store in (created, or reopened when it holds one made
             with the same options; every add/delete is durable), or None (in memory;
             ``save(path)`` writes it, ``load(path, embedding)`` reads it).
-        index_options: passed to :class:`~rotaquant.VectorIndex` (``seed``, ``keep_vectors``...).
+        index_options: the other fields of :class:`~rotaquant.IndexConfig` (``seed``,
+            ``keep_vectors``, ...), for the :class:`~rotaquant.VectorIndex` underneath.
     """
 
+    @keyword_only_after(2, ("metric", "path"))  # the 0.1 positional order
     def __init__(
         self,
         embedding: Embeddings,
         bits: float = 4,
+        *,
         metric: str = "cosine",
         path: str | os.PathLike | None = None,
         **index_options: Any,
     ):
         self._embedding = embedding
-        self.store = DocumentStore.open(bits, metric, path, **index_options)
+        self.store = DocumentStore.open(bits, metric=metric, path=path, **index_options)
 
     @property
     def embeddings(self) -> Embeddings:
@@ -172,7 +176,7 @@ class RotaQuantVectorStore(VectorStore):
         *,
         ids: list[str] | None = None,
         **kwargs: Any,
-    ) -> RotaQuantVectorStore:
+    ) -> RotaQuantLangChainStore:
         """A new store (``kwargs``: ``bits``, ``metric``, ``path``, index options) holding
         ``texts``."""
         store = cls(embedding, **kwargs)
@@ -184,7 +188,7 @@ class RotaQuantVectorStore(VectorStore):
         self.store.save(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, embedding: Embeddings) -> RotaQuantVectorStore:
+    def load(cls, path: str | os.PathLike, embedding: Embeddings) -> RotaQuantLangChainStore:
         """Open a store saved under ``path``; adds and deletes are written there."""
         store = cls.__new__(cls)
         store._embedding = embedding
@@ -196,13 +200,17 @@ def _document(record: Record) -> Document:
     return Document(page_content=record.text or "", metadata=record.metadata, id=record.id)
 
 
-class MiniLMEmbeddings(Embeddings):
-    """LangChain ``Embeddings`` from the packaged all-MiniLM-L6-v2 (384-d, unit norm, CPU;
-    needs the ``[embed]`` extra): real embeddings offline, for examples and benchmarks."""
+RotaQuantVectorStore = RotaQuantLangChainStore  # LangChain's naming: <backend>VectorStore
 
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        model = data.minilm_model()
-        return model.encode(list(texts), batch_size=64, normalize_embeddings=True).tolist()
 
-    def embed_query(self, text: str) -> list[float]:
-        return self.embed_documents([text])[0]
+def __getattr__(name: str):
+    if name == "MiniLMEmbeddings":  # the 0.1 home of a demo helper
+        from .._deprecation import warn
+        from ..contrib.embeddings import MiniLMEmbeddings
+
+        warn(
+            "rotaquant.integrations.langchain.MiniLMEmbeddings moved to "
+            "rotaquant.contrib.embeddings.MiniLMEmbeddings"
+        )
+        return MiniLMEmbeddings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

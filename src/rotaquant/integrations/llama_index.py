@@ -1,4 +1,5 @@
-"""LlamaIndex vector store on rotaquant: ``RotaQuantVectorStore`` (the ``[llamaindex]`` extra).
+"""LlamaIndex vector store on rotaquant: ``RotaQuantLlamaIndexStore`` (the ``[llamaindex]``
+extra), also importable as ``RotaQuantVectorStore``, LlamaIndex's naming.
 
 >>> from llama_index.core import StorageContext, VectorStoreIndex            # doctest: +SKIP
 >>> from rotaquant.integrations.llama_index import RotaQuantVectorStore
@@ -44,6 +45,7 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
         "rotaquant.integrations.llama_index needs LlamaIndex: pip install 'rotaquant[llamaindex]'"
     ) from error
 
+from .._deprecation import keyword_only_after
 from . import filters
 from .document_store import DocumentStore, Record
 
@@ -57,13 +59,14 @@ _OPERATORS = {
 }  # fmt: skip
 
 
-class RotaQuantVectorStore(BasePydanticVectorStore):
+class RotaQuantLlamaIndexStore(BasePydanticVectorStore):
     """A LlamaIndex vector store holding TurboQuant-compressed embeddings.
 
     Args:
         bits: bits per coordinate (1..8, or 2.5 / 3.5). metric: ``"cosine"``, ``"ip"``, ``"l2"``.
         path: a directory to keep the store in (every add/delete durable), or None (memory;
-            ``persist`` writes it). index_options: passed to :class:`~rotaquant.VectorIndex`.
+            ``persist`` writes it). index_options: the other fields of
+            :class:`~rotaquant.IndexConfig`, for the :class:`~rotaquant.VectorIndex` underneath.
     """
 
     stores_text: bool = True
@@ -73,19 +76,21 @@ class RotaQuantVectorStore(BasePydanticVectorStore):
     path: str | None = None
     _store: DocumentStore = PrivateAttr()
 
+    @keyword_only_after(1, ("metric", "path"))  # the 0.1 positional order
     def __init__(
         self,
         bits: float = 4,
+        *,
         metric: str = "cosine",
         path: str | os.PathLike | None = None,
         **index_options: Any,
     ):
         super().__init__(bits=bits, metric=metric, path=None if path is None else str(path))
-        self._store = DocumentStore.open(bits, metric, path, **index_options)
+        self._store = DocumentStore.open(bits, metric=metric, path=path, **index_options)
 
     @classmethod
     def class_name(cls) -> str:
-        return "RotaQuantVectorStore"
+        return "RotaQuantVectorStore"  # the name 0.1 serialized: storage contexts still load
 
     @property
     def client(self) -> DocumentStore:
@@ -154,7 +159,9 @@ class RotaQuantVectorStore(BasePydanticVectorStore):
         if query.doc_ids:
             in_docs = [r.id for doc in query.doc_ids for r in self._store.records(group=doc)]
             ids = in_docs if ids is None else [i for i in ids if i in set(in_docs)]
-        found = self._store.search(query.query_embedding, query.similarity_top_k, where, ids=ids)
+        found = self._store.search(
+            query.query_embedding, query.similarity_top_k, where=where, allow=ids
+        )
         found = found[0]
         return VectorStoreQueryResult(
             nodes=[_node(record) for record, _ in found],
@@ -179,7 +186,7 @@ class RotaQuantVectorStore(BasePydanticVectorStore):
         self._store.save(_directory(persist_path))
 
     @classmethod
-    def from_persist_path(cls, persist_path: str, fs: Any = None) -> RotaQuantVectorStore:
+    def from_persist_path(cls, persist_path: str, fs: Any = None) -> RotaQuantLlamaIndexStore:
         _local_only(fs)
         store = cls.__new__(cls)
         document_store = DocumentStore.load(_directory(persist_path))
@@ -192,7 +199,7 @@ class RotaQuantVectorStore(BasePydanticVectorStore):
     @classmethod
     def from_persist_dir(
         cls, persist_dir: str, namespace: str = NAMESPACE, fs: Any = None
-    ) -> RotaQuantVectorStore:
+    ) -> RotaQuantLlamaIndexStore:
         """The store ``StorageContext.persist(persist_dir)`` wrote for ``namespace``."""
         return cls.from_persist_path(str(Path(persist_dir) / f"{namespace}__{STORE_NAME}"), fs)
 
@@ -229,4 +236,7 @@ def _directory(persist_path: str) -> Path:
 
 def _local_only(fs: Any) -> None:
     if fs is not None and "local" not in type(fs).__name__.lower():
-        raise NotImplementedError("RotaQuantVectorStore persists to the local file system only")
+        raise NotImplementedError("RotaQuantLlamaIndexStore persists to the local file system only")
+
+
+RotaQuantVectorStore = RotaQuantLlamaIndexStore  # LlamaIndex's naming: <backend>VectorStore

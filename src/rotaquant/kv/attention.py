@@ -1,4 +1,4 @@
-"""Attention computed on the compressed cache, registered with transformers as "rotaquant".
+"""Attention computed on the compressed cache (registered with transformers by ``enable``).
 
 For each layer the cache hands attention its hot tokens (model dtype) plus a view of the cold
 tier (packed codes + scales). Queries are rotated once into each key codec's domain and scored
@@ -11,12 +11,10 @@ values is ever built; peak extra memory is one chunk.
 from __future__ import annotations
 
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from . import backend
+from .interface import additive_mask
 
-NAME = "rotaquant"
 CHUNK_TOKENS = 512  # cold tokens decoded at a time (the decode path)
 ROW_KERNEL_QUERIES = 16  # query rows per KV head up to which the CPU uses the row kernels
 
@@ -43,10 +41,10 @@ def compressed_attention(
     recording = torch.is_grad_enabled() and query.requires_grad
     chosen = backend.choose(query.device, recording) if cold_length else "torch"
     if chosen == "triton":
-        from . import triton_kernels
+        from . import triton_attention
 
         softcap = kwargs.get("softcap")
-        out = triton_kernels.attend(q, q_len, key, value, cold, attention_mask, softcap)
+        out = triton_attention.attend(q, q_len, key, value, cold, attention_mask, softcap)
         cold.consumed = True
     else:
         # the native readers write into plain arrays: with autograd recording, the torch path
@@ -54,14 +52,6 @@ def compressed_attention(
         out = _reference(q, q_len, key, value, cold, row_kernels, attention_mask, kwargs)
     out = out.view(batch, kv_heads, groups, q_len, -1).reshape(batch, q_heads, q_len, -1)
     return out.transpose(1, 2).contiguous().to(query.dtype), None
-
-
-def additive_mask(mask: torch.Tensor) -> torch.Tensor:
-    """An attention mask as float32 to add to logits: boolean masks (True: attend) become
-    0 / −inf; additive masks are used as they are."""
-    if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, -torch.inf)
-    return mask.float()
 
 
 def _reference(q, q_len, key, value, cold, row_kernels, attention_mask, kwargs):
@@ -119,14 +109,3 @@ def _reference(q, q_len, key, value, cold, row_kernels, attention_mask, kwargs):
         out = out + cold.values.codec.add_offset(cold.values.codec.unrotate(accumulated), mass)
         cold.consumed = True
     return out
-
-
-def enable(model) -> None:
-    """Register the compressed attention (and its mask), switch ``model`` to it, and let its
-    ``generate`` take ``cache_implementation="turboquant"`` (``kv.generation``)."""
-    from . import generation
-
-    AttentionInterface.register(NAME, compressed_attention)
-    AttentionMaskInterface.register(NAME, eager_mask)
-    model.set_attn_implementation(NAME)
-    generation.install(model)

@@ -12,19 +12,19 @@ hot states, carrying a view of the cold tier that the "rotaquant" attention func
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer, get_layer_types_and_kwargs
 
-from ..codec.codebook import MAX_BITS
-from .attention import NAME as ATTENTION_NAME
-from .codec import FitOptions, HeadCodec, fit_heads, head_config
+from .._deprecation import positional_to_keywords
+from .codec import HeadCodec, fit_heads
 from .cold import ColdSnapshot, ColdTier
+from .config import KVConfig
+from .interface import ATTENTION
 
-DEFAULT_FIT = FitOptions()
-SINK_TOKENS = 4  # default: the first tokens kept exact
+SINK_TOKENS = KVConfig().sink_tokens  # default: the first tokens kept exact
 MIGRATE_TOKENS = 16  # decode steps move hot tokens to the cold tier this many at a time
 
 
@@ -56,43 +56,44 @@ class TurboQuantLayer(DynamicLayer):
     ``limit`` caps the tokens kept between forward passes (``max_tokens``, or
     ``sliding_window − 1`` for a sliding-window layer, which keeps no sinks); the oldest
     tokens after the sinks go first.
+
+    Args:
+        kv: the cache's options (default ``KVConfig()``).
+        index, layer_count: which layer of how many (its widths, with boundary layers, and
+            its rotation seeds); ``layer_count`` None: unknown (no boundary layers).
+        sliding_window: the layer's window, if it is a sliding-window layer.
     """
 
     def __init__(
         self,
-        key_bits: float,
-        value_bits: float,
-        residual_length: int,
-        seed: int,
-        attention: str = "decoded",
-        key_mode: str = "mse",
-        limit: int | None = None,
-        sink_tokens: int = 0,
+        kv: KVConfig | None = None,
+        *,
+        index: int = 0,
+        layer_count: int | None = None,
         sliding_window: int | None = None,
-        key_fit: FitOptions = DEFAULT_FIT,
-        value_fit: FitOptions = DEFAULT_FIT,
-        hot_float16: bool = True,
     ):
         super().__init__()
-        self.key_fit, self.value_fit = key_fit, value_fit
-        self.hot_float16 = hot_float16
-        self.key_bits, self.value_bits = key_bits, value_bits
-        self.residual_length = residual_length
-        self.seed = seed
-        self.attention = attention
-        self.key_mode = key_mode
+        kv = kv or KVConfig()
+        self.kv_config = kv
+        self.key_bits, self.value_bits = kv.widths(index, layer_count)
+        self.key_fit, self.value_fit = kv.key_fit, kv.value_fit
+        self.hot_float16 = kv.hot_float16
+        self.residual_length = kv.residual_length
+        self.seed = kv.seed + 2 * index  # each layer, keys and values: their own rotation
+        self.attention = kv.attention or "decoded"
+        self.key_mode = kv.key_mode
         self.is_sliding = sliding_window is not None
         self.sliding_window = sliding_window
-        self.limit = sliding_window - 1 if sliding_window is not None else limit
-        self.sink_tokens = 0 if sliding_window is not None else sink_tokens
+        self.limit = sliding_window - 1 if sliding_window is not None else kv.max_tokens
+        self.sink_tokens = 0 if sliding_window is not None else kv.sink_tokens
         self.cumulative_length = 0
         self._last_view: ColdView | None = None
         self.cold: dict[str, ColdTier] = {}
         self.sink_keys = self.sink_values = None  # (batch, heads, ≤ sink_tokens, dim)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        head_config(key_states.shape[-1], self.key_bits, mode=self.key_mode)  # refuse at once
-        head_config(value_states.shape[-1], self.value_bits)
+        widths = (self.key_bits, self.value_bits)  # refused at once, naming the option
+        self.kv_config.check_head_dim(key_states.shape[-1], value_states.shape[-1], widths)
         super().lazy_initialization(key_states, value_states)
         if self.hot_float16 and key_states.dtype == torch.float32:  # hot tokens as float16
             self.keys, self.values = self.keys.half(), self.values.half()
@@ -315,10 +316,22 @@ class TurboQuantLayer(DynamicLayer):
         self._last_view = None
 
 
+# TurboQuantCache's positional order in 0.1 (positional use warns; see _deprecation)
+_OLD_ORDER = (
+    "key_bits", "value_bits", "residual_length", "seed", "attention", "key_mode", "max_tokens",
+    "sink_tokens", "boundary_layers", "boundary_bits", "config", "outliers", "center_keys",
+    "center_values", "key_scale", "hot_float16",
+)  # fmt: skip
+
+
 class TurboQuantCache(Cache):
     """A transformers cache storing keys and values with TurboQuant.
 
-    Args:
+    ``TurboQuantCache(key_bits=4, value_bits=3, residual_length=128, config=model.config)``, or
+    ``TurboQuantCache(KVConfig(...), config=model.config)`` (keywords given beside a
+    ``KVConfig`` replace its fields). The options (:class:`~rotaquant.kv.KVConfig`'s fields,
+    held as ``cache.kv_config`` and readable as ``cache.key_bits`` etc.):
+
         key_bits, value_bits: bits per value (1..8; fractional such as 3.5 splits channels,
             the highest-RMS channels seen at prefill getting the higher width).
         residual_length: most recent tokens per layer kept uncompressed (≥ 0).
@@ -335,7 +348,6 @@ class TurboQuantCache(Cache):
             small, so coding errors there cost the most (Gemma-3 (4, 3): +4.3 % -> +1.0 %).
         boundary_layers, boundary_bits: the first and last ``boundary_layers`` layers use
             ``boundary_bits`` (a width or a (key, value) pair); needs ``config``.
-        config: the model's config; sliding-window layers then keep only their window.
         outliers: for fractional widths, give the higher width to each head's highest-RMS
             channels seen at prefill (rotated apart, two scales per vector); False splits the
             rotated coordinates instead (one scale).
@@ -348,71 +360,26 @@ class TurboQuantCache(Cache):
             of the codes' precision (default 0.5; measurements in docs/kv.md).
         hot_float16: for float32 models, keep the hot window in float16 (attention still sees
             each new token exactly as computed); other dtypes keep their own.
+
+    ``config``: the model's config; sliding-window layers then keep only their window, and
+    every layer's head_dim is checked against the widths at once.
     """
 
-    def __init__(
-        self,
-        key_bits: float = 4,
-        value_bits: float = 3,
-        residual_length: int = 128,
-        seed: int = 0,
-        attention: str | None = None,
-        key_mode: str = "mse",
-        max_tokens: int | None = None,
-        sink_tokens: int = SINK_TOKENS,
-        boundary_layers: int = 0,
-        boundary_bits: float | tuple[float, float] = 8,
-        config=None,
-        outliers: bool = True,
-        center_keys: bool = True,
-        center_values: bool = False,
-        key_scale: float = 0.5,
-        hot_float16: bool = True,
-    ):
-        pair = _bits_pair(boundary_bits)
-        for name, bits in (
-            ("key_bits", key_bits),
-            ("value_bits", value_bits),
-            ("boundary_bits", pair[0]),
-            ("boundary_bits", pair[1]),
-        ):
-            _check_bits(name, bits)
-        if key_mode not in ("mse", "prod"):
-            raise ValueError(f"key_mode must be 'mse' or 'prod', got {key_mode!r}")
-        if key_mode == "prod" and min(key_bits, pair[0]) < 2:
-            raise ValueError("key_mode='prod' needs key bits >= 2 (one bit goes to QJL)")
-        _check_count("residual_length", residual_length)
-        _check_count("sink_tokens", sink_tokens)
-        _check_count("boundary_layers", boundary_layers)
-        _check_count("seed", seed)
-        if max_tokens is not None:
-            _check_count("max_tokens", max_tokens)
-            if max_tokens <= sink_tokens:
-                raise ValueError(
-                    f"max_tokens ({max_tokens}) must exceed sink_tokens ({sink_tokens})"
-                )
-        if attention is None:  # the fast path when the model was switched to it
-            enabled = getattr(config, "_attn_implementation", None) == ATTENTION_NAME
-            attention = "compressed" if enabled else "decoded"
-        if attention not in ("decoded", "compressed"):
-            raise ValueError(f"attention must be 'decoded' or 'compressed', got {attention!r}")
-        if boundary_layers and config is None:
+    def __init__(self, *args: Any, config: Any = None, **options: Any):
+        kv = args[0] if args and isinstance(args[0], KVConfig) else None
+        if config is not None:
+            options["config"] = config  # so that a positional config counts as given twice
+        options = positional_to_keywords(
+            "TurboQuantCache", args[kv is not None :], _OLD_ORDER, options
+        )
+        config = options.pop("config", None)
+        kv = KVConfig.from_dict(options) if kv is None else kv.replace(**options)
+        if kv.attention is None:  # the fast path when the model was switched to it
+            enabled = getattr(config, "_attn_implementation", None) == ATTENTION
+            kv = kv.replace(attention="compressed" if enabled else "decoded")
+        if kv.boundary_layers and config is None:
             raise ValueError("boundary_layers needs config= (the model's) to know the last layers")
-        self.key_bits, self.value_bits = key_bits, value_bits
-        self.residual_length = residual_length
-        self.attention, self.key_mode = attention, key_mode
-        self.max_tokens, self.sink_tokens = max_tokens, sink_tokens
-        self.boundary_layers, self.boundary_bits = boundary_layers, pair
-        if isinstance(key_scale, bool) or not isinstance(key_scale, (int, float)):
-            raise ValueError(
-                f"key_scale must be a number (a power of channel RMS), got {key_scale!r}"
-            )
-        if not 0 <= key_scale <= 1:
-            raise ValueError(f"key_scale must be in [0, 1], got {key_scale!r}")
-        self.key_fit = FitOptions(bool(center_keys), float(key_scale), bool(outliers))
-        self.value_fit = FitOptions(bool(center_values), 0.0, bool(outliers))
-        self.hot_float16 = bool(hot_float16)
-        self._seed = seed
+        self.kv_config = kv
         if config is None:
             self._layer_count = 0
             super().__init__(layer_class_to_replicate=self._next_layer)
@@ -425,70 +392,51 @@ class TurboQuantCache(Cache):
             if kind not in ("full_attention", "sliding_attention"):
                 raise ValueError(f"unsupported layer type {kind!r} at layer {index}")
             window = kwargs.get("sliding_window") if kind == "sliding_attention" else None
-            layers.append(self._layer(index, len(layer_types), window))
+            layers.append(
+                TurboQuantLayer(
+                    kv, index=index, layer_count=len(layer_types), sliding_window=window
+                )
+            )
         super().__init__(layers=layers)
 
+    def __getattr__(self, name: str) -> Any:
+        """``cache.key_bits``, ``cache.residual_length``, ...: the fields of ``kv_config``."""
+        if name in KVConfig.field_names() and "kv_config" in self.__dict__:
+            return getattr(self.__dict__["kv_config"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @classmethod
-    def from_dict(cls, options: dict | None, config=None) -> TurboQuantCache:
-        """A cache from a dict of its arguments (a ``cache_config``), e.g. ``{"key_bits": 4,
-        "value_bits": 3, "residual_length": 128}``; unknown keys are a ValueError naming the
-        accepted ones. ``config``: the model's (also accepted inside ``options``)."""
+    def from_dict(cls, options: dict | None, config: Any = None) -> TurboQuantCache:
+        """A cache from a dict of :class:`KVConfig` fields (a ``cache_config``), e.g.
+        ``{"key_bits": 4, "value_bits": 3, "residual_length": 128}``; unknown keys are a
+        ValueError naming the accepted ones. ``config``: the model's (also accepted inside
+        ``options``)."""
         options = dict(options or {})
-        accepted = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise ValueError(
-                f"unknown TurboQuantCache option(s) {unknown}; accepted: {', '.join(accepted)}"
-            )
-        options.setdefault("config", config)
-        return cls(**options)
+        config = options.pop("config", config)
+        return cls(KVConfig.from_dict(options), config=config)
 
     def _check_model(self, text_config, layer_count: int) -> None:
         """What the model's config already tells: every layer's head_dim works at its widths,
         and the boundary layers fit in the model."""
-        if 2 * self.boundary_layers > layer_count:
+        boundary = self.kv_config.boundary_layers
+        if 2 * boundary > layer_count:
             raise ValueError(
-                f"boundary_layers={self.boundary_layers} at both ends needs at least "
-                f"{2 * self.boundary_layers} layers; the model has {layer_count}"
+                f"boundary_layers={boundary} at both ends needs at least "
+                f"{2 * boundary} layers; the model has {layer_count}"
             )
         head_dim = getattr(text_config, "head_dim", None) or (
             text_config.hidden_size // text_config.num_attention_heads
         )
-        widths = [(self.key_bits, self.value_bits)]
-        if self.boundary_layers:
-            widths.append(self.boundary_bits)
-        for key_bits, value_bits in widths:
-            head_config(head_dim, key_bits, mode=self.key_mode)
-            head_config(head_dim, value_bits)
+        self.kv_config.check_head_dim(head_dim)
 
     def _next_layer(self) -> TurboQuantLayer:
         self._layer_count += 1
-        return self._layer(self._layer_count - 1, None, None)
-
-    def _layer(self, index: int, count: int | None, window: int | None) -> TurboQuantLayer:
-        edge = self.boundary_layers and (
-            index < self.boundary_layers or index >= count - self.boundary_layers
-        )
-        key_bits, value_bits = self.boundary_bits if edge else (self.key_bits, self.value_bits)
-        return TurboQuantLayer(
-            key_bits,
-            value_bits,
-            self.residual_length,
-            self._seed + 2 * index,
-            self.attention,
-            self.key_mode,
-            self.max_tokens,
-            self.sink_tokens,
-            window,
-            self.key_fit,
-            self.value_fit,
-            self.hot_float16,
-        )
+        return TurboQuantLayer(self.kv_config, index=self._layer_count - 1)
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.attention == "compressed" and 0 < layer_idx <= len(self.layers):
+        if self.kv_config.attention == "compressed" and 0 < layer_idx <= len(self.layers):
             self.layers[layer_idx - 1].check_consumed()  # within the same forward pass
         return super().update(key_states, value_states, layer_idx, *args, **kwargs)
 
@@ -501,25 +449,3 @@ class TurboQuantCache(Cache):
     def fp16_nbytes(self) -> int:
         """What float16 keys and values would take for the same tokens."""
         return sum(layer.fp16_nbytes for layer in self.layers)
-
-
-def _bits_pair(boundary_bits) -> tuple[float, float]:
-    """``boundary_bits`` as (key bits, value bits): one number for both, or a pair."""
-    if isinstance(boundary_bits, (tuple, list)):
-        if len(boundary_bits) != 2:
-            raise ValueError(
-                f"boundary_bits must be a number or a (key bits, value bits) pair, "
-                f"got {boundary_bits!r}"
-            )
-        return tuple(boundary_bits)
-    return (boundary_bits, boundary_bits)
-
-
-def _check_bits(name: str, bits) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, (int, float)) or not 1 <= bits <= MAX_BITS:
-        raise ValueError(f"{name} must be a number in [1, {MAX_BITS}], got {bits!r}")
-
-
-def _check_count(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")

