@@ -2,7 +2,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -165,6 +164,7 @@ def test_nbytes_in_prod_mode_counts_sketch_and_both_norms():
 
 # ---------------------------------------------------------------- inputs
 def test_torch_in_torch_out():
+    torch = pytest.importorskip("torch", reason="torch tensors need the [kv] extra")
     x = torch.randn(10, 64)
     q = rq.TurboQuantizer(64, 4)
     codes = q.encode(x)

@@ -177,3 +177,22 @@ def test_a_dead_shard_fails_searches_clearly_or_gives_partial_results(cluster):
     live = np.arange(600)[shard_of(np.arange(600), 3) != 2]
     single.add(x[live], ids=live)
     np.testing.assert_array_equal(result[1], single.search(queries, 10)[1])
+
+
+def test_options_are_checked_before_actors_start_and_0_1_positions_warn(cluster, tmp_path):
+    from rotaquant import IndexConfig, SearchResult
+
+    with pytest.raises(ValueError, match="accepted: dim, bits"):
+        ShardedIndex(DIM, 4, shards=2, nprobe=4)
+    with pytest.raises(ValueError, match="metric"):
+        ShardedIndex(DIM, 4, shards=2, metric="dot")
+    with pytest.raises(ValueError, match="shards"):
+        ShardedIndex(DIM, 4, shards=0)
+    with pytest.warns(DeprecationWarning, match="pass shards, metric by keyword"):
+        old = ShardedIndex(DIM, 4, 2, "cosine", path=tmp_path / "idx", seed=7)
+    assert old.config == IndexConfig(dim=DIM, bits=4, metric="cosine", seed=7)
+    old.add(unit_gaussian(50, DIM))
+    result = old.search(unit_gaussian(2, DIM, seed=1), 3)
+    assert type(result) is SearchResult and result.missing == ()
+    old.save()
+    assert ShardedIndex.load(tmp_path / "idx").config == old.config

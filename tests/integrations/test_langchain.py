@@ -168,3 +168,12 @@ def test_save_into_another_directory_swaps_it_whole(tmp_path):
     with pytest.raises(ValueError, match="other files"):
         store.save(tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_one_class_two_names_and_0_1_positions_warn():
+    from rotaquant.integrations.langchain import RotaQuantLangChainStore
+
+    assert RotaQuantVectorStore is RotaQuantLangChainStore  # LangChain's <backend>VectorStore
+    with pytest.warns(DeprecationWarning, match="pass metric by keyword"):
+        store = RotaQuantVectorStore(EMBEDDING, 4, "l2")
+    assert store.store.config.metric == "l2"

@@ -163,3 +163,13 @@ def test_empty_and_not_filters_follow_llama_index(index):
     with pytest.raises(ValueError, match="ref_doc_id"):
         store.delete(None)
     assert len(store.client) == 7
+
+
+def test_one_class_two_names_and_0_1_positions_warn():
+    from rotaquant.integrations.llama_index import RotaQuantLlamaIndexStore
+
+    assert RotaQuantVectorStore is RotaQuantLlamaIndexStore  # LlamaIndex's <backend>VectorStore
+    assert RotaQuantVectorStore.class_name() == "RotaQuantVectorStore"  # 0.1 storage loads
+    with pytest.warns(DeprecationWarning, match="pass metric by keyword"):
+        store = RotaQuantVectorStore(4, "ip")
+    assert store.client.config.metric == "ip"

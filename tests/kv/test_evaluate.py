@@ -42,7 +42,7 @@ def test_eval_kv_reports_perplexity_memory_agreement_and_the_needle(capsys):
             "8",
             "--needle-tokens",
             "1024",
-            "--residual",
+            "--residual-length",
             "64",
         ]
     )
@@ -54,3 +54,27 @@ def test_eval_kv_reports_perplexity_memory_agreement_and_the_needle(capsys):
     top1 = float(out.split("(same text): ")[1].split("%")[0])
     assert top1 > 90
     assert "found through the compressed cache" in out and "NOT found" not in out
+
+
+def test_eval_kv_flags_are_the_kv_config_and_are_checked_before_any_model_loads(monkeypatch):
+    from rotaquant.cli import build_parser
+    from rotaquant.contrib import eval_kv
+    from rotaquant.kv import KVConfig
+
+    def parse(*flags):
+        return eval_kv.config_from(build_parser().parse_args(["eval-kv", *flags]))
+
+    assert parse() == KVConfig(attention="compressed")  # eval-kv measures the fast path
+    got = parse("--key-bits", "3.5", "--no-center-keys", "--boundary-bits", "6,4", "--seed", "3")
+    assert got == KVConfig(
+        key_bits=3.5, center_keys=False, boundary_bits=(6, 4), seed=3, attention="compressed"
+    )
+    with pytest.warns(DeprecationWarning, match="--residual-length"):
+        assert parse("--residual", "32").residual_length == 32
+
+    loaded = []
+    monkeypatch.setattr(data, "smollm2", lambda: loaded.append(1))
+    for bad in (["--key-bits", "3.01"], ["--key-bits", "0"], ["--residual-length", "-5"]):
+        with pytest.raises(SystemExit, match="error: .*(key_bits|residual_length)"):
+            main(["eval-kv", *bad])
+    assert not loaded  # refused before the model (or the baseline) was touched
