@@ -73,7 +73,7 @@ Plan make_plan(const std::vector<CodecStream>& codec, int level_max) {
   int32_t weight_offset = 0;
   for (size_t s = 0; s < codec.size(); ++s) {
     const CodecStream& cs = codec[s];
-    const StreamLayout& layout = cs.layout;
+    const BlockLayout& layout = cs.layout;
     plan.block_bytes_total += layout.block_bytes;
     plan.stream_weight_offset.push_back(weight_offset);
     std::vector<uint8_t> table(256, static_cast<uint8_t>(plan.level_offset));

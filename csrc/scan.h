@@ -25,7 +25,7 @@ struct CodecStream {
   float scale = 1.0f;     // multiplies the stream's inner product (QJL: sqrt(pi/2)/dim)
   std::vector<float> values;  // [2**bits] decoded value of each code
   std::vector<float> probs;   // [2**bits] probability of each code (rounding-error statistics)
-  StreamLayout layout;
+  BlockLayout layout;
 };
 
 struct SegmentView {
