@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "cpu.h"
 #include "kv.h"
 #include "layout.h"
@@ -30,19 +31,7 @@ using namespace nb::literals;
 namespace rq {
 namespace {
 
-template <typename T>
-using Array1 = nb::ndarray<T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
-template <typename T>
-using Array2 = nb::ndarray<T, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using AnyArray1 = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
-
-[[noreturn]] void fail(const std::string& message) { throw nb::value_error(message.c_str()); }
-
-// Constant messages only: a message built with std::string would be built on every call,
-// checks inside loops use `if (!ok) fail(...)`.
-void require(bool ok, const char* message) {
-  if (!ok) fail(message);
-}
 
 // An array argument inside a list or tuple, taken as it is: no implicit dtype conversion (a
 // converted temporary would not outlive this call's borrowed pointers).
