@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "codes.h"
 #include "pool.h"
 
 namespace rq {

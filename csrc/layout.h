@@ -46,16 +46,6 @@ struct BlockLayout {
   static BlockLayout make(int channels, int bits);  // throws std::invalid_argument
 };
 
-// Code of (row r in 0..31, channel j of the group) from the group's bytes.
-inline uint32_t read_code(const uint8_t* group, int channels, int bits, int r, int j) {
-  const int64_t bit = (int64_t(r) * channels + j) * bits;
-  const uint8_t* p = group + (bit >> 3);
-  const int shift = static_cast<int>(bit & 7);
-  uint32_t word = p[0];
-  if (shift + bits > 8) word |= uint32_t(p[1]) << 8;
-  return (word >> shift) & ((1u << bits) - 1);
-}
-
 // codes: (rows, C) uint8 row-major, written at rows [first_row, first_row + rows) of a stream
 // of blocks (the stream must hold ceil((first_row + rows)/32) blocks). Not codec/packing.py's
 // pack_rows, whose rows are row-major bit streams.

@@ -29,6 +29,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "codes.h"
 #include "cpu.h"
 #include "half.h"
 #include "pool.h"
@@ -273,19 +274,6 @@ float factor_of(const SegmentView& seg, int cls, int64_t row) {
     return half_to_float(static_cast<const uint16_t*>(seg.factors[cls])[row]);
   }
   return static_cast<const float*>(seg.factors[cls])[row];
-}
-
-// The codes of row r of a group, as one little-endian word (channel j at bits j*bits).
-inline uint64_t row_word(const uint8_t* group, int group_bytes, int channels, int bits, int r) {
-  const int bit = r * channels * bits;
-  const int byte = bit >> 3;
-  uint64_t word = 0;
-  if (byte + 8 <= group_bytes) {
-    std::memcpy(&word, group + byte, 8);
-  } else {
-    for (int i = 0; byte + i < group_bytes; ++i) word |= uint64_t(group[byte + i]) << (8 * i);
-  }
-  return word >> (bit & 7);
 }
 
 float exact_one(const Kernels& kern, const std::vector<CodecStream>& codec, int n_classes,

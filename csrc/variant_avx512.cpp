@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "codes.h"
 #include "kernels.h"
 #include "scan_loop.h"
 
@@ -454,18 +455,13 @@ float rescore(const RescoreStream& s, int r) {
     acc = _mm512_fmadd_ps(v1, _mm512_loadu_ps(s.query + 4 * g + 16), acc);
   }
   float total = _mm512_reduce_add_ps(acc);
-  const auto code = [&](const uint8_t* group, int channels, int j) {
-    const int bit = (r * channels + j) * b;
-    const uint8_t* p = group + (bit >> 3);
-    uint32_t word = p[0];
-    if ((bit & 7) + b > 8) word |= uint32_t(p[1]) << 8;
-    return (word >> (bit & 7)) & ((1u << b) - 1);
-  };
   for (; g < s.full_groups; ++g) {
-    for (int j = 0; j < 4; ++j) total += s.query[4 * g + j] * s.values[code(s.block + g * group_bytes, 4, j)];
+    const uint8_t* group = s.block + g * group_bytes;
+    for (int j = 0; j < 4; ++j) total += s.query[4 * g + j] * s.values[read_code(group, 4, b, r, j)];
   }
+  const uint8_t* tail = s.block + g * group_bytes;
   for (int j = 0; j < s.tail_channels; ++j) {
-    total += s.query[4 * g + j] * s.values[code(s.block + g * group_bytes, s.tail_channels, j)];
+    total += s.query[4 * g + j] * s.values[read_code(tail, s.tail_channels, b, r, j)];
   }
   return total;
 }

@@ -2,6 +2,7 @@
 // variant must give the same results (tests compare them on every layout).
 #include <cstring>
 
+#include "codes.h"
 #include "half.h"
 #include "kernels.h"
 #include "layout.h"
