@@ -269,13 +269,6 @@ struct Task {
   int64_t group_first, group_end;  // query groups of the chunk
 };
 
-float factor_of(const SegmentView& seg, int cls, int64_t row) {
-  if (seg.factor_half[cls]) {
-    return half_to_float(static_cast<const uint16_t*>(seg.factors[cls])[row]);
-  }
-  return static_cast<const float*>(seg.factors[cls])[row];
-}
-
 float exact_one(const Kernels& kern, const std::vector<CodecStream>& codec, int n_classes,
                 const SegmentView& seg, int64_t row, const float* rotated, const float* projected) {
   float per_class[kMaxClasses] = {0, 0};
@@ -304,7 +297,7 @@ float exact_one(const Kernels& kern, const std::vector<CodecStream>& codec, int 
     per_class[cs.cls] += acc * cs.scale;
   }
   float total = 0;
-  for (int c = 0; c < n_classes; ++c) total += factor_of(seg, c, row) * per_class[c];
+  for (int c = 0; c < n_classes; ++c) total += factor_at(seg.factors[c], seg.factor_half[c], row) * per_class[c];
   if (seg.shift) total += seg.shift[row];
   return total;
 }

@@ -13,6 +13,7 @@
 
 #include <cstring>
 
+#include "half.h"
 #include "kernels.h"
 #include "scan_loop.h"
 
@@ -274,10 +275,6 @@ struct RowDecoder {
   }
 };
 
-inline float scale_of(const uint16_t* scales, int64_t row) {
-  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(scales[row])));
-}
-
 inline float sum8(__m256 v) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -303,7 +300,7 @@ void kv_scores(const KvScoresArgs& a) {
         if (nq > 2) acc2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(qs[2] + 8 * g), acc2);
         if (nq > 3) acc3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(qs[3] + 8 * g), acc3);
       }
-      const float scale = scale_of(s.scales, a.first + t);
+      const float scale = half_to_float(s.scales[a.first + t]);
       const float sums[4] = {sum8(acc0), sum8(acc1), sum8(acc2), sum8(acc3)};
       for (int q = 0; q < nq; ++q) a.out[(q0 + q) * a.out_stride + t] += sums[q] * scale;
     }
@@ -323,7 +320,7 @@ void kv_weighted_sum(const KvWeightedArgs& a) {
       const float* w1 = two ? w0 + a.weights_stride : w0;
       const uint8_t* row = s.packed + a.first * row_bytes + (c0 / 8) * s.bits;
       for (int64_t t = 0; t < a.count; ++t, row += row_bytes) {
-        const float scale = scale_of(s.scales, a.first + t);
+        const float scale = half_to_float(s.scales[a.first + t]);
         const __m256 x = _mm256_set1_ps(w0[t] * scale), y = _mm256_set1_ps(w1[t] * scale);
         const __m256 v0 = dec.decode8(row, s.end);
         a0 = _mm256_fmadd_ps(x, v0, a0);
@@ -361,7 +358,7 @@ void kv_decode(const KvDecodeArgs& a) {
   const int row_bytes = s.channels * s.bits / 8;
   for (int64_t t = 0; t < a.count; ++t) {
     const uint8_t* row = s.packed + (a.first + t) * row_bytes;
-    const __m256 scale = _mm256_set1_ps(scale_of(s.scales, a.first + t));
+    const __m256 scale = _mm256_set1_ps(half_to_float(s.scales[a.first + t]));
     float* out = a.out + t * a.out_stride;
     for (int g = 0; g < s.channels / 8; ++g) {
       _mm256_storeu_ps(out + 8 * g, _mm256_mul_ps(dec.decode8(row + g * s.bits, s.end), scale));

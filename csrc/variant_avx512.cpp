@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "codes.h"
+#include "half.h"
 #include "kernels.h"
 #include "scan_loop.h"
 
@@ -294,10 +295,6 @@ struct RowDecoder {
   }
 };
 
-inline float scale_of(const uint16_t* scales, int64_t row) {
-  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(scales[row])));
-}
-
 inline __m512 load_lanes(const float* p, int n, int k) {
   return _mm512_maskz_loadu_ps(RowDecoder::lanes(n, k) & (16 * k < n ? 0xFFFF : 0), p + 16 * k);
 }
@@ -343,7 +340,8 @@ void kv_scores(const KvScoresArgs& a) {
         if (nq > 3) acc3 = _mm512_add_ps(acc3, dot(x, qs[3] + c0, n));
       }
       alignas(16) float sums[4];
-      _mm_store_ps(sums, _mm_mul_ps(sum4(acc0, acc1, acc2, acc3), _mm_set1_ps(scale_of(s.scales, a.first + t))));
+      const float scale = half_to_float(s.scales[a.first + t]);
+      _mm_store_ps(sums, _mm_mul_ps(sum4(acc0, acc1, acc2, acc3), _mm_set1_ps(scale)));
       for (int q = 0; q < nq; ++q) a.out[(q0 + q) * a.out_stride + t] += sums[q];
     }
   }
@@ -380,7 +378,7 @@ void kv_weighted_sum(const KvWeightedArgs& a) {
       const uint8_t* row = first;
       for (int64_t t = 0; t < a.count; ++t, row += row_bytes) {
         const Quad x = n == 64 ? dec.full(row, s.end) : dec.part(row, n, s.end);
-        const float scale = scale_of(s.scales, a.first + t);
+        const float scale = half_to_float(s.scales[a.first + t]);
         axpy(_mm512_set1_ps(w0[t] * scale), x, acc0);
         if (nq > 1) axpy(_mm512_set1_ps(w0[a.weights_stride + t] * scale), x, acc1);
         if (nq > 2) axpy(_mm512_set1_ps(w0[2 * a.weights_stride + t] * scale), x, acc2);
@@ -398,7 +396,7 @@ void kv_decode(const KvDecodeArgs& a) {
   const int row_bytes = s.channels * s.bits / 8;
   for (int64_t t = 0; t < a.count; ++t) {
     const uint8_t* row = s.packed + (a.first + t) * row_bytes;
-    const __m512 scale = _mm512_set1_ps(scale_of(s.scales, a.first + t));
+    const __m512 scale = _mm512_set1_ps(half_to_float(s.scales[a.first + t]));
     float* out = a.out + t * a.out_stride;
     for (int c0 = 0; c0 < s.channels; c0 += 64, row += 8 * s.bits) {
       const int n = s.channels - c0 < 64 ? s.channels - c0 : 64;

@@ -10,11 +10,6 @@
 namespace rq {
 namespace {
 
-float factor_at(const void* factors, int half, int r) {
-  if (half) return half_to_float(static_cast<const uint16_t*>(factors)[r]);
-  return static_cast<const float*>(factors)[r];
-}
-
 // sums[c][r] of one query over one block: weight * (level + offset) over the class's channels
 void block_sums(const ScanArgs& a, int64_t block, int q, int32_t sums[kMaxClasses][kBlockRows]) {
   for (int i = 0; i < a.n_runs; ++i) {
