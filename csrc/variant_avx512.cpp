@@ -86,20 +86,6 @@ struct Levels {
   }
 };
 
-inline __m512 load_factors(const void* f, int half, int first) {
-  if (half) {
-    return _mm512_cvtph_ps(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(f) + first)));
-  }
-  return _mm512_loadu_ps(static_cast<const float*>(f) + first);
-}
-
-inline int32_t weight_word(const int8_t* w) {
-  int32_t word;
-  std::memcpy(&word, w, 4);
-  return word;
-}
-
 // acc[q] += levels . weights over the run's groups, for half `h` (rows 16h..16h+15) of block
 // `block`: one half at a time, so that 16 queries' accumulators fit the registers beside the
 // decoder's (arrays of vectors indexed through a reference would stay in memory: the loop
@@ -144,7 +130,7 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec
   }
 }
 
-template <int Q, bool Checked>
+template <bool Checked, int Q>
 inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block,
                        int32_t (&sums)[kMaxClasses][Q][32]) {
   for (int h = 0; h < 2; ++h) {
@@ -174,41 +160,40 @@ inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block
   }
 }
 
-// Bounds and the threshold test, 16 rows at a time; Classes 1 or 2.
-template <int Q, int Classes>
-inline void report(ScanArgs& a, int64_t block, uint32_t eligible, const int32_t (&sums)[kMaxClasses][Q][32]) {
-  const int first_row = static_cast<int>(block * 32);
-  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (int h = 0; h < 2; ++h) {
-    const __mmask16 live = static_cast<__mmask16>(eligible >> (16 * h));
-    if (!live) continue;
-    const int row0 = first_row + 16 * h;
-    __m512 f[Classes];
-    for (int k = 0; k < Classes; ++k) f[k] = load_factors(a.factors[k], a.factor_half[k], row0);
-    const __m512 shift = a.shift ? _mm512_loadu_ps(a.shift + row0) : _mm512_setzero_ps();
-    for (int q = 0; q < Q; ++q) {
-      const QueryConsts& c = a.consts[q];
-      // upper = sum_k f_k * (bias_k + margin_k + delta_k * S_k) + shift
-      __m512 upper = shift;
-      for (int k = 0; k < Classes; ++k) {
-        const __m512 s = _mm512_cvtepi32_ps(_mm512_load_si512(sums[k][q] + 16 * h));
-        const __m512 top = _mm512_fmadd_ps(s, _mm512_set1_ps(c.cls[k].delta),
-                                           _mm512_set1_ps(c.cls[k].bias + c.cls[k].margin));
-        upper = _mm512_fmadd_ps(f[k], top, upper);
-      }
-      const __mmask16 pass = _mm512_mask_cmp_ps_mask(live, upper, _mm512_set1_ps(a.thresholds[q]), _CMP_GE_OQ);
-      if (!pass) continue;
-      __m512 width = _mm512_setzero_ps();
-      for (int k = 0; k < Classes; ++k) width = _mm512_fmadd_ps(f[k], _mm512_set1_ps(2 * c.cls[k].margin), width);
-      const int n = a.counts[q];
-      const __m512i rows = _mm512_add_epi32(lanes, _mm512_set1_epi32(row0));
-      _mm512_mask_compressstoreu_epi32(a.rows[q] + n, pass, rows);
-      _mm512_mask_compressstoreu_ps(a.lower[q] + n, pass, _mm512_sub_ps(upper, width));
-      _mm512_mask_compressstoreu_ps(a.upper[q] + n, pass, upper);
-      a.counts[q] = n + __builtin_popcount(pass);
+// The report's row lanes (scan_loop.h): a half block, 16 rows, per register.
+struct Lanes {
+  static constexpr int kRows = 16;
+  using Float = __m512;
+  static Float factors(const void* f, int half, int first) {
+    if (half) {
+      return _mm512_cvtph_ps(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(f) + first)));
     }
+    return _mm512_loadu_ps(static_cast<const float*>(f) + first);
   }
-}
+  static Float load(const float* p) { return _mm512_loadu_ps(p); }
+  static Float zero() { return _mm512_setzero_ps(); }
+  static Float set1(float x) { return _mm512_set1_ps(x); }
+  static Float fmadd(Float a, Float b, Float c) { return _mm512_fmadd_ps(a, b, c); }
+  static Float sub(Float a, Float b) { return _mm512_sub_ps(a, b); }
+  static Float sums(const int32_t* p) { return _mm512_cvtepi32_ps(_mm512_load_si512(p)); }
+  static uint32_t reaching(Float x, float threshold, uint32_t live) {
+    return _mm512_mask_cmp_ps_mask(static_cast<__mmask16>(live), x, _mm512_set1_ps(threshold), _CMP_GE_OQ);
+  }
+  // inlined as the rest of the report is (GCC would keep one out-of-line copy for the 32
+  // instantiations: a call for every register with a passing row)
+  [[gnu::always_inline]] static void append(ScanArgs& a, int q, int row0, uint32_t pass, Float lower,
+                                            Float upper) {
+    const __mmask16 m = static_cast<__mmask16>(pass);
+    const int n = a.counts[q];
+    const __m512i rows = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(row0));
+    _mm512_mask_compressstoreu_epi32(a.rows[q] + n, m, rows);
+    _mm512_mask_compressstoreu_ps(a.lower[q] + n, m, lower);
+    _mm512_mask_compressstoreu_ps(a.upper[q] + n, m, upper);
+    a.counts[q] = n + __builtin_popcount(pass);
+  }
+};
 
 void scan(ScanArgs& a) {
   Decoder decoders[16];
@@ -221,17 +206,12 @@ void scan(ScanArgs& a) {
     const int64_t room = a.ends[s] - a.blocks[s] - 64;
     unchecked_end = std::min(unchecked_end, room < 0 ? 0 : room / a.block_bytes[s]);
   }
-  dispatch_queries<kQueries>(a.n_queries, a.n_classes, [&](auto queries, auto classes) {
-    constexpr int Q = decltype(queries)::value, Classes = decltype(classes)::value;
-    alignas(64) int32_t sums[kMaxClasses][Q][32];
-    scan_blocks<Q>(a, [&](int64_t b, uint32_t eligible) {
-      if (b < unchecked_end) {
-        block_sums<Q, false>(a, decoders, b, sums);
-      } else {
-        block_sums<Q, true>(a, decoders, b, sums);
-      }
-      report<Q, Classes>(a, b, eligible, sums);
-    });
+  scan_with<Lanes, kQueries>(a, [&](int64_t b, auto& sums) {
+    if (b < unchecked_end) {
+      block_sums<false>(a, decoders, b, sums);
+    } else {
+      block_sums<true>(a, decoders, b, sums);
+    }
   });
 }
 
