@@ -32,7 +32,7 @@ struct ScanRun {
 // S_c = sum over the class's channels of weight * (level[code] + offset), all integers (levels
 // in [-level_max, level_max], offset level_max + 1, so that the unsigned operand of the byte
 // dot products stays in 1..2 * level_max + 1); the exact score lies within
-// sum_c f_c[row] * margin of it (scan.cpp derives margin).
+// sum_c f_c[row] * margin of it (scan_plan.cpp derives margin).
 struct ClassConsts {
   float bias;
   float delta;
@@ -77,7 +77,7 @@ struct ScanArgs {
 };
 
 // Exact re-scoring of one row of one stream: sum over its channels of query * values[code], in
-// float32 (scan.cpp does it in portable code for variants without their own).
+// float32 (scan_candidates.cpp does it in portable code for variants without their own).
 struct RescoreStream {
   const uint8_t* block;   // the row's block in this stream
   const uint8_t* end;     // end of the stream's buffer

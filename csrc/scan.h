@@ -5,7 +5,7 @@
 // the row's factor and keeps the rows whose *upper bound* reaches the running threshold (the
 // k-th largest *lower bound* seen). The survivors are re-scored exactly in float32 from their
 // codes, so the result is the exact top-k of the float scores, given that the quantization
-// errors of a true top-k row stay within the margin (scan.cpp derives it).
+// errors of a true top-k row stay within the margin (scan_plan.cpp derives it).
 #pragma once
 
 #include <cstdint>
