@@ -1,8 +1,10 @@
 // The dispatch surface: what every kernel variant (scalar, AVX2, AVX-512) implements.
 //
 // Variants live in their own translation units (variant_*.cpp) compiled with their own
-// instruction-set flags; everything in them has internal linkage and they take plain structs,
-// so nothing compiled for a wider ISA leaks into code the others run. Python never sees SIMD:
+// instruction-set flags; everything in them, and in the headers they share (scan_loop.h: the
+// block loop and report; codes.h, half.h), has internal linkage and they take plain structs,
+// so nothing compiled for a wider ISA leaks into code the others run. A variant brings its
+// block sums, its row lanes for the report and its KV row readers. Python never sees SIMD:
 // module.cpp checks every input, then calls the active variant through this table.
 #pragma once
 
