@@ -1,13 +1,23 @@
-// IEEE half -> float in portable code (the SIMD variants use F16C instead). Only code compiled
-// without instruction-set flags includes this (see kernels.h on why that matters).
+// IEEE half -> float, for every translation unit: one F16C instruction where the unit is
+// compiled with F16C (the x86 variants), portable code otherwise. Internal linkage, so that
+// each unit keeps the version its own flags allow: an inline function with external linkage
+// compiled with F16C could be the one the linker keeps for code that runs without it.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 namespace rq {
+namespace {
 
 inline float half_to_float(uint16_t h) {
+#if defined(__F16C__)
+  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+#else
   const uint32_t sign = uint32_t(h >> 15) << 31;
   const uint32_t exponent = (h >> 10) & 0x1F;
   uint32_t mantissa = h & 0x3FF;
@@ -31,6 +41,14 @@ inline float half_to_float(uint16_t h) {
   float out;
   std::memcpy(&out, &bits, 4);
   return out;
+#endif
 }
 
+// Row `row` of a per-row factor array: float16 (half = 1) or float32.
+inline float factor_at(const void* factors, int half, int64_t row) {
+  if (half) return half_to_float(static_cast<const uint16_t*>(factors)[row]);
+  return static_cast<const float*>(factors)[row];
+}
+
+}  // namespace
 }  // namespace rq

@@ -1,8 +1,10 @@
 // The dispatch surface: what every kernel variant (scalar, AVX2, AVX-512) implements.
 //
 // Variants live in their own translation units (variant_*.cpp) compiled with their own
-// instruction-set flags; everything in them has internal linkage and they take plain structs,
-// so nothing compiled for a wider ISA leaks into code the others run. Python never sees SIMD:
+// instruction-set flags; everything in them, and in the headers they share (scan_loop.h: the
+// block loop and report; codes.h, half.h), has internal linkage and they take plain structs,
+// so nothing compiled for a wider ISA leaks into code the others run. A variant brings its
+// block sums, its row lanes for the report and its KV row readers. Python never sees SIMD:
 // module.cpp checks every input, then calls the active variant through this table.
 #pragma once
 
@@ -32,7 +34,7 @@ struct ScanRun {
 // S_c = sum over the class's channels of weight * (level[code] + offset), all integers (levels
 // in [-level_max, level_max], offset level_max + 1, so that the unsigned operand of the byte
 // dot products stays in 1..2 * level_max + 1); the exact score lies within
-// sum_c f_c[row] * margin of it (scan.cpp derives margin).
+// sum_c f_c[row] * margin of it (scan_plan.cpp derives margin).
 struct ClassConsts {
   float bias;
   float delta;
@@ -77,7 +79,7 @@ struct ScanArgs {
 };
 
 // Exact re-scoring of one row of one stream: sum over its channels of query * values[code], in
-// float32 (scan.cpp does it in portable code for variants without their own).
+// float32 (scan_candidates.cpp does it in portable code for variants without their own).
 struct RescoreStream {
   const uint8_t* block;   // the row's block in this stream
   const uint8_t* end;     // end of the stream's buffer

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "cpu.h"
 #include "pool.h"
 
@@ -24,11 +25,6 @@ using namespace nb::literals;
 
 namespace rq {
 namespace {
-
-template <typename T, int N>
-using Array = nb::ndarray<T, nb::ndim<N>, nb::c_contig, nb::device::cpu>;
-
-[[noreturn]] void fail(const std::string& message) { throw nb::value_error(message.c_str()); }
 
 struct Stream {
   KvRows rows;      // head 0

@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "codes.h"
 #include "pool.h"
 
 namespace rq {
@@ -13,13 +14,13 @@ namespace {
 constexpr int64_t kPackBlocks = 256;  // blocks per pool task when packing many rows
 }  // namespace
 
-StreamLayout StreamLayout::make(int channels, int bits) {
+BlockLayout BlockLayout::make(int channels, int bits) {
   if (channels < 1 || bits < 1 || bits > 8) {
-    throw std::invalid_argument("stream layout: need channels >= 1 and bits in 1..8, got " +
+    throw std::invalid_argument("block layout: need channels >= 1 and bits in 1..8, got " +
                                 std::to_string(channels) + " channels at " +
                                 std::to_string(bits) + " bits");
   }
-  StreamLayout layout;
+  BlockLayout layout;
   layout.channels = channels;
   layout.bits = bits;
   int32_t offset = 0;
@@ -51,7 +52,7 @@ void write_code(uint8_t* group, int channels, int bits, int r, int j, uint32_t c
 // A whole block from 32 rows of codes (32, C): each group is one bit stream, built a row's
 // group word (channels * bits <= 32 bits) at a time and written out 32 bits at a time (a
 // group's 32 rows fill a multiple of 32 bits).
-void pack_block(const StreamLayout& layout, const uint8_t* codes, uint8_t* block) {
+void pack_block(const BlockLayout& layout, const uint8_t* codes, uint8_t* block) {
   const int bits = layout.bits;
   for (const Group& g : layout.groups) {
     uint8_t* out = block + g.offset;
@@ -74,7 +75,7 @@ void pack_block(const StreamLayout& layout, const uint8_t* codes, uint8_t* block
   }
 }
 
-void pack_row(const StreamLayout& layout, const uint8_t* code, uint8_t* stream, int64_t row) {
+void pack_row(const BlockLayout& layout, const uint8_t* code, uint8_t* stream, int64_t row) {
   uint8_t* block = stream + (row / kBlockRows) * layout.block_bytes;
   const int r = static_cast<int>(row % kBlockRows);
   for (const Group& g : layout.groups) {
@@ -86,8 +87,8 @@ void pack_row(const StreamLayout& layout, const uint8_t* code, uint8_t* stream, 
 
 }  // namespace
 
-void pack_rows(const StreamLayout& layout, const uint8_t* codes, int64_t rows, uint8_t* stream,
-               int64_t first_row) {
+void pack_blocks(const BlockLayout& layout, const uint8_t* codes, int64_t rows, uint8_t* stream,
+                 int64_t first_row) {
   int64_t i = 0;
   const int64_t C = layout.channels;
   // rows before the first block boundary, then whole blocks, then the rest
@@ -107,8 +108,8 @@ void pack_rows(const StreamLayout& layout, const uint8_t* codes, int64_t rows, u
   for (i = head + blocks * kBlockRows; i < rows; ++i) pack_row(layout, codes + i * C, stream, first_row + i);
 }
 
-void unpack_rows(const StreamLayout& layout, const uint8_t* stream, const int64_t* rows,
-                 int64_t count, uint8_t* out) {
+void unpack_blocks(const BlockLayout& layout, const uint8_t* stream, const int64_t* rows,
+                   int64_t count, uint8_t* out) {
   for (int64_t i = 0; i < count; ++i) {
     const uint8_t* block = stream + (rows[i] / kBlockRows) * layout.block_bytes;
     const int r = static_cast<int>(rows[i] % kBlockRows);
@@ -122,7 +123,7 @@ void unpack_rows(const StreamLayout& layout, const uint8_t* stream, const int64_
   }
 }
 
-void copy_row(const StreamLayout& layout, uint8_t* dst, int64_t dst_row, const uint8_t* src,
+void copy_row(const BlockLayout& layout, uint8_t* dst, int64_t dst_row, const uint8_t* src,
               int64_t src_row) {
   const uint8_t* from = src + (src_row / kBlockRows) * layout.block_bytes;
   uint8_t* to = dst + (dst_row / kBlockRows) * layout.block_bytes;

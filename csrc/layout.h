@@ -35,34 +35,27 @@ struct Group {
   int32_t bytes;     // 4 * channels * bits
 };
 
-struct StreamLayout {
+// The block layout of one stream (named apart from kv/codec.py's StreamLayout, which
+// describes a KV cache stream).
+struct BlockLayout {
   int32_t channels = 0;
   int32_t bits = 0;
   int64_t block_bytes = 0;  // 4 * channels * bits
   std::vector<Group> groups;
 
-  static StreamLayout make(int channels, int bits);  // throws std::invalid_argument
+  static BlockLayout make(int channels, int bits);  // throws std::invalid_argument
 };
 
-// Code of (row r in 0..31, channel j of the group) from the group's bytes.
-inline uint32_t read_code(const uint8_t* group, int channels, int bits, int r, int j) {
-  const int64_t bit = (int64_t(r) * channels + j) * bits;
-  const uint8_t* p = group + (bit >> 3);
-  const int shift = static_cast<int>(bit & 7);
-  uint32_t word = p[0];
-  if (shift + bits > 8) word |= uint32_t(p[1]) << 8;
-  return (word >> shift) & ((1u << bits) - 1);
-}
-
 // codes: (rows, C) uint8 row-major, written at rows [first_row, first_row + rows) of a stream
-// of blocks (the stream must hold ceil((first_row + rows)/32) blocks).
-void pack_rows(const StreamLayout& layout, const uint8_t* codes, int64_t rows,
-               uint8_t* stream, int64_t first_row);
+// of blocks (the stream must hold ceil((first_row + rows)/32) blocks). Not codec/packing.py's
+// pack_rows, whose rows are row-major bit streams.
+void pack_blocks(const BlockLayout& layout, const uint8_t* codes, int64_t rows,
+                 uint8_t* stream, int64_t first_row);
 // Inverse: codes of `count` rows listed in `rows` (any order) into out (count, C).
-void unpack_rows(const StreamLayout& layout, const uint8_t* stream, const int64_t* rows,
-                 int64_t count, uint8_t* out);
+void unpack_blocks(const BlockLayout& layout, const uint8_t* stream, const int64_t* rows,
+                   int64_t count, uint8_t* out);
 // Row copy between streams of the same layout (dst may equal src).
-void copy_row(const StreamLayout& layout, uint8_t* dst, int64_t dst_row, const uint8_t* src,
+void copy_row(const BlockLayout& layout, uint8_t* dst, int64_t dst_row, const uint8_t* src,
               int64_t src_row);
 
 }  // namespace rq

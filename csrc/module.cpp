@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "cpu.h"
 #include "kv.h"
 #include "layout.h"
@@ -30,19 +31,7 @@ using namespace nb::literals;
 namespace rq {
 namespace {
 
-template <typename T>
-using Array1 = nb::ndarray<T, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
-template <typename T>
-using Array2 = nb::ndarray<T, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using AnyArray1 = nb::ndarray<nb::ndim<1>, nb::c_contig, nb::device::cpu>;
-
-[[noreturn]] void fail(const std::string& message) { throw nb::value_error(message.c_str()); }
-
-// Constant messages only: a message built with std::string would be built on every call,
-// checks inside loops use `if (!ok) fail(...)`.
-void require(bool ok, const char* message) {
-  if (!ok) fail(message);
-}
 
 // An array argument inside a list or tuple, taken as it is: no implicit dtype conversion (a
 // converted temporary would not outlive this call's borrowed pointers).
@@ -57,10 +46,10 @@ T array_arg(nb::handle h, const char* what) {
 
 int64_t blocks_for(int64_t rows) { return (rows + kBlockRows - 1) / kBlockRows; }
 
-StreamLayout layout_or_fail(int64_t channels, int64_t bits) {
+BlockLayout layout_or_fail(int64_t channels, int64_t bits) {
   if (channels < 1 || channels > (1 << 20)) fail("channels must be in 1..2**20, got " + std::to_string(channels));
   if (bits < 1 || bits > 8) fail("bits must be in 1..8, got " + std::to_string(bits));
-  return StreamLayout::make(static_cast<int>(channels), static_cast<int>(bits));
+  return BlockLayout::make(static_cast<int>(channels), static_cast<int>(bits));
 }
 
 template <typename T>
@@ -74,24 +63,24 @@ nb::ndarray<nb::numpy, T> numpy_array(std::vector<size_t> shape) {
 
 // ------------------------------------------------------------------------- layout
 nb::tuple layout_info(int64_t channels, int64_t bits) {
-  const StreamLayout layout = layout_or_fail(channels, bits);
+  const BlockLayout layout = layout_or_fail(channels, bits);
   nb::list groups;
   for (const Group& g : layout.groups) groups.append(nb::make_tuple(g.first, g.channels, g.offset, g.bytes));
   return nb::make_tuple(layout.block_bytes, groups);
 }
 
-void check_stream(const StreamLayout& layout, size_t length, int64_t rows, const char* what) {
+void check_stream(const BlockLayout& layout, size_t length, int64_t rows, const char* what) {
   const int64_t need = blocks_for(rows) * layout.block_bytes;
   if (static_cast<int64_t>(length) < need)
     fail(std::string(what) + ": stream holds " + std::to_string(length) + " bytes, " +
               std::to_string(need) + " needed for " + std::to_string(rows) + " rows");
 }
 
-void pack_rows_py(Array2<const uint8_t> codes, int64_t bits, Array1<uint8_t> stream, int64_t first_row) {
-  const StreamLayout layout = layout_or_fail(static_cast<int64_t>(codes.shape(1)), bits);
+void pack_blocks_py(Array2<const uint8_t> codes, int64_t bits, Array1<uint8_t> stream, int64_t first_row) {
+  const BlockLayout layout = layout_or_fail(static_cast<int64_t>(codes.shape(1)), bits);
   require(first_row >= 0, "first_row must be >= 0");
   const int64_t rows = static_cast<int64_t>(codes.shape(0));
-  check_stream(layout, stream.shape(0), first_row + rows, "pack_rows");
+  check_stream(layout, stream.shape(0), first_row + rows, "pack_blocks");
   const uint8_t* c = codes.data();
   const size_t count = codes.size();
   uint8_t* s = stream.data();
@@ -99,21 +88,21 @@ void pack_rows_py(Array2<const uint8_t> codes, int64_t bits, Array1<uint8_t> str
   {
     nb::gil_scoped_release release;
     for (size_t i = 0; i < count; ++i) largest = std::max(largest, c[i]);
-    if (largest >> bits == 0) pack_rows(layout, c, rows, s, first_row);
+    if (largest >> bits == 0) pack_blocks(layout, c, rows, s, first_row);
   }
   if (largest >> bits) {
-    fail("pack_rows: code " + std::to_string(largest) + " does not fit " + std::to_string(bits) + " bits");
+    fail("pack_blocks: code " + std::to_string(largest) + " does not fit " + std::to_string(bits) + " bits");
   }
 }
 
-nb::ndarray<nb::numpy, uint8_t> unpack_rows_py(Array1<const uint8_t> stream, int64_t channels, int64_t bits,
+nb::ndarray<nb::numpy, uint8_t> unpack_blocks_py(Array1<const uint8_t> stream, int64_t channels, int64_t bits,
                                                Array1<const int64_t> rows) {
-  const StreamLayout layout = layout_or_fail(channels, bits);
+  const BlockLayout layout = layout_or_fail(channels, bits);
   const int64_t capacity = static_cast<int64_t>(stream.shape(0)) / layout.block_bytes * kBlockRows;
   const int64_t* r = rows.data();
   for (size_t i = 0; i < rows.shape(0); ++i) {
     if (r[i] < 0 || r[i] >= capacity) {
-      fail("unpack_rows: row " + std::to_string(r[i]) + " outside the stream's " + std::to_string(capacity) +
+      fail("unpack_blocks: row " + std::to_string(r[i]) + " outside the stream's " + std::to_string(capacity) +
            " rows");
     }
   }
@@ -122,14 +111,14 @@ nb::ndarray<nb::numpy, uint8_t> unpack_rows_py(Array1<const uint8_t> stream, int
   uint8_t* o = out.data();
   {
     nb::gil_scoped_release release;
-    unpack_rows(layout, s, r, static_cast<int64_t>(rows.shape(0)), o);
+    unpack_blocks(layout, s, r, static_cast<int64_t>(rows.shape(0)), o);
   }
   return out;
 }
 
 void copy_row_py(Array1<uint8_t> dst, int64_t dst_row, Array1<const uint8_t> src, int64_t src_row, int64_t channels,
                  int64_t bits) {
-  const StreamLayout layout = layout_or_fail(channels, bits);
+  const BlockLayout layout = layout_or_fail(channels, bits);
   require(dst_row >= 0 && src_row >= 0, "copy_row: rows must be >= 0");
   check_stream(layout, dst.shape(0), dst_row + 1, "copy_row (destination)");
   check_stream(layout, src.shape(0), src_row + 1, "copy_row (source)");
@@ -304,8 +293,8 @@ NB_MODULE(_core, m) {
         "Make `name` the active kernel variant (ValueError if not available).");
   m.def("layout_info", &layout_info, "channels"_a, "bits"_a,
         "(block bytes, groups [(first channel, channels, byte offset, bytes)]).");
-  m.def("pack_rows", &pack_rows_py, "codes"_a.noconvert(), "bits"_a, "stream"_a.noconvert(), "first_row"_a);
-  m.def("unpack_rows", &unpack_rows_py, "stream"_a.noconvert(), "channels"_a, "bits"_a, "rows"_a.noconvert());
+  m.def("pack_blocks", &pack_blocks_py, "codes"_a.noconvert(), "bits"_a, "stream"_a.noconvert(), "first_row"_a);
+  m.def("unpack_blocks", &unpack_blocks_py, "stream"_a.noconvert(), "channels"_a, "bits"_a, "rows"_a.noconvert());
   m.def("copy_row", &copy_row_py, "dst"_a.noconvert(), "dst_row"_a, "src"_a.noconvert(), "src_row"_a, "channels"_a,
         "bits"_a);
   m.def("scan", &scan_py, "codec"_a, "segments"_a, "rotated"_a.noconvert(), "projected"_a.noconvert().none(), "k"_a);

@@ -5,7 +5,7 @@
 // the row's factor and keeps the rows whose *upper bound* reaches the running threshold (the
 // k-th largest *lower bound* seen). The survivors are re-scored exactly in float32 from their
 // codes, so the result is the exact top-k of the float scores, given that the quantization
-// errors of a true top-k row stay within the margin (scan.cpp derives it).
+// errors of a true top-k row stay within the margin (scan_plan.cpp derives it).
 #pragma once
 
 #include <cstdint>
@@ -25,7 +25,7 @@ struct CodecStream {
   float scale = 1.0f;     // multiplies the stream's inner product (QJL: sqrt(pi/2)/dim)
   std::vector<float> values;  // [2**bits] decoded value of each code
   std::vector<float> probs;   // [2**bits] probability of each code (rounding-error statistics)
-  StreamLayout layout;
+  BlockLayout layout;
 };
 
 struct SegmentView {

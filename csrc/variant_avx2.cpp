@@ -13,6 +13,7 @@
 
 #include <cstring>
 
+#include "half.h"
 #include "kernels.h"
 #include "scan_loop.h"
 
@@ -119,20 +120,6 @@ inline __m256i levels_of(__m256i codes, const uint8_t* table, int bits) {
   return r[0];
 }
 
-inline __m256 load_factors(const void* f, int half, int first) {
-  if (half) {
-    return _mm256_cvtph_ps(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(f) + first)));
-  }
-  return _mm256_loadu_ps(static_cast<const float*>(f) + first);
-}
-
-inline int32_t weight_word(const int8_t* w) {
-  int32_t word;
-  std::memcpy(&word, w, 4);
-  return word;
-}
-
 // sums[q][8t..8t+7] += levels . weights over the run's groups in block `block`, one quarter
 // block (8 rows: one register per query) at a time, so that the accumulators of 4 queries fit
 // the 16 registers; Nibbles: full 4-bit groups; Small: codes of <= 4 bits (one shuffle).
@@ -180,55 +167,47 @@ inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block
   }
 }
 
-template <int Q, int Classes>
-inline void report(ScanArgs& a, int64_t block, uint32_t eligible, const int32_t (&sums)[kMaxClasses][Q][32]) {
-  const int first_row = static_cast<int>(block * 32);
-  for (int t = 0; t < 4; ++t) {
-    const uint32_t live = (eligible >> (8 * t)) & 0xFF;
-    if (!live) continue;
-    const int row0 = first_row + 8 * t;
-    __m256 f[Classes];
-    for (int k = 0; k < Classes; ++k) f[k] = load_factors(a.factors[k], a.factor_half[k], row0);
-    const __m256 shift = a.shift ? _mm256_loadu_ps(a.shift + row0) : _mm256_setzero_ps();
-    for (int q = 0; q < Q; ++q) {
-      const QueryConsts& c = a.consts[q];
-      __m256 upper = shift;
-      for (int k = 0; k < Classes; ++k) {
-        const __m256 s = _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sums[k][q] + 8 * t)));
-        const __m256 top = _mm256_fmadd_ps(s, _mm256_set1_ps(c.cls[k].delta),
-                                           _mm256_set1_ps(c.cls[k].bias + c.cls[k].margin));
-        upper = _mm256_fmadd_ps(f[k], top, upper);
-      }
-      uint32_t pass = live & static_cast<uint32_t>(_mm256_movemask_ps(
-                                 _mm256_cmp_ps(upper, _mm256_set1_ps(a.thresholds[q]), _CMP_GE_OQ)));
-      if (!pass) continue;
-      __m256 width = _mm256_setzero_ps();
-      for (int k = 0; k < Classes; ++k) width = _mm256_fmadd_ps(f[k], _mm256_set1_ps(2 * c.cls[k].margin), width);
-      alignas(32) float up[8], lo[8];
-      _mm256_store_ps(up, upper);
-      _mm256_store_ps(lo, _mm256_sub_ps(upper, width));
-      for (; pass; pass &= pass - 1) {
-        const int r = __builtin_ctz(pass);
-        const int n = a.counts[q]++;
-        a.rows[q][n] = row0 + r;
-        a.lower[q][n] = lo[r];
-        a.upper[q][n] = up[r];
-      }
+// The report's row lanes (scan_loop.h): a quarter block, 8 rows, per register.
+struct Lanes {
+  static constexpr int kRows = 8;
+  using Float = __m256;
+  static Float factors(const void* f, int half, int first) {
+    if (half) {
+      return _mm256_cvtph_ps(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(f) + first)));
+    }
+    return _mm256_loadu_ps(static_cast<const float*>(f) + first);
+  }
+  static Float load(const float* p) { return _mm256_loadu_ps(p); }
+  static Float zero() { return _mm256_setzero_ps(); }
+  static Float set1(float x) { return _mm256_set1_ps(x); }
+  static Float fmadd(Float a, Float b, Float c) { return _mm256_fmadd_ps(a, b, c); }
+  static Float sub(Float a, Float b) { return _mm256_sub_ps(a, b); }
+  static Float sums(const int32_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static uint32_t reaching(Float x, float threshold, uint32_t live) {
+    return live & static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(x, _mm256_set1_ps(threshold), _CMP_GE_OQ)));
+  }
+  // AVX2 has no compressing store: the lanes go through memory, one row per passing bit
+  static void append(ScanArgs& a, int q, int row0, uint32_t pass, Float lower, Float upper) {
+    alignas(32) float up[8], lo[8];
+    _mm256_store_ps(up, upper);
+    _mm256_store_ps(lo, lower);
+    for (; pass; pass &= pass - 1) {
+      const int r = __builtin_ctz(pass);
+      const int n = a.counts[q]++;
+      a.rows[q][n] = row0 + r;
+      a.lower[q][n] = lo[r];
+      a.upper[q][n] = up[r];
     }
   }
-}
+};
 
 void scan(ScanArgs& a) {
   Decoder decoders[16];
   for (int i = 0; i < a.n_runs && i < 16; ++i) decoders[i].init(a.runs[i].channels, a.runs[i].bits);
-  dispatch_queries<kQueries>(a.n_queries, a.n_classes, [&](auto queries, auto classes) {
-    constexpr int Q = decltype(queries)::value, Classes = decltype(classes)::value;
-    alignas(32) int32_t sums[kMaxClasses][Q][32];
-    scan_blocks<Q>(a, [&](int64_t b, uint32_t eligible) {
-      block_sums<Q>(a, decoders, b, sums);
-      report<Q, Classes>(a, b, eligible, sums);
-    });
-  });
+  scan_with<Lanes, kQueries>(a, [&](int64_t b, auto& sums) { block_sums(a, decoders, b, sums); });
 }
 
 // ------------------------------------------------------------------------- KV rows
@@ -274,10 +253,6 @@ struct RowDecoder {
   }
 };
 
-inline float scale_of(const uint16_t* scales, int64_t row) {
-  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(scales[row])));
-}
-
 inline float sum8(__m256 v) {
   const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -303,7 +278,7 @@ void kv_scores(const KvScoresArgs& a) {
         if (nq > 2) acc2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(qs[2] + 8 * g), acc2);
         if (nq > 3) acc3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(qs[3] + 8 * g), acc3);
       }
-      const float scale = scale_of(s.scales, a.first + t);
+      const float scale = half_to_float(s.scales[a.first + t]);
       const float sums[4] = {sum8(acc0), sum8(acc1), sum8(acc2), sum8(acc3)};
       for (int q = 0; q < nq; ++q) a.out[(q0 + q) * a.out_stride + t] += sums[q] * scale;
     }
@@ -323,7 +298,7 @@ void kv_weighted_sum(const KvWeightedArgs& a) {
       const float* w1 = two ? w0 + a.weights_stride : w0;
       const uint8_t* row = s.packed + a.first * row_bytes + (c0 / 8) * s.bits;
       for (int64_t t = 0; t < a.count; ++t, row += row_bytes) {
-        const float scale = scale_of(s.scales, a.first + t);
+        const float scale = half_to_float(s.scales[a.first + t]);
         const __m256 x = _mm256_set1_ps(w0[t] * scale), y = _mm256_set1_ps(w1[t] * scale);
         const __m256 v0 = dec.decode8(row, s.end);
         a0 = _mm256_fmadd_ps(x, v0, a0);
@@ -361,7 +336,7 @@ void kv_decode(const KvDecodeArgs& a) {
   const int row_bytes = s.channels * s.bits / 8;
   for (int64_t t = 0; t < a.count; ++t) {
     const uint8_t* row = s.packed + (a.first + t) * row_bytes;
-    const __m256 scale = _mm256_set1_ps(scale_of(s.scales, a.first + t));
+    const __m256 scale = _mm256_set1_ps(half_to_float(s.scales[a.first + t]));
     float* out = a.out + t * a.out_stride;
     for (int g = 0; g < s.channels / 8; ++g) {
       _mm256_storeu_ps(out + 8 * g, _mm256_mul_ps(dec.decode8(row + g * s.bits, s.end), scale));

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "codes.h"
+#include "half.h"
 #include "kernels.h"
 #include "scan_loop.h"
 
@@ -84,20 +86,6 @@ struct Levels {
   }
 };
 
-inline __m512 load_factors(const void* f, int half, int first) {
-  if (half) {
-    return _mm512_cvtph_ps(
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(f) + first)));
-  }
-  return _mm512_loadu_ps(static_cast<const float*>(f) + first);
-}
-
-inline int32_t weight_word(const int8_t* w) {
-  int32_t word;
-  std::memcpy(&word, w, 4);
-  return word;
-}
-
 // acc[q] += levels . weights over the run's groups, for half `h` (rows 16h..16h+15) of block
 // `block`: one half at a time, so that 16 queries' accumulators fit the registers beside the
 // decoder's (arrays of vectors indexed through a reference would stay in memory: the loop
@@ -142,7 +130,7 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec
   }
 }
 
-template <int Q, bool Checked>
+template <bool Checked, int Q>
 inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block,
                        int32_t (&sums)[kMaxClasses][Q][32]) {
   for (int h = 0; h < 2; ++h) {
@@ -172,41 +160,40 @@ inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block
   }
 }
 
-// Bounds and the threshold test, 16 rows at a time; Classes 1 or 2.
-template <int Q, int Classes>
-inline void report(ScanArgs& a, int64_t block, uint32_t eligible, const int32_t (&sums)[kMaxClasses][Q][32]) {
-  const int first_row = static_cast<int>(block * 32);
-  const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (int h = 0; h < 2; ++h) {
-    const __mmask16 live = static_cast<__mmask16>(eligible >> (16 * h));
-    if (!live) continue;
-    const int row0 = first_row + 16 * h;
-    __m512 f[Classes];
-    for (int k = 0; k < Classes; ++k) f[k] = load_factors(a.factors[k], a.factor_half[k], row0);
-    const __m512 shift = a.shift ? _mm512_loadu_ps(a.shift + row0) : _mm512_setzero_ps();
-    for (int q = 0; q < Q; ++q) {
-      const QueryConsts& c = a.consts[q];
-      // upper = sum_k f_k * (bias_k + margin_k + delta_k * S_k) + shift
-      __m512 upper = shift;
-      for (int k = 0; k < Classes; ++k) {
-        const __m512 s = _mm512_cvtepi32_ps(_mm512_load_si512(sums[k][q] + 16 * h));
-        const __m512 top = _mm512_fmadd_ps(s, _mm512_set1_ps(c.cls[k].delta),
-                                           _mm512_set1_ps(c.cls[k].bias + c.cls[k].margin));
-        upper = _mm512_fmadd_ps(f[k], top, upper);
-      }
-      const __mmask16 pass = _mm512_mask_cmp_ps_mask(live, upper, _mm512_set1_ps(a.thresholds[q]), _CMP_GE_OQ);
-      if (!pass) continue;
-      __m512 width = _mm512_setzero_ps();
-      for (int k = 0; k < Classes; ++k) width = _mm512_fmadd_ps(f[k], _mm512_set1_ps(2 * c.cls[k].margin), width);
-      const int n = a.counts[q];
-      const __m512i rows = _mm512_add_epi32(lanes, _mm512_set1_epi32(row0));
-      _mm512_mask_compressstoreu_epi32(a.rows[q] + n, pass, rows);
-      _mm512_mask_compressstoreu_ps(a.lower[q] + n, pass, _mm512_sub_ps(upper, width));
-      _mm512_mask_compressstoreu_ps(a.upper[q] + n, pass, upper);
-      a.counts[q] = n + __builtin_popcount(pass);
+// The report's row lanes (scan_loop.h): a half block, 16 rows, per register.
+struct Lanes {
+  static constexpr int kRows = 16;
+  using Float = __m512;
+  static Float factors(const void* f, int half, int first) {
+    if (half) {
+      return _mm512_cvtph_ps(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(f) + first)));
     }
+    return _mm512_loadu_ps(static_cast<const float*>(f) + first);
   }
-}
+  static Float load(const float* p) { return _mm512_loadu_ps(p); }
+  static Float zero() { return _mm512_setzero_ps(); }
+  static Float set1(float x) { return _mm512_set1_ps(x); }
+  static Float fmadd(Float a, Float b, Float c) { return _mm512_fmadd_ps(a, b, c); }
+  static Float sub(Float a, Float b) { return _mm512_sub_ps(a, b); }
+  static Float sums(const int32_t* p) { return _mm512_cvtepi32_ps(_mm512_load_si512(p)); }
+  static uint32_t reaching(Float x, float threshold, uint32_t live) {
+    return _mm512_mask_cmp_ps_mask(static_cast<__mmask16>(live), x, _mm512_set1_ps(threshold), _CMP_GE_OQ);
+  }
+  // inlined as the rest of the report is (GCC would keep one out-of-line copy for the 32
+  // instantiations: a call for every register with a passing row)
+  [[gnu::always_inline]] static void append(ScanArgs& a, int q, int row0, uint32_t pass, Float lower,
+                                            Float upper) {
+    const __mmask16 m = static_cast<__mmask16>(pass);
+    const int n = a.counts[q];
+    const __m512i rows = _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(row0));
+    _mm512_mask_compressstoreu_epi32(a.rows[q] + n, m, rows);
+    _mm512_mask_compressstoreu_ps(a.lower[q] + n, m, lower);
+    _mm512_mask_compressstoreu_ps(a.upper[q] + n, m, upper);
+    a.counts[q] = n + __builtin_popcount(pass);
+  }
+};
 
 void scan(ScanArgs& a) {
   Decoder decoders[16];
@@ -219,17 +206,12 @@ void scan(ScanArgs& a) {
     const int64_t room = a.ends[s] - a.blocks[s] - 64;
     unchecked_end = std::min(unchecked_end, room < 0 ? 0 : room / a.block_bytes[s]);
   }
-  dispatch_queries<kQueries>(a.n_queries, a.n_classes, [&](auto queries, auto classes) {
-    constexpr int Q = decltype(queries)::value, Classes = decltype(classes)::value;
-    alignas(64) int32_t sums[kMaxClasses][Q][32];
-    scan_blocks<Q>(a, [&](int64_t b, uint32_t eligible) {
-      if (b < unchecked_end) {
-        block_sums<Q, false>(a, decoders, b, sums);
-      } else {
-        block_sums<Q, true>(a, decoders, b, sums);
-      }
-      report<Q, Classes>(a, b, eligible, sums);
-    });
+  scan_with<Lanes, kQueries>(a, [&](int64_t b, auto& sums) {
+    if (b < unchecked_end) {
+      block_sums<false>(a, decoders, b, sums);
+    } else {
+      block_sums<true>(a, decoders, b, sums);
+    }
   });
 }
 
@@ -293,10 +275,6 @@ struct RowDecoder {
   }
 };
 
-inline float scale_of(const uint16_t* scales, int64_t row) {
-  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(scales[row])));
-}
-
 inline __m512 load_lanes(const float* p, int n, int k) {
   return _mm512_maskz_loadu_ps(RowDecoder::lanes(n, k) & (16 * k < n ? 0xFFFF : 0), p + 16 * k);
 }
@@ -342,7 +320,8 @@ void kv_scores(const KvScoresArgs& a) {
         if (nq > 3) acc3 = _mm512_add_ps(acc3, dot(x, qs[3] + c0, n));
       }
       alignas(16) float sums[4];
-      _mm_store_ps(sums, _mm_mul_ps(sum4(acc0, acc1, acc2, acc3), _mm_set1_ps(scale_of(s.scales, a.first + t))));
+      const float scale = half_to_float(s.scales[a.first + t]);
+      _mm_store_ps(sums, _mm_mul_ps(sum4(acc0, acc1, acc2, acc3), _mm_set1_ps(scale)));
       for (int q = 0; q < nq; ++q) a.out[(q0 + q) * a.out_stride + t] += sums[q];
     }
   }
@@ -379,7 +358,7 @@ void kv_weighted_sum(const KvWeightedArgs& a) {
       const uint8_t* row = first;
       for (int64_t t = 0; t < a.count; ++t, row += row_bytes) {
         const Quad x = n == 64 ? dec.full(row, s.end) : dec.part(row, n, s.end);
-        const float scale = scale_of(s.scales, a.first + t);
+        const float scale = half_to_float(s.scales[a.first + t]);
         axpy(_mm512_set1_ps(w0[t] * scale), x, acc0);
         if (nq > 1) axpy(_mm512_set1_ps(w0[a.weights_stride + t] * scale), x, acc1);
         if (nq > 2) axpy(_mm512_set1_ps(w0[2 * a.weights_stride + t] * scale), x, acc2);
@@ -397,7 +376,7 @@ void kv_decode(const KvDecodeArgs& a) {
   const int row_bytes = s.channels * s.bits / 8;
   for (int64_t t = 0; t < a.count; ++t) {
     const uint8_t* row = s.packed + (a.first + t) * row_bytes;
-    const __m512 scale = _mm512_set1_ps(scale_of(s.scales, a.first + t));
+    const __m512 scale = _mm512_set1_ps(half_to_float(s.scales[a.first + t]));
     float* out = a.out + t * a.out_stride;
     for (int c0 = 0; c0 < s.channels; c0 += 64, row += 8 * s.bits) {
       const int n = s.channels - c0 < 64 ? s.channels - c0 : 64;
@@ -454,18 +433,13 @@ float rescore(const RescoreStream& s, int r) {
     acc = _mm512_fmadd_ps(v1, _mm512_loadu_ps(s.query + 4 * g + 16), acc);
   }
   float total = _mm512_reduce_add_ps(acc);
-  const auto code = [&](const uint8_t* group, int channels, int j) {
-    const int bit = (r * channels + j) * b;
-    const uint8_t* p = group + (bit >> 3);
-    uint32_t word = p[0];
-    if ((bit & 7) + b > 8) word |= uint32_t(p[1]) << 8;
-    return (word >> (bit & 7)) & ((1u << b) - 1);
-  };
   for (; g < s.full_groups; ++g) {
-    for (int j = 0; j < 4; ++j) total += s.query[4 * g + j] * s.values[code(s.block + g * group_bytes, 4, j)];
+    const uint8_t* group = s.block + g * group_bytes;
+    for (int j = 0; j < 4; ++j) total += s.query[4 * g + j] * s.values[read_code(group, 4, b, r, j)];
   }
+  const uint8_t* tail = s.block + g * group_bytes;
   for (int j = 0; j < s.tail_channels; ++j) {
-    total += s.query[4 * g + j] * s.values[code(s.block + g * group_bytes, s.tail_channels, j)];
+    total += s.query[4 * g + j] * s.values[read_code(tail, s.tail_channels, b, r, j)];
   }
   return total;
 }

@@ -2,78 +2,62 @@
 // variant must give the same results (tests compare them on every layout).
 #include <cstring>
 
+#include "codes.h"
 #include "half.h"
 #include "kernels.h"
 #include "layout.h"
+#include "scan_loop.h"
 
 namespace rq {
 namespace {
 
-float factor_at(const void* factors, int half, int r) {
-  if (half) return half_to_float(static_cast<const uint16_t*>(factors)[r]);
-  return static_cast<const float*>(factors)[r];
-}
-
-// sums[c][r] of one query over one block: weight * (level + offset) over the class's channels
-void block_sums(const ScanArgs& a, int64_t block, int q, int32_t sums[kMaxClasses][kBlockRows]) {
-  for (int i = 0; i < a.n_runs; ++i) {
-    const ScanRun& run = a.runs[i];
-    const uint8_t* base = a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset;
-    const uint8_t* levels = a.levels[run.stream];
-    const int group_bytes = 4 * run.channels * run.bits;
-    for (int g = 0; g < run.count; ++g) {
-      const uint8_t* group = base + g * group_bytes;
-      const int8_t* w = a.weights + 4 * ((run.weight_group + g) * a.n_queries + q);
-      for (int r = 0; r < kBlockRows; ++r) {
-        int32_t sum = 0;
-        for (int j = 0; j < run.channels; ++j) {
-          sum += int32_t(w[j]) * levels[read_code(group, run.channels, run.bits, r, j)];
+// sums[c][q][r] over one block: weight * (level + offset) over the class's channels
+template <int Q>
+void block_sums(const ScanArgs& a, int64_t block, int32_t (&sums)[kMaxClasses][Q][kBlockRows]) {
+  std::memset(sums, 0, sizeof sums);
+  for (int q = 0; q < Q; ++q) {
+    for (int i = 0; i < a.n_runs; ++i) {
+      const ScanRun& run = a.runs[i];
+      const uint8_t* base = a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset;
+      const uint8_t* levels = a.levels[run.stream];
+      const int group_bytes = 4 * run.channels * run.bits;
+      for (int g = 0; g < run.count; ++g) {
+        const uint8_t* group = base + g * group_bytes;
+        const int8_t* w = a.weights + 4 * ((run.weight_group + g) * Q + q);
+        for (int r = 0; r < kBlockRows; ++r) {
+          int32_t sum = 0;
+          for (int j = 0; j < run.channels; ++j) {
+            sum += int32_t(w[j]) * levels[read_code(group, run.channels, run.bits, r, j)];
+          }
+          sums[run.cls][q][r] += sum;
         }
-        sums[run.cls][r] += sum;
       }
     }
   }
 }
+
+// The report's row lanes (scan_loop.h): one row, plain floats.
+struct Lanes {
+  static constexpr int kRows = 1;
+  using Float = float;
+  static float factors(const void* f, int half, int first) { return factor_at(f, half, first); }
+  static float load(const float* p) { return *p; }
+  static float zero() { return 0.0f; }
+  static float set1(float x) { return x; }
+  static float fmadd(float a, float b, float c) { return a * b + c; }
+  static float sub(float a, float b) { return a - b; }
+  static float sums(const int32_t* p) { return float(*p); }
+  static uint32_t reaching(float x, float threshold, uint32_t live) { return live & (x >= threshold); }
+  static void append(ScanArgs& a, int q, int row0, uint32_t, float lower, float upper) {
+    const int n = a.counts[q]++;
+    a.rows[q][n] = row0;
+    a.lower[q][n] = lower;
+    a.upper[q][n] = upper;
+  }
+};
 
 void scan(ScanArgs& a) {
-  for (int q = 0; q < a.n_queries; ++q) a.counts[q] = 0;
-  int64_t b = 0;
-  for (; b < a.n_blocks; ++b) {
-    const uint32_t eligible = static_cast<uint32_t>(a.eligible[b / 2] >> (32 * (b % 2)));
-    if (eligible == 0) continue;
-    bool full = false;
-    for (int q = 0; q < a.n_queries; ++q) {
-      int32_t sums[kMaxClasses][kBlockRows] = {};
-      block_sums(a, b, q, sums);
-      const QueryConsts& c = a.consts[q];
-      for (int r = 0; r < kBlockRows; ++r) {
-        if (!(eligible >> r & 1)) continue;
-        const int row = static_cast<int>(b * kBlockRows + r);
-        float upper = a.shift ? a.shift[row] : 0.0f;
-        float width = 0.0f;
-        for (int k = 0; k < a.n_classes; ++k) {
-          const float f = factor_at(a.factors[k], a.factor_half[k], row);
-          upper += f * (c.cls[k].bias + c.cls[k].margin + c.cls[k].delta * float(sums[k][r]));
-          width += f * (2 * c.cls[k].margin);
-        }
-        if (upper >= a.thresholds[q]) {
-          const int n = a.counts[q]++;
-          a.rows[q][n] = row;
-          a.lower[q][n] = upper - width;
-          a.upper[q][n] = upper;
-        }
-      }
-      // back to the caller once a query reported report_limit rows, or a query without
-      // a threshold yet has any
-      full |= a.counts[q] >= a.report_limit ||
-              (a.counts[q] > 0 && a.thresholds[q] == -__builtin_inff());
-    }
-    if (full) {
-      ++b;
-      break;
-    }
-  }
-  a.blocks_done = b;
+  scan_with<Lanes, kMaxQueries>(a, [&](int64_t b, auto& sums) { block_sums(a, b, sums); });
 }
 
 // ------------------------------------------------------------------------- KV rows

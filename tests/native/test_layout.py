@@ -34,7 +34,7 @@ def packed(codes, bits, capacity=None, splits=()):
     stream = np.zeros(-(-rows // 32) * block_bytes, np.uint8)
     bounds = [0, *splits, codes.shape[0]]
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        _core.pack_rows(np.ascontiguousarray(codes[a:b]), bits, stream, a)
+        _core.pack_blocks(np.ascontiguousarray(codes[a:b]), bits, stream, a)
     return stream
 
 
@@ -49,7 +49,7 @@ def test_pack_matches_the_documented_layout(bits, channels, n):
     assert block_bytes == 4 * channels * bits  # exactly bits per value, no padding
     np.testing.assert_array_equal(stream, reference_stream(codes, bits))
     rows = np.arange(n, dtype=np.int64)[::-1].copy()
-    np.testing.assert_array_equal(_core.unpack_rows(stream, channels, bits, rows), codes[::-1])
+    np.testing.assert_array_equal(_core.unpack_blocks(stream, channels, bits, rows), codes[::-1])
 
 
 @settings(max_examples=60, deadline=None)
@@ -105,22 +105,22 @@ def test_worked_example():
 def test_the_boundary_refuses_what_would_read_or_write_out_of_bounds():
     codes = np.ones((33, 4), np.uint8)
     with pytest.raises(ValueError, match="needed"):
-        _core.pack_rows(codes, 4, np.zeros(64, np.uint8), 0)  # 2 blocks of 64 bytes needed
+        _core.pack_blocks(codes, 4, np.zeros(64, np.uint8), 0)  # 2 blocks of 64 bytes needed
     with pytest.raises(ValueError, match="does not fit"):
-        _core.pack_rows(np.full((1, 4), 8, np.uint8), 3, np.zeros(48, np.uint8), 0)
+        _core.pack_blocks(np.full((1, 4), 8, np.uint8), 3, np.zeros(48, np.uint8), 0)
     stream = packed(codes, 4)
     with pytest.raises(ValueError, match="outside"):
-        _core.unpack_rows(stream, 4, 4, np.array([64], np.int64))
+        _core.unpack_blocks(stream, 4, 4, np.array([64], np.int64))
     with pytest.raises(ValueError, match="outside"):
-        _core.unpack_rows(stream, 4, 4, np.array([-1], np.int64))
+        _core.unpack_blocks(stream, 4, 4, np.array([-1], np.int64))
     with pytest.raises(ValueError, match="bits"):
         _core.layout_info(4, 9)
     with pytest.raises(TypeError):
-        _core.pack_rows(codes.astype(np.int64), 4, stream, 0)
+        _core.pack_blocks(codes.astype(np.int64), 4, stream, 0)
     with pytest.raises(TypeError):  # read-only destination
         frozen = stream.copy()
         frozen.flags.writeable = False
-        _core.pack_rows(codes, 4, frozen, 0)
+        _core.pack_blocks(codes, 4, frozen, 0)
 
 
 def test_the_native_core_under_test_is_the_one_asked_for():

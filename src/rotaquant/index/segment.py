@@ -171,7 +171,7 @@ class Segment:
     def write(self, row: int, rows: Rows, start: int, stop: int) -> None:
         """Store rows [start, stop) of ``rows`` at rows [row, row + stop − start)."""
         for spec, stream, codes in zip(self.specs, self.streams, rows.codes, strict=True):
-            _core.pack_rows(np.ascontiguousarray(codes[start:stop]), spec.bits, stream, row)
+            _core.pack_blocks(np.ascontiguousarray(codes[start:stop]), spec.bits, stream, row)
         end = row + stop - start
         self.rows["norms"][row:end] = rows.norms[start:stop]
         for name, source in (
@@ -192,13 +192,13 @@ class Segment:
         """Zero the codes of rows [start, stop) (rows past ``count`` stay zero)."""
         for spec, stream in zip(self.specs, self.streams, strict=True):
             zeros = np.zeros((stop - start, spec.channels), np.uint8)
-            _core.pack_rows(zeros, spec.bits, stream, start)
+            _core.pack_blocks(zeros, spec.bits, stream, start)
 
     def codes(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """Codes of segment ``rows`` (int64 (k,)): per stream (k, channels) uint8."""
         rows = np.ascontiguousarray(rows, np.int64)
         return tuple(
-            _core.unpack_rows(stream, spec.channels, spec.bits, rows)
+            _core.unpack_blocks(stream, spec.channels, spec.bits, rows)
             for spec, stream in zip(self.specs, self.streams, strict=True)
         )
 
@@ -216,7 +216,7 @@ class Segment:
             codes = self.codes(np.arange(start, stop))
             for spec, spec_codes in zip(self.specs, codes, strict=True):
                 stream = np.zeros(spec.nbytes(count), np.uint8)
-                _core.pack_rows(spec_codes, spec.bits, stream, 0)
+                _core.pack_blocks(spec_codes, spec.bits, stream, 0)
                 out[spec.name] = stream
         for name, arr in self.rows.items():
             out[name] = arr[start:stop]
