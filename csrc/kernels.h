@@ -25,16 +25,24 @@ struct ScanRun {
   int32_t count;          // groups
   int32_t channels;       // channels per group, 1..4
   int32_t bits;
-  int32_t weight_group;   // index of the first group among the groups of all streams
+  int32_t weight_offset;  // per query: bytes of the query's data before this run's first group
+  int32_t chunk;          // per query and group: bytes of its data (4 weights, or a table)
   int32_t cls;            // factor class of the stream
+  int32_t table;          // 1: the class is scored by pair tables (see below), 0: by weights
 };
 
 // Approximate score of a row for one query: sum over classes of
 //   f_c[row] * (bias + delta * S_c[row])   (+ shift[row]),
-// S_c = sum over the class's channels of weight * (level[code] + offset), all integers (levels
-// in [-level_max, level_max], offset level_max + 1, so that the unsigned operand of the byte
-// dot products stays in 1..2 * level_max + 1); the exact score lies within
-// sum_c f_c[row] * margin of it (scan_plan.cpp derives margin).
+// S_c an integer sum, in one of two forms (scan_plan.cpp derives the constants and the
+// margin; the exact score lies within sum_c f_c[row] * margin of the approximation):
+//   weights: S_c = sum over the class's channels of weight * (level[code] + offset) (levels
+//     in [-level_max, level_max], offset level_max + 1, so that the unsigned operand of the
+//     byte dot products stays in 1..2 * level_max + 1); a group's data is its 4 int8 weights;
+//   pair tables (2-bit classes, variants with `pair_tables`): S_c = sum over channel pairs of
+//     T_pair[code pair], T in 0..127 the pair's quantized contribution; a full group's data is
+//     64 bytes, the 16-entry tables of channels (0, 1) and (2, 3), each twice (one per 128-bit
+//     lane), indexed by code0 + 4 * code1 (a byte's low and high nibble in the block layout);
+//     a partial group's is 32 bytes, one table twice, entry 4 * j + code for channel j.
 struct ClassConsts {
   float bias;
   float delta;
@@ -64,9 +72,10 @@ struct ScanArgs {
   int32_t factor_half[kMaxClasses];  // 1: float16, 0: float32
   const float* shift;             // per-row additive term (32 * n_blocks readable) or null
   int32_t n_queries;              // 1..kMaxQueries
-  const int8_t* weights;          // [groups of all streams][n_queries][4]: each group's
-                                  // channel weights, query after query (one pointer: the
-                                  // kernels reach query q's at a fixed offset)
+  const int8_t* weights;          // per run: n_queries * (its weight_offset + g * chunk) +
+                                  // q * chunk holds group g's data for query q (weights or
+                                  // tables, query after query: the kernels reach query q's at
+                                  // a fixed offset)
   const QueryConsts* consts;      // [n_queries]
   const float* thresholds;        // [n_queries]: report rows whose upper bound reaches it
   // outputs, per query: the eligible rows reported (relative to the first block) and bounds
@@ -138,6 +147,7 @@ struct Kernels {
   int32_t queries;         // queries per scan call it is fastest with (<= kMaxQueries)
   int32_t level_max;       // codebook levels in [-level_max, level_max] (63 or 127): what its
                            // byte products hold without saturating
+  int32_t pair_tables;     // 1: scores 2-bit classes by pair tables (ScanRun::table)
   void (*scan)(ScanArgs&);
   float (*rescore)(const RescoreStream&, int row);  // row 0..31 of the block; may be null
   void (*kv_scores)(const KvScoresArgs&);

@@ -95,7 +95,7 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
   }
   if (m == 0 || k == 0 || codec.empty()) return stats;
   const Kernels& kern = active_kernels();
-  const ScanPlan plan = make_plan(codec, kern.level_max);
+  const ScanPlan plan = make_plan(codec, kern.level_max, kern.pair_tables != 0);
   const int group = kern.queries;
   const int slots = pool_size();
   // block spans of ~kTaskBytes of codes
@@ -124,15 +124,20 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
                     weights.data() + i * plan.weight_bytes, consts[i]);
     });
     const int64_t groups = (nq + group - 1) / group;
-    // the kernels' order: per query group, every channel group's weights query after query
+    // the kernels' order (kernels.h): per query group, every channel group's data (weights
+    // or tables) query after query
     interleaved.resize(weights.size());
     parallel_for(groups, [&](int64_t g, int) {
       const int64_t first_q = g * group, count = std::min<int64_t>(group, nq - first_q);
       const int8_t* from = weights.data() + first_q * plan.weight_bytes;
       int8_t* to = interleaved.data() + first_q * plan.weight_bytes;
-      for (int64_t c = 0; c < plan.weight_bytes / 4; ++c) {
-        for (int64_t i = 0; i < count; ++i) {
-          std::memcpy(to + 4 * (c * count + i), from + i * plan.weight_bytes + 4 * c, 4);
+      for (const ScanRun& run : plan.runs) {
+        for (int64_t c = 0; c < run.count; ++c) {
+          const int64_t at = run.weight_offset + c * run.chunk;
+          for (int64_t i = 0; i < count; ++i) {
+            std::memcpy(to + count * at + i * run.chunk, from + i * plan.weight_bytes + at,
+                        run.chunk);
+          }
         }
       }
     });

@@ -18,6 +18,15 @@
 // rotation is for); it is the one in force at large dimension, where the worst case is about
 // sqrt(d) times too wide to prune. A row's lower bound is score - margin, its upper bound
 // score + margin, both times the row's factor.
+//
+// Pair tables (a class whose streams are all 2-bit, on variants that take them). Two channels'
+// exact contribution e(c) = x_a v(c_a) + x_b v(c_b) has 16 values, one per code pair c; the
+// table holds T(c) = round((e(c) - min e) / delta) in 0..127, delta = (the largest range of
+// any pair) / 127, so that two entries add within a byte and a lookup does the work of two
+// multiplications. A partial group's channels get single-channel tables the same way. The
+// error of a term, e(c) - min e - delta T(c), again depends only on the code (pair), so the
+// same centring and the same two bounds apply, with the moments computed from the 16 (or 4)
+// cases under the code law (the channels of a pair independent).
 #include "scan_plan.h"
 
 #include <algorithm>
@@ -32,14 +41,112 @@ constexpr double kLogTwoOverDelta = 21.416;  // ln(2 / 1e-9)
 
 struct ClassStats {
   double mean = 0, variance = 0, worst = 0, largest = 0, weight_sum = 0;
+  double base = 0;  // tables: the sum of the terms' minima
+  double sum_bound = 0;  // the largest |S| the kernels may accumulate
 };
+
+// The terms of a 2-bit stream's tables, in the order of its groups: per full group the pairs
+// (0, 1) and (2, 3), per partial group each channel alone. fn(first channel, channels).
+template <class Fn>
+void for_each_term(const CodecStream& cs, Fn&& fn) {
+  for (const Group& g : cs.layout.groups) {
+    if (g.channels == kGroupChannels) {
+      fn(g.first, 2);
+      fn(g.first + 2, 2);
+    } else {
+      for (int j = 0; j < g.channels; ++j) fn(g.first + j, 1);
+    }
+  }
+}
+
+// A term's exact contributions: out[c] for its 4 (one channel) or 16 (a pair: c0 + 4 * c1)
+// code cases, with their probabilities.
+int term_cases(const CodecStream& cs, const float* q, int first, int channels, double* out,
+               double* prob) {
+  const double x0 = double(q[first]) * cs.scale;
+  const double x1 = channels == 2 ? double(q[first + 1]) * cs.scale : 0;
+  const int cases = channels == 2 ? 16 : 4;
+  for (int c = 0; c < cases; ++c) {
+    const int c0 = c % 4, c1 = c / 4;
+    out[c] = x0 * cs.values[c0] + (channels == 2 ? x1 * cs.values[c1] : 0);
+    prob[c] = double(cs.probs[c0]) * (channels == 2 ? double(cs.probs[c1]) : 1);
+  }
+  return cases;
+}
+
+// The tables of one 2-bit stream at step delta (layout in kernels.h) and its terms' error
+// statistics.
+void fill_tables(const CodecStream& cs, const float* q, double delta, uint8_t* out,
+                 ClassStats& st) {
+  uint8_t* chunk = out;
+  for (const Group& g : cs.layout.groups) {
+    const bool pair = g.channels == kGroupChannels;
+    const int terms = pair ? 2 : g.channels;  // the pairs, or each channel of a partial group
+    for (int term = 0; term < terms; ++term) {
+      double e[16], p[16];
+      const int cases = term_cases(cs, q, g.first + (pair ? 2 * term : term), pair ? 2 : 1, e, p);
+      const double low = *std::min_element(e, e + cases);
+      const double inverse = 1 / delta;
+      double err[16], mean = 0;
+      for (int c = 0; c < cases; ++c) {
+        // e - low lies in [0, 127 delta]: rounding half up is a truncation, no libm call
+        const double t = std::min(127.0, double(int((e[c] - low) * inverse + 0.5)));
+        // pairs: table `term` (16 entries) in both lanes; singles: entry 4 * channel + code
+        const int at = pair ? 32 * term + c : 4 * term + c;
+        chunk[at] = chunk[at + 16] = static_cast<uint8_t>(t);
+        err[c] = e[c] - low - delta * t;
+        mean += p[c] * err[c];
+      }
+      double variance = 0, largest = 0;
+      for (int c = 0; c < cases; ++c) {
+        variance += p[c] * (err[c] - mean) * (err[c] - mean);
+        largest = std::max(largest, std::fabs(err[c] - mean));
+      }
+      st.base += low;
+      st.sum_bound += 127;
+      st.mean += mean;
+      st.variance += variance;
+      st.worst += largest;
+      st.largest = std::max(st.largest, largest);
+    }
+    chunk += pair ? 64 : 32;
+  }
+}
+
+// The two bounds on a class's centred error (module comment): the smaller.
+double margin_of(const ClassStats& st) {
+  const double a = st.largest * kLogTwoOverDelta / 3;
+  const double bernstein = a + std::sqrt(a * a + 2 * st.variance * kLogTwoOverDelta);
+  return std::min(st.worst + std::fabs(st.mean), bernstein);
+}
+
+// The step of a table class: its widest term's range / 127, so that no entry clamps. (Finer
+// steps that clamp the widest terms measured wider margins on Gaussian queries at d = 384:
+// the clamped cases' errors dominate the bound.)
+double table_delta(const std::vector<CodecStream>& codec, int cls, const float* rotated,
+                   const float* projected) {
+  double widest = 0;
+  for (const CodecStream& cs : codec) {
+    if (cs.cls != cls) continue;
+    const float* q = (cs.domain ? projected : rotated) + cs.first;
+    for_each_term(cs, [&](int first, int channels) {
+      double e[16], p[16];
+      const int cases = term_cases(cs, q, first, channels, e, p);
+      const auto [lo, hi] = std::minmax_element(e, e + cases);
+      widest = std::max(widest, *hi - *lo);
+    });
+  }
+  return widest > 0 ? widest / 127 : 1;
+}
 
 }  // namespace
 
-ScanPlan make_plan(const std::vector<CodecStream>& codec, int level_max) {
+ScanPlan make_plan(const std::vector<CodecStream>& codec, int level_max, bool pair_tables) {
   ScanPlan plan;
   plan.level_offset = level_max + 1;
   for (const CodecStream& s : codec) plan.n_classes = std::max(plan.n_classes, s.cls + 1);
+  for (int c = 0; c < plan.n_classes; ++c) plan.tables[c] = pair_tables;
+  for (const CodecStream& s : codec) plan.tables[s.cls] = plan.tables[s.cls] && s.bits == 2;
   double largest[kMaxClasses] = {0, 0};
   for (const CodecStream& s : codec) {
     for (float v : s.values) largest[s.cls] = std::max(largest[s.cls], double(std::fabs(v)));
@@ -71,6 +178,7 @@ ScanPlan make_plan(const std::vector<CodecStream>& codec, int level_max) {
     }
     plan.levels.push_back(table);
     plan.moments.push_back(mo);
+    const bool by_tables = plan.tables[cs.cls];
     for (size_t i = 0; i < layout.groups.size();) {
       const Group& g = layout.groups[i];
       ScanRun run{};
@@ -78,15 +186,17 @@ ScanPlan make_plan(const std::vector<CodecStream>& codec, int level_max) {
       run.offset = g.offset;
       run.channels = g.channels;
       run.bits = cs.bits;
-      run.weight_group = weight_offset / 4 + static_cast<int32_t>(i);
+      run.weight_offset = weight_offset;
+      run.chunk = !by_tables ? 4 : g.channels == kGroupChannels ? 64 : 32;
       run.cls = cs.cls;
+      run.table = by_tables;
       size_t j = i;
       while (j < layout.groups.size() && layout.groups[j].channels == g.channels) ++j;
       run.count = static_cast<int32_t>(j - i);
       plan.runs.push_back(run);
+      weight_offset += run.chunk * run.count;
       i = j;
     }
-    weight_offset += 4 * static_cast<int32_t>(layout.groups.size());
   }
   plan.weight_bytes = weight_offset;
   // the kernels keep one class's sums in registers at a time: runs of a class together
@@ -109,12 +219,21 @@ void prepare_query(const std::vector<CodecStream>& codec, const ScanPlan& plan,
   for (int c = 0; c < kMaxClasses; ++c) qs[c] = largest[c] > 0 ? largest[c] / 127 : 1;
   std::memset(weights, 0, plan.weight_bytes);
   ClassStats stats[kMaxClasses];
+  double table_step[kMaxClasses] = {1, 1};
+  for (int c = 0; c < plan.n_classes; ++c) {
+    if (plan.tables[c]) table_step[c] = table_delta(codec, c, rotated, projected);
+  }
   // channel i of weight w: err(c) = x v(c) - delta w l(c) for the query value x; its mean and
   // variance under the code law follow from the stream's moments, and since
   // v = cs l + gap, |err| <= cs max|l| |x - qs w| + |x| max|gap|
   for (size_t s = 0; s < codec.size(); ++s) {
     const CodecStream& cs = codec[s];
     const float* q = (cs.domain ? projected : rotated) + cs.first;
+    if (plan.tables[cs.cls]) {
+      fill_tables(cs, q, table_step[cs.cls], reinterpret_cast<uint8_t*>(weights) +
+                                                 plan.stream_weight_offset[s], stats[cs.cls]);
+      continue;
+    }
     const double delta = qs[cs.cls] * plan.level_scale[cs.cls];
     const ScanPlan::Moments& mo = plan.moments[s];
     ClassStats& st = stats[cs.cls];
@@ -125,6 +244,7 @@ void prepare_query(const std::vector<CodecStream>& codec, const ScanPlan& plan,
       const double wi = std::max(-127.0, std::min(127.0, std::nearbyint(x * to_weight)));
       w[i] = static_cast<int8_t>(wi);
       st.weight_sum += wi;
+      st.sum_bound += 127.0 * (2 * plan.level_offset - 1);
       const double b = delta * wi;
       const double mean = x * mo.v - b * mo.l;
       const double square = x * x * mo.vv - 2 * x * b * mo.vl + b * b * mo.ll;
@@ -138,16 +258,15 @@ void prepare_query(const std::vector<CodecStream>& codec, const ScanPlan& plan,
   }
   for (int c = 0; c < kMaxClasses; ++c) {
     const ClassStats& st = stats[c];
-    const double delta = qs[c] * plan.level_scale[c];
-    const double a = st.largest * kLogTwoOverDelta / 3;
-    const double bernstein = a + std::sqrt(a * a + 2 * st.variance * kLogTwoOverDelta);
-    const double worst = st.worst + std::fabs(st.mean);
-    const double bias = -plan.level_offset * delta * st.weight_sum + st.mean;
+    const double delta = plan.tables[c] ? table_step[c] : qs[c] * plan.level_scale[c];
+    // tables: sum of the terms' minima; weights: the unsigned levels' offset taken back out
+    const double bias = (plan.tables[c] ? st.base : -plan.level_offset * delta * st.weight_sum) +
+                        st.mean;
     // float32 evaluation of bias + delta * S, with room to spare
-    const double slack = 1e-6 * (std::fabs(bias) + delta * 127.0 * 255.0 * plan.weight_bytes);
+    const double slack = 1e-6 * (std::fabs(bias) + delta * st.sum_bound);
     consts.cls[c].bias = static_cast<float>(bias);
     consts.cls[c].delta = static_cast<float>(delta);
-    consts.cls[c].margin = static_cast<float>(std::min(worst, bernstein) + slack);
+    consts.cls[c].margin = static_cast<float>(margin_of(st) + slack);
   }
 }
 

@@ -15,7 +15,8 @@ namespace rq {
 struct ScanPlan {
   std::vector<ScanRun> runs;
   int32_t n_classes = 1;
-  int64_t weight_bytes = 0;                  // per query
+  bool tables[kMaxClasses] = {false, false};  // per class: scored by pair tables
+  int64_t weight_bytes = 0;                  // per query: weights and tables
   int64_t block_bytes_total = 0;
   int32_t level_offset = 64;                 // level_max + 1 of the kernel variant
   std::vector<std::vector<uint8_t>> levels;  // per stream: 256 entries, level + offset
@@ -29,10 +30,12 @@ struct ScanPlan {
   std::vector<int32_t> stream_weight_offset;
 };
 
-// The plan of a codec for a kernel variant whose levels lie in [-level_max, level_max].
-ScanPlan make_plan(const std::vector<CodecStream>& codec, int level_max);
+// The plan of a codec for a kernel variant whose levels lie in [-level_max, level_max] and
+// which can (pair_tables) score 2-bit classes by pair tables.
+ScanPlan make_plan(const std::vector<CodecStream>& codec, int level_max, bool pair_tables);
 
-// int8 weights (plan.weight_bytes) and the constants of one query.
+// The data of one query (plan.weight_bytes: int8 weights, or the tables of table classes) and
+// its constants.
 void prepare_query(const std::vector<CodecStream>& codec, const ScanPlan& plan,
                    const float* rotated, const float* projected, int8_t* weights,
                    QueryConsts& consts);

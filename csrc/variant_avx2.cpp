@@ -1,5 +1,9 @@
 // AVX2 variant (+ FMA, F16C), up to 4 queries per pass.
 //
+// 2-bit classes are scored by pair tables (kernels.h; table_groups below): one byte shuffle
+// looks up two channels' contribution for 32 rows, where the multiply-add path below needs a
+// decode of every code to a byte first (measured 4x slower at 2 bits).
+//
 // For each group and quarter block (8 rows) the codes become one 256-bit register of bytes,
 // row r in 32-bit lane r, channel j in byte j. Full 4-bit groups split nibbles and interleave
 // them; every other layout goes through 16-bit lanes, one code each: a byte shuffle puts the
@@ -132,7 +136,7 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec
   const __m256i small_table = table16(table);
   const __m256i ones = _mm256_set1_epi16(1);
   const int group_bytes = 4 * run.channels * run.bits;
-  const int8_t* weights = a.weights + 4 * Q * run.weight_group;
+  const int8_t* weights = a.weights + Q * run.weight_offset;
   for (int t = 0; t < 4; ++t) {
     __m256i acc[Q];
     for (int q = 0; q < Q; ++q) acc[q] = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums[q] + 8 * t));
@@ -151,13 +155,89 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec
   }
 }
 
+// Full 2-bit groups by pair tables (kernels.h): a group's 32 bytes are its 32 rows, each row's
+// channel pairs in the low and the high nibble. Per query, a byte shuffle of each pair's table
+// and one byte add give both pairs' entries (<= 254), which go into 16-bit lanes as (even row +
+// 256 odd row) and, shifted, odd row alone: even = mixed - 256 odd, exact modulo 2**16 while
+// the true sums stay below it (254 * kFlushGroups < 65536), so the lanes are flushed into the
+// int32 sums every kFlushGroups groups.
+constexpr int kFlushGroups = 256;
+
+template <int Q>
+inline void flush_rows(__m256i mixed, __m256i odd, int32_t* sums) {
+  const __m256i even = _mm256_sub_epi16(mixed, _mm256_slli_epi16(odd, 8));
+  const __m256i lo = _mm256_unpacklo_epi16(even, odd);  // rows 0..7 | 16..23, in order
+  const __m256i hi = _mm256_unpackhi_epi16(even, odd);  // rows 8..15 | 24..31
+  const __m128i parts[4] = {_mm256_castsi256_si128(lo), _mm256_castsi256_si128(hi),
+                            _mm256_extracti128_si256(lo, 1), _mm256_extracti128_si256(hi, 1)};
+  for (int p = 0; p < 4; ++p) {
+    __m256i* at = reinterpret_cast<__m256i*>(sums + 8 * p);
+    _mm256_store_si256(at, _mm256_add_epi32(_mm256_load_si256(at), _mm256_cvtepu16_epi32(parts[p])));
+  }
+}
+
+template <int Q>
+inline void table_groups(const ScanArgs& a, const ScanRun& run, int64_t block, int32_t (&sums)[Q][32]) {
+  const uint8_t* first = a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset;
+  const uint8_t* tables = reinterpret_cast<const uint8_t*>(a.weights) + Q * run.weight_offset;
+  const __m256i nibble = _mm256_set1_epi8(0x0F);
+  for (int g0 = 0; g0 < run.count; g0 += kFlushGroups) {
+    const int g1 = run.count - g0 < kFlushGroups ? run.count : g0 + kFlushGroups;
+    __m256i mixed[Q], odd[Q];
+    for (int q = 0; q < Q; ++q) mixed[q] = odd[q] = _mm256_setzero_si256();
+    for (int g = g0; g < g1; ++g) {
+      const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(first + 32 * g));
+      const __m256i lo = _mm256_and_si256(codes, nibble);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(codes, 4), nibble);
+      const uint8_t* t = tables + 64 * Q * g;
+#pragma GCC unroll 4
+      for (int q = 0; q < Q; ++q) {
+        const __m256i t0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 64 * q));
+        const __m256i t1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 64 * q + 32));
+        const __m256i both = _mm256_add_epi8(_mm256_shuffle_epi8(t0, lo), _mm256_shuffle_epi8(t1, hi));
+        mixed[q] = _mm256_add_epi16(mixed[q], both);
+        odd[q] = _mm256_add_epi16(odd[q], _mm256_srli_epi16(both, 8));
+      }
+    }
+    for (int q = 0; q < Q; ++q) flush_rows<Q>(mixed[q], odd[q], sums[q]);
+  }
+}
+
+// A partial 2-bit group by its single-channel table: the generic decoder's codes (row r in
+// 32-bit lane r, channel j in byte j) plus 4 j index entry 4 j + code; the lane's bytes add up
+// by two dot products with ones (channels past the group's have zero entries).
+template <int Q>
+inline void table_partial(const ScanArgs& a, const ScanRun& run, const Decoder& dec, int64_t block,
+                          int32_t (&sums)[Q][32]) {
+  const uint8_t* group = a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset;
+  const uint8_t* tables = reinterpret_cast<const uint8_t*>(a.weights) + Q * run.weight_offset;
+  const __m256i spread = _mm256_set1_epi32(0x0C080400);
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  for (int t = 0; t < 4; ++t) {
+    const __m256i index = _mm256_add_epi8(dec.codes(group, a.ends[run.stream], t), spread);
+    for (int q = 0; q < Q; ++q) {
+      const __m256i table = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tables + 32 * q));
+      const __m256i entries = _mm256_shuffle_epi8(table, index);
+      const __m256i row = _mm256_madd_epi16(_mm256_maddubs_epi16(entries, ones8), ones16);
+      __m256i* at = reinterpret_cast<__m256i*>(sums[q] + 8 * t);
+      _mm256_store_si256(at, _mm256_add_epi32(_mm256_load_si256(at), row));
+    }
+  }
+}
+
 template <int Q>
 inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block,
                        int32_t (&sums)[kMaxClasses][Q][32]) {
   std::memset(sums, 0, sizeof sums);
   for (int i = 0; i < a.n_runs; ++i) {
     const ScanRun& run = a.runs[i];
-    if (decoders[i].nibbles) {
+    if (run.table) {
+      if (run.channels == 4) {
+        table_groups<Q>(a, run, block, sums[run.cls]);
+      } else {
+        table_partial<Q>(a, run, decoders[i], block, sums[run.cls]);
+      }
+    } else if (decoders[i].nibbles) {
       run_groups<Q, true, true>(a, run, decoders[i], block, sums[run.cls]);
     } else if (run.bits <= 4) {
       run_groups<Q, false, true>(a, run, decoders[i], block, sums[run.cls]);
@@ -347,7 +427,7 @@ void kv_decode(const KvDecodeArgs& a) {
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2", kQueries, 63, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode};
+  static const Kernels k{"avx2", kQueries, 63, 1, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode};
   return k;
 }
 

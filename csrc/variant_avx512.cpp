@@ -100,7 +100,7 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec
   const uint8_t* end = a.ends[run.stream];
   const Levels<LevelKind> levels(a.levels[run.stream]);
   const int group_bytes = 4 * run.channels * run.bits;
-  const int8_t* weights = a.weights + 4 * Q * run.weight_group;
+  const int8_t* weights = a.weights + Q * run.weight_offset;
   __m512i local[Chains][Q];
   for (int q = 0; q < Q; ++q) {
     local[0][q] = acc[q];
@@ -447,7 +447,7 @@ float rescore(const RescoreStream& s, int r) {
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{"avx512", kQueries, 127, scan, rescore, kv_scores, kv_weighted_sum, kv_decode};
+  static const Kernels k{"avx512", kQueries, 127, 0, scan, rescore, kv_scores, kv_weighted_sum, kv_decode};
   return k;
 }
 

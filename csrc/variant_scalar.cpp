@@ -23,7 +23,7 @@ void block_sums(const ScanArgs& a, int64_t block, int32_t (&sums)[kMaxClasses][Q
       const int group_bytes = 4 * run.channels * run.bits;
       for (int g = 0; g < run.count; ++g) {
         const uint8_t* group = base + g * group_bytes;
-        const int8_t* w = a.weights + 4 * ((run.weight_group + g) * Q + q);
+        const int8_t* w = a.weights + Q * run.weight_offset + 4 * (g * Q + q);
         for (int r = 0; r < kBlockRows; ++r) {
           int32_t sum = 0;
           for (int j = 0; j < run.channels; ++j) {
@@ -104,7 +104,7 @@ void kv_decode(const KvDecodeArgs& a) {
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{"scalar", kMaxQueries, 127, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode};
+  static const Kernels k{"scalar", kMaxQueries, 127, 0, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode};
   return k;
 }
 

@@ -27,6 +27,12 @@ CODECS = {
     "2.5bit-d50": (50, [(0, 25, 3, 0, 0, 1.0), (25, 25, 2, 0, 0, 1.0)]),
     "prod3-d64": (64, [(0, 64, 2, 0, 0, 1.0), (0, 64, 1, 1, 1, float(np.sqrt(np.pi / 2) / 64))]),
     "4bit-d384": (384, [(0, 384, 4, 0, 0, 1.0)]),
+    # 2-bit classes go through pair tables where a variant has them (AVX2): a partial group
+    # alone, full groups + a partial one, more groups than the 16-bit lanes hold unflushed
+    "2bit-d3": (3, [(0, 3, 2, 0, 0, 1.0)]),
+    "2bit-d50": (50, [(0, 50, 2, 0, 0, 1.0)]),
+    "2bit-d1100": (1100, [(0, 1100, 2, 0, 0, 1.0)]),
+    "prod3-d50": (50, [(0, 50, 2, 0, 0, 1.0), (0, 50, 1, 1, 1, float(np.sqrt(np.pi / 2) / 50))]),
 }
 
 
