@@ -145,6 +145,7 @@ struct KvDecodeArgs {
 struct Kernels {
   const char* name;        // "scalar", "avx2", "avx512"
   int32_t queries;         // queries per scan call it is fastest with (<= kMaxQueries)
+  int32_t table_queries;   // the same when every class is scored by pair tables
   int32_t level_max;       // codebook levels in [-level_max, level_max] (63 or 127): what its
                            // byte products hold without saturating
   int32_t pair_tables;     // 1: scores 2-bit classes by pair tables (ScanRun::table)

@@ -96,7 +96,9 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
   if (m == 0 || k == 0 || codec.empty()) return stats;
   const Kernels& kern = active_kernels();
   const ScanPlan plan = make_plan(codec, kern.level_max, kern.pair_tables != 0);
-  const int group = kern.queries;
+  bool all_tables = true;
+  for (int c = 0; c < plan.n_classes; ++c) all_tables = all_tables && plan.tables[c];
+  const int group = all_tables ? kern.table_queries : kern.queries;
   const int slots = pool_size();
   // block spans of ~kTaskBytes of codes
   std::vector<Task> spans;

@@ -1,18 +1,22 @@
-// AVX2 variant (+ FMA, F16C), up to 4 queries per pass.
+// AVX2 variant (+ FMA, F16C), up to 8 queries per pass.
 //
 // 2-bit classes are scored by pair tables (kernels.h; table_groups below): one byte shuffle
 // looks up two channels' contribution for 32 rows, where the multiply-add path below needs a
 // decode of every code to a byte first (measured 4x slower at 2 bits).
 //
-// For each group and quarter block (8 rows) the codes become one 256-bit register of bytes,
-// row r in 32-bit lane r, channel j in byte j. Full 4-bit groups split nibbles and interleave
-// them; every other layout goes through 16-bit lanes, one code each: a byte shuffle puts the
-// two bytes holding the code in the lane, a multiply by 2**(8 - shift) lifts the code into the
-// high byte (a per-lane shift AVX2 lacks), and a pack returns bytes. One shuffle (a blend tree
-// of shuffles for 5..8 bits) maps codes to levels + 64, maddubs multiplies them by the int8
-// weights and adds pairs in int16 (levels stay within +-63, level_max, so that 127 * 127 * 2
-// cannot saturate), and madd adds the pairs into the row's int32 sum. Loads stay inside the
-// stream's buffer (plain loads away from its end, dword-masked near it).
+// Every other class goes through multiply-adds. For each group and quarter block (8 rows) the
+// codes become one 256-bit register of bytes, row r in 32-bit lane r, channel j in byte j (a
+// decoder per layout: full 4-bit groups split nibbles, full 3-bit groups one shuffle and four
+// shift-and-masks, any other layout 16-bit lanes: a byte shuffle puts the two bytes holding
+// the code in the lane, a multiply by 2**(8 - shift) lifts the code into the high byte (a
+// per-lane shift AVX2 lacks), and a pack returns bytes). One shuffle (a blend tree of shuffles
+// for 5..8 bits) maps codes to levels + 64, maddubs multiplies them by the int8 weights and
+// adds pairs in int16 (levels stay within +-63, level_max, so that 127 * 127 * 2 cannot
+// saturate), and madd adds the pairs into the row's int32 sum. The decode and the level
+// shuffle are shared by the queries of a pass: 8 queries (8 accumulators + the decoder's
+// registers fit the 16) make them cost an eighth per query. Loads stay inside the stream's
+// buffer (inside the group for the 3- and 4-bit decoders; plain loads away from the buffer's
+// end, dword-masked near it, for the others).
 #include <immintrin.h>
 
 #include <cstring>
@@ -24,27 +28,26 @@
 namespace rq {
 namespace {
 
-constexpr int kQueries = 4;
+constexpr int kQueries = 8;
+constexpr int kTableQueries = 4;  // pair tables: 2 accumulators per query
 
 struct Bytes32 {
   alignas(32) uint8_t v[32];
 };
 
-// Decodes 8 rows of a group: rows 8t..8t+7 of the block from the group's bytes.
+// Any layout: rows 8t..8t+7 of a group from the group's bytes, through 16-bit lanes.
 struct Decoder {
   int channels, bits;
-  // generic path, per 4 rows (one 128-bit half): aligned window start (bytes, relative to the
-  // group) and dword mask, byte-pair shuffles for the two halves of 8 codes, multipliers
+  // per 4 rows (one 128-bit half): aligned window start (bytes, relative to the group) and
+  // dword mask, byte-pair shuffles for the two halves of 8 codes, multipliers
   int window[8];
   int mask_dwords[8];
   Bytes32 pairs[8];        // [quad of rows]: shuffle for codes 0..7 (lo) and 8..15 (hi)
   uint16_t multiplier[8][16];
-  bool nibbles;            // full 4-bit group: the fast path
 
   void init(int c, int b) {
     channels = c;
     bits = b;
-    nibbles = c == 4 && b == 4;
     const int group_bytes = 4 * c * b;
     for (int quad = 0; quad < 8; ++quad) {  // rows 4*quad .. 4*quad + 3
       const int first_bit = 4 * quad * c * b;
@@ -88,21 +91,57 @@ struct Decoder {
     return _mm_and_si128(_mm_packus_epi16(a, b), _mm_set1_epi8(static_cast<char>((1 << bits) - 1)));
   }
 
-  // codes of rows 8t..8t+7 of a full 4-bit group: row r holds bytes 2r (channels 0, 1) and
-  // 2r+1 (channels 2, 3), low nibble first
-  static __m256i nibble_codes(const uint8_t* group, int t) {
+  __m256i operator()(const uint8_t* group, const uint8_t* end, int t) const {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(quad_codes(group, end, 2 * t)),
+                                   quad_codes(group, end, 2 * t + 1), 1);
+  }
+};
+
+// Full 4-bit groups: row r holds bytes 2r (channels 0, 1) and 2r+1 (channels 2, 3), low
+// nibble first; rows 8t..8t+7 are the group's bytes 16t..16t+15.
+struct NibbleCodes {
+  __m128i low = _mm_set1_epi8(0x0F);
+  __m256i operator()(const uint8_t* group, const uint8_t*, int t) const {
     const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(group + 16 * t));
-    const __m128i low = _mm_set1_epi8(0x0F);
     const __m128i lo = _mm_and_si128(x, low);
     const __m128i hi = _mm_and_si128(_mm_srli_epi16(x, 4), low);
     return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi8(lo, hi)),
                                    _mm_unpackhi_epi8(lo, hi), 1);
   }
+};
 
-  // codes of rows 8t..8t+7, any layout
-  __m256i codes(const uint8_t* group, const uint8_t* end, int t) const {
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(quad_codes(group, end, 2 * t)),
-                                   quad_codes(group, end, 2 * t + 1), 1);
+// Full 3-bit groups (48 bytes): row r's 12 bits start at bit 12r, so at byte 1.5r (even r) or
+// 4 bits into byte 1.5r - 0.5 (odd r). Rows 8t..8t+7 are 12 bytes from 12t: a 16-byte load
+// inside the group (from byte 32 for t = 3, the shuffle indices 4 further), one byte shuffle
+// puts the row's two bytes twice into its 32-bit lane, a variable shift drops the odd rows' 4
+// bits (each 16-bit half then holds the row's bits 0..11 = codes 0..3), and three 16-bit shifts
+// and byte masks move code j to byte j (only its 3 bits kept).
+struct TripleCodes {
+  __m256i pick[2], odd, m0, m1, m2, m3;
+  TripleCodes() {
+    for (int extra = 0; extra < 2; ++extra) {
+      const char e = static_cast<char>(4 * extra);
+      pick[extra] = _mm256_add_epi8(
+          _mm256_setr_epi8(0, 1, 0, 1, 1, 2, 1, 2, 3, 4, 3, 4, 4, 5, 4, 5,  //
+                           6, 7, 6, 7, 7, 8, 7, 8, 9, 10, 9, 10, 10, 11, 10, 11),
+          _mm256_set1_epi8(e));
+    }
+    odd = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
+    m0 = _mm256_set1_epi32(0x00000007);
+    m1 = _mm256_set1_epi32(0x00000700);
+    m2 = _mm256_set1_epi32(0x00070000);
+    m3 = _mm256_set1_epi32(0x07000000);
+  }
+  __m256i operator()(const uint8_t* group, const uint8_t*, int t) const {
+    const int at = t < 3 ? 12 * t : 32;
+    const __m128i src = _mm_loadu_si128(reinterpret_cast<const __m128i*>(group + at));
+    const __m256i x = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(src), pick[t == 3]);
+    const __m256i w = _mm256_srlv_epi32(x, odd);
+    const __m256i c0 = _mm256_and_si256(w, m0);
+    const __m256i c1 = _mm256_and_si256(_mm256_slli_epi16(w, 5), m1);
+    const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(w, 6), m2);
+    const __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(w, 1), m3);
+    return _mm256_or_si256(_mm256_or_si256(c0, c1), _mm256_or_si256(c2, c3));
   }
 };
 
@@ -110,45 +149,56 @@ inline __m256i table16(const uint8_t* t) {
   return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
 }
 
-inline __m256i levels_of(__m256i codes, const uint8_t* table, int bits) {
-  if (bits <= 4) return _mm256_shuffle_epi8(table16(table), codes);
-  __m256i r[16];
-  const int subs = 1 << (bits - 4);
-  const __m256i low = _mm256_and_si256(codes, _mm256_set1_epi8(0x0F));
-  for (int s = 0; s < subs; ++s) r[s] = _mm256_shuffle_epi8(table16(table + 16 * s), low);
-  for (int level = 0, n = subs; n > 1; ++level, n /= 2) {
-    // bit 4 + level of the code moved to each byte's sign bit (codes < 256: no carry across)
-    const __m256i select = level < 3 ? _mm256_sll_epi16(codes, _mm_cvtsi32_si128(3 - level)) : codes;
-    for (int s = 0; s < n / 2; ++s) r[s] = _mm256_blendv_epi8(r[2 * s], r[2 * s + 1], select);
+// Levels (+ offset) of codes of <= 4 bits: one shuffle.
+struct SmallLevels {
+  __m256i table;
+  SmallLevels(const uint8_t* levels, int) : table(table16(levels)) {}
+  __m256i operator()(__m256i codes) const { return _mm256_shuffle_epi8(table, codes); }
+};
+
+// 5..8 bits: a shuffle per 16 codes and a blend tree on the code's high bits.
+struct WideLevels {
+  const uint8_t* levels;
+  int bits;
+  WideLevels(const uint8_t* l, int b) : levels(l), bits(b) {}
+  __m256i operator()(__m256i codes) const {
+    __m256i r[16];
+    const int subs = 1 << (bits - 4);
+    const __m256i low = _mm256_and_si256(codes, _mm256_set1_epi8(0x0F));
+    for (int s = 0; s < subs; ++s) r[s] = _mm256_shuffle_epi8(table16(levels + 16 * s), low);
+    for (int level = 0, n = subs; n > 1; ++level, n /= 2) {
+      // bit 4 + level of the code moved to each byte's sign bit (codes < 256: no carry across)
+      const __m256i select = level < 3 ? _mm256_sll_epi16(codes, _mm_cvtsi32_si128(3 - level)) : codes;
+      for (int s = 0; s < n / 2; ++s) r[s] = _mm256_blendv_epi8(r[2 * s], r[2 * s + 1], select);
+    }
+    return r[0];
   }
-  return r[0];
-}
+};
 
 // sums[q][8t..8t+7] += levels . weights over the run's groups in block `block`, one quarter
-// block (8 rows: one register per query) at a time, so that the accumulators of 4 queries fit
-// the 16 registers; Nibbles: full 4-bit groups; Small: codes of <= 4 bits (one shuffle).
-template <int Q, bool Nibbles, bool Small>
-inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec, int64_t block,
+// block (8 rows: one register per query) at a time, so that the accumulators of 8 queries fit
+// the 16 registers beside the decoder's.
+template <int Q, class Codes, class Levels>
+inline void run_groups(const ScanArgs& a, const ScanRun& run, const Codes& codes_of, int64_t block,
                        int32_t (&sums)[Q][32]) {
   const uint8_t* first = a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset;
   const uint8_t* end = a.ends[run.stream];
-  const uint8_t* table = a.levels[run.stream];
-  const __m256i small_table = table16(table);
+  const Levels levels(a.levels[run.stream], run.bits);
   const __m256i ones = _mm256_set1_epi16(1);
   const int group_bytes = 4 * run.channels * run.bits;
   const int8_t* weights = a.weights + Q * run.weight_offset;
+#pragma GCC unroll 4
   for (int t = 0; t < 4; ++t) {
     __m256i acc[Q];
     for (int q = 0; q < Q; ++q) acc[q] = _mm256_load_si256(reinterpret_cast<const __m256i*>(sums[q] + 8 * t));
     const uint8_t* group = first;
-    for (int g = 0; g < run.count; ++g, group += group_bytes) {
-      const __m256i codes = Nibbles ? dec.nibble_codes(group, t) : dec.codes(group, end, t);
-      const __m256i lv = Small ? _mm256_shuffle_epi8(small_table, codes) : levels_of(codes, table, run.bits);
-#pragma GCC unroll 4
+    const int8_t* w = weights;
+    for (int g = 0; g < run.count; ++g, group += group_bytes, w += 4 * Q) {
+      const __m256i lv = levels(codes_of(group, end, t));
+#pragma GCC unroll 8
       for (int q = 0; q < Q; ++q) {
-        const __m256i w = _mm256_set1_epi32(weight_word(weights + 4 * (Q * g + q)));
-        const __m256i pairs = _mm256_maddubs_epi16(lv, w);  // levels <= 127: 127 * 127 * 2 fits int16
-        acc[q] = _mm256_add_epi32(acc[q], _mm256_madd_epi16(pairs, ones));
+        const __m256i pairs = _mm256_maddubs_epi16(lv, _mm256_set1_epi32(weight_word(w + 4 * q)));
+        acc[q] = _mm256_add_epi32(acc[q], _mm256_madd_epi16(pairs, ones));  // 127 * 127 * 2 fits int16
       }
     }
     for (int q = 0; q < Q; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(sums[q] + 8 * t), acc[q]);
@@ -160,10 +210,10 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec
 // and one byte add give both pairs' entries (<= 254), which go into 16-bit lanes as (even row +
 // 256 odd row) and, shifted, odd row alone: even = mixed - 256 odd, exact modulo 2**16 while
 // the true sums stay below it (254 * kFlushGroups < 65536), so the lanes are flushed into the
-// int32 sums every kFlushGroups groups.
+// int32 sums every kFlushGroups groups. Queries go kTableQueries at a time (two accumulators
+// each).
 constexpr int kFlushGroups = 256;
 
-template <int Q>
 inline void flush_rows(__m256i mixed, __m256i odd, int32_t* sums) {
   const __m256i even = _mm256_sub_epi16(mixed, _mm256_slli_epi16(odd, 8));
   const __m256i lo = _mm256_unpacklo_epi16(even, odd);  // rows 0..7 | 16..23, in order
@@ -176,22 +226,22 @@ inline void flush_rows(__m256i mixed, __m256i odd, int32_t* sums) {
   }
 }
 
-template <int Q>
-inline void table_groups(const ScanArgs& a, const ScanRun& run, int64_t block, int32_t (&sums)[Q][32]) {
-  const uint8_t* first = a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset;
-  const uint8_t* tables = reinterpret_cast<const uint8_t*>(a.weights) + Q * run.weight_offset;
+// Queries q0..q0+N-1 of a pass of Q.
+template <int Q, int N>
+inline void table_queries(const ScanRun& run, const uint8_t* first, const uint8_t* tables, int q0,
+                          int32_t (&sums)[Q][32]) {
   const __m256i nibble = _mm256_set1_epi8(0x0F);
   for (int g0 = 0; g0 < run.count; g0 += kFlushGroups) {
     const int g1 = run.count - g0 < kFlushGroups ? run.count : g0 + kFlushGroups;
-    __m256i mixed[Q], odd[Q];
-    for (int q = 0; q < Q; ++q) mixed[q] = odd[q] = _mm256_setzero_si256();
+    __m256i mixed[N], odd[N];
+    for (int q = 0; q < N; ++q) mixed[q] = odd[q] = _mm256_setzero_si256();
     for (int g = g0; g < g1; ++g) {
       const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(first + 32 * g));
       const __m256i lo = _mm256_and_si256(codes, nibble);
       const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(codes, 4), nibble);
-      const uint8_t* t = tables + 64 * Q * g;
+      const uint8_t* t = tables + 64 * (Q * g + q0);
 #pragma GCC unroll 4
-      for (int q = 0; q < Q; ++q) {
+      for (int q = 0; q < N; ++q) {
         const __m256i t0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 64 * q));
         const __m256i t1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 64 * q + 32));
         const __m256i both = _mm256_add_epi8(_mm256_shuffle_epi8(t0, lo), _mm256_shuffle_epi8(t1, hi));
@@ -199,8 +249,19 @@ inline void table_groups(const ScanArgs& a, const ScanRun& run, int64_t block, i
         odd[q] = _mm256_add_epi16(odd[q], _mm256_srli_epi16(both, 8));
       }
     }
-    for (int q = 0; q < Q; ++q) flush_rows<Q>(mixed[q], odd[q], sums[q]);
+    for (int q = 0; q < N; ++q) flush_rows(mixed[q], odd[q], sums[q0 + q]);
   }
+}
+
+template <int Q>
+inline void table_groups(const ScanArgs& a, const ScanRun& run, int64_t block, int32_t (&sums)[Q][32]) {
+  const uint8_t* first = a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset;
+  const uint8_t* tables = reinterpret_cast<const uint8_t*>(a.weights) + Q * run.weight_offset;
+  constexpr int Full = Q / kTableQueries * kTableQueries, Rest = Q - Full;
+  for (int q0 = 0; q0 < Full; q0 += kTableQueries) {
+    table_queries<Q, kTableQueries>(run, first, tables, q0, sums);
+  }
+  if constexpr (Rest > 0) table_queries<Q, Rest>(run, first, tables, Full, sums);
 }
 
 // A partial 2-bit group by its single-channel table: the generic decoder's codes (row r in
@@ -214,7 +275,7 @@ inline void table_partial(const ScanArgs& a, const ScanRun& run, const Decoder& 
   const __m256i spread = _mm256_set1_epi32(0x0C080400);
   const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
   for (int t = 0; t < 4; ++t) {
-    const __m256i index = _mm256_add_epi8(dec.codes(group, a.ends[run.stream], t), spread);
+    const __m256i index = _mm256_add_epi8(dec(group, a.ends[run.stream], t), spread);
     for (int q = 0; q < Q; ++q) {
       const __m256i table = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tables + 32 * q));
       const __m256i entries = _mm256_shuffle_epi8(table, index);
@@ -231,18 +292,21 @@ inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block
   std::memset(sums, 0, sizeof sums);
   for (int i = 0; i < a.n_runs; ++i) {
     const ScanRun& run = a.runs[i];
+    int32_t (&s)[Q][32] = sums[run.cls];
     if (run.table) {
       if (run.channels == 4) {
-        table_groups<Q>(a, run, block, sums[run.cls]);
+        table_groups<Q>(a, run, block, s);
       } else {
-        table_partial<Q>(a, run, decoders[i], block, sums[run.cls]);
+        table_partial<Q>(a, run, decoders[i], block, s);
       }
-    } else if (decoders[i].nibbles) {
-      run_groups<Q, true, true>(a, run, decoders[i], block, sums[run.cls]);
+    } else if (run.channels == 4 && run.bits == 4) {
+      run_groups<Q, NibbleCodes, SmallLevels>(a, run, NibbleCodes{}, block, s);
+    } else if (run.channels == 4 && run.bits == 3) {
+      run_groups<Q, TripleCodes, SmallLevels>(a, run, TripleCodes{}, block, s);
     } else if (run.bits <= 4) {
-      run_groups<Q, false, true>(a, run, decoders[i], block, sums[run.cls]);
+      run_groups<Q, Decoder, SmallLevels>(a, run, decoders[i], block, s);
     } else {
-      run_groups<Q, false, false>(a, run, decoders[i], block, sums[run.cls]);
+      run_groups<Q, Decoder, WideLevels>(a, run, decoders[i], block, s);
     }
   }
 }
@@ -427,7 +491,7 @@ void kv_decode(const KvDecodeArgs& a) {
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2", kQueries, 63, 1, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode};
+  static const Kernels k{"avx2", kQueries, kTableQueries, 63, 1, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode};
   return k;
 }
 

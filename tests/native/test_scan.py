@@ -33,6 +33,10 @@ CODECS = {
     "2bit-d50": (50, [(0, 50, 2, 0, 0, 1.0)]),
     "2bit-d1100": (1100, [(0, 1100, 2, 0, 0, 1.0)]),
     "prod3-d50": (50, [(0, 50, 2, 0, 0, 1.0), (0, 50, 1, 1, 1, float(np.sqrt(np.pi / 2) / 50))]),
+    # full 3- and 4-bit groups only (the AVX2 variant's own decoders): the last group of the
+    # last block ends the buffer, so any load past the group would leave it
+    "3bit-d64": (64, [(0, 64, 3, 0, 0, 1.0)]),
+    "4bit-d64": (64, [(0, 64, 4, 0, 0, 1.0)]),
 }
 
 
@@ -164,6 +168,13 @@ def test_allow_lists_are_exact_within_the_allowed_rows(fraction):
 
 def test_l2_shift_and_many_queries():
     run_case("2.5bit-d50", m=21, k=5, sizes=[500], seed=4, shift=True)
+
+
+@pytest.mark.parametrize("m", [1, 7, 8, 9, 17])
+@pytest.mark.parametrize("name", ["3bit-d64", "4bit-d64", "2bit-d50", "prod3-d50"])
+def test_query_counts_around_a_pass(name, m):
+    """Passes of 8 queries (4 with pair tables) and their remainders."""
+    run_case(name, m=m, k=6, sizes=[333], seed=7)
 
 
 def test_variants_agree():
