@@ -142,6 +142,17 @@ struct KvDecodeArgs {
   int64_t out_stride;
 };
 
+// ------------------------------------------------------------------------- query transforms
+// out (rows x p) = x (rows x n) @ w (n x p), float32 row-major (matmul.h).
+struct MatmulArgs {
+  const float* x;
+  int64_t rows;
+  int32_t n;
+  const float* w;
+  int32_t p;
+  float* out;
+};
+
 struct Kernels {
   const char* name;        // "scalar", "avx2", "avx512"
   int32_t queries;         // queries per scan call it is fastest with (<= kMaxQueries)
@@ -154,6 +165,7 @@ struct Kernels {
   void (*kv_scores)(const KvScoresArgs&);
   void (*kv_weighted_sum)(const KvWeightedArgs&);
   void (*kv_decode)(const KvDecodeArgs&);
+  void (*matmul)(const MatmulArgs&);
 };
 
 const Kernels& scalar_kernels();

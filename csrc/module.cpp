@@ -24,6 +24,7 @@
 #include "layout.h"
 #include "pool.h"
 #include "scan.h"
+#include "searcher.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -268,6 +269,79 @@ nb::ndarray<nb::numpy, float> exact_scores_py(nb::list codec_list, nb::handle se
   return out;
 }
 
+// ------------------------------------------------------------------------- matmul
+nb::ndarray<nb::numpy, float> matmul_py(Array2<const float> x, Array2<const float> w) {
+  require(x.shape(1) == w.shape(0), "matmul: x (rows, n) and w (n, p) do not fit");
+  require(w.shape(0) <= (1 << 20) && w.shape(1) <= (1 << 20), "matmul: w too large");
+  auto out = numpy_array<float>({x.shape(0), w.shape(1)});
+  const MatmulArgs args{x.data(), static_cast<int64_t>(x.shape(0)), static_cast<int32_t>(w.shape(0)), w.data(),
+                        static_cast<int32_t>(w.shape(1)), out.data()};
+  {
+    nb::gil_scoped_release release;
+    if (args.rows && args.p) active_kernels().matmul(args);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------- searcher
+std::vector<float> matrix_of(nb::handle h, int64_t rows, int64_t cols, const char* what) {
+  auto m = array_arg<Array2<const float>>(h, what);
+  if (static_cast<int64_t>(m.shape(0)) != rows || static_cast<int64_t>(m.shape(1)) != cols) {
+    fail(std::string(what) + ": expected shape (" + std::to_string(rows) + ", " + std::to_string(cols) + ")");
+  }
+  std::vector<float> out(m.data(), m.data() + m.size());
+  for (float v : out) require(std::isfinite(v), "searcher: rotation and projection must be finite");
+  return out;
+}
+
+// rotation: ("dense", R^T (dim, dim)) or ("factored", signs (rounds, dim), F_a^T (a, a),
+// F_b^T (b, b)); projection: S^T (dim, dim) or None; scale: the metric's factor.
+std::pair<std::vector<CodecStream>, QueryMap> searcher_parts(nb::list codec_list, int64_t dim, nb::tuple rotation,
+                                                             nb::handle projection, float scale) {
+  require(dim >= 1 && dim <= (1 << 20), "searcher: dim must be in 1..2**20");
+  require(std::isfinite(scale) && scale > 0, "searcher: scale must be finite and positive");
+  QueryMap map;
+  map.dim = static_cast<int32_t>(dim);
+  map.scale = scale;
+  require(rotation.size() >= 1, "searcher: rotation must be ('dense', R^T) or ('factored', signs, F_a^T, F_b^T)");
+  const std::string kind = nb::cast<std::string>(rotation[0]);
+  if (kind == "dense" && rotation.size() == 2) {
+    map.dense = matrix_of(rotation[1], dim, dim, "rotation matrix");
+  } else if (kind == "factored" && rotation.size() == 4) {
+    auto signs = array_arg<Array2<const float>>(rotation[1], "rotation signs");
+    require(static_cast<int64_t>(signs.shape(1)) == dim && signs.shape(0) >= 1 && signs.shape(0) <= 8,
+            "rotation signs: expected (rounds, dim), 1 to 8 rounds");
+    map.signs.assign(signs.data(), signs.data() + signs.size());
+    const int64_t a = static_cast<int64_t>(array_arg<Array2<const float>>(rotation[2], "rotation F_a").shape(0));
+    require(a >= 1 && dim % a == 0, "rotation factors: a must divide dim");
+    map.a = static_cast<int32_t>(a);
+    map.b = static_cast<int32_t>(dim / a);
+    map.fa_t = matrix_of(rotation[2], a, a, "rotation F_a");
+    map.fb_t = matrix_of(rotation[3], dim / a, dim / a, "rotation F_b");
+  } else {
+    fail("searcher: rotation must be ('dense', R^T) or ('factored', signs, F_a^T, F_b^T)");
+  }
+  if (!projection.is_none()) map.projection = matrix_of(projection, dim, dim, "projection");
+  return {codec_from(codec_list, dim, !projection.is_none()), std::move(map)};
+}
+
+nb::tuple searcher_search(const Searcher& searcher, nb::list segment_list, Array2<const float> queries, int64_t k) {
+  const int64_t m = static_cast<int64_t>(queries.shape(0));
+  check_queries(queries, searcher.dim(), "queries");
+  require(k >= 0 && k <= (int64_t(1) << 24), "k must be in 0..2**24");
+  std::vector<nb::object> keep;
+  std::vector<SegmentView> segments;
+  for (nb::handle h : segment_list) segments.push_back(segment_from(h, searcher.codec(), keep));
+  auto rows = numpy_array<int64_t>({static_cast<size_t>(m), static_cast<size_t>(k)});
+  auto scores = numpy_array<float>({static_cast<size_t>(m), static_cast<size_t>(k)});
+  ScanStats stats;
+  {
+    nb::gil_scoped_release release;
+    stats = searcher.search(segments, queries.data(), m, static_cast<int32_t>(k), rows.data(), scores.data());
+  }
+  return nb::make_tuple(rows, scores, stats.candidates, stats.reported);
+}
+
 // ------------------------------------------------------------------------- config
 nb::dict config() {
   nb::dict d;
@@ -300,6 +374,18 @@ NB_MODULE(_core, m) {
   m.def("scan", &scan_py, "codec"_a, "segments"_a, "rotated"_a.noconvert(), "projected"_a.noconvert().none(), "k"_a);
   m.def("exact_scores", &exact_scores_py, "codec"_a, "segment"_a, "rotated"_a.noconvert(),
         "projected"_a.noconvert().none(), "rows"_a.noconvert());
+  m.def("matmul", &matmul_py, "x"_a.noconvert(), "w"_a.noconvert(),
+        "x @ w (float32) with the active variant's kernel (the query transforms' products).");
+  nb::class_<Searcher>(m, "Searcher",
+                       "One index's search: codec streams, query transform, scan plans (csrc/searcher.h).")
+      .def("__init__",
+           [](Searcher* self, nb::list codec, int64_t dim, nb::tuple rotation, nb::handle projection, float scale) {
+             auto [streams, map] = searcher_parts(codec, dim, rotation, projection, scale);
+             new (self) Searcher(std::move(streams), std::move(map));
+           },
+           "codec"_a, "dim"_a, "rotation"_a, "projection"_a.none(), "scale"_a)
+      .def("search", &searcher_search, "segments"_a, "queries"_a.noconvert(), "k"_a,
+           "(rows (m, k) int64, scores (m, k) float32, candidates, reported) of raw queries (m, dim).");
   register_kv(m);
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {

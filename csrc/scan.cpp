@@ -88,14 +88,21 @@ struct Scratch {
 ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentView>& segments,
                const float* rotated, const float* projected, int64_t m, int32_t dim, int32_t k,
                int64_t* out_rows, float* out_scores) {
+  const Kernels& kern = active_kernels();
+  const ScanPlan plan = make_plan(codec, kern.level_max, kern.pair_tables != 0);
+  return scan(codec, plan, kern, segments, rotated, projected, m, dim, k, out_rows, out_scores);
+}
+
+ScanStats scan(const std::vector<CodecStream>& codec, const ScanPlan& plan, const Kernels& kern,
+               const std::vector<SegmentView>& segments, const float* rotated,
+               const float* projected, int64_t m, int32_t dim, int32_t k, int64_t* out_rows,
+               float* out_scores) {
   ScanStats stats;
   for (int64_t i = 0; i < m * k; ++i) {
     out_rows[i] = -1;
     out_scores[i] = -kInf;
   }
   if (m == 0 || k == 0 || codec.empty()) return stats;
-  const Kernels& kern = active_kernels();
-  const ScanPlan plan = make_plan(codec, kern.level_max, kern.pair_tables != 0);
   bool all_tables = true;
   for (int c = 0; c < plan.n_classes; ++c) all_tables = all_tables && plan.tables[c];
   const int group = all_tables ? kern.table_queries : kern.queries;

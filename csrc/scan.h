@@ -43,9 +43,17 @@ struct ScanStats {
   int64_t reported = 0;    // rows the kernels reported (upper bound over the threshold)
 };
 
+struct ScanPlan;
+struct Kernels;
+
 // queries: rotated (m, dim) and, with a QJL stream, projected (m, dim), float32 row-major.
 // Writes out_rows (m, k) (index rows, -1 padded) and out_scores (m, k) (-inf padded), best
-// first, ties by lower row.
+// first, ties by lower row. `plan`: make_plan(codec) for `kern` (a Searcher keeps it); the
+// overload without one makes it.
+ScanStats scan(const std::vector<CodecStream>& codec, const ScanPlan& plan, const Kernels& kern,
+               const std::vector<SegmentView>& segments, const float* rotated,
+               const float* projected, int64_t m, int32_t dim, int32_t k, int64_t* out_rows,
+               float* out_scores);
 ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentView>& segments,
                const float* rotated, const float* projected, int64_t m, int32_t dim, int32_t k,
                int64_t* out_rows, float* out_scores);

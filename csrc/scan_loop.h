@@ -11,6 +11,7 @@
 //     static Float factors(const void* f, int half, int first);  // rows first.. of a factor
 //                                              // array of float16 (half = 1) or float32
 //     static Float load(const float*);  static Float zero();  static Float set1(float);
+//     static void store(float*, Float);        // (matmul.h)
 //     static Float fmadd(Float a, Float b, Float c);  // a * b + c
 //     static Float sub(Float a, Float b);
 //     static Float sums(const int32_t*);       // kRows int32 block sums (aligned), as floats

@@ -23,6 +23,7 @@
 
 #include "half.h"
 #include "kernels.h"
+#include "matmul.h"
 #include "scan_loop.h"
 
 namespace rq {
@@ -323,6 +324,7 @@ struct Lanes {
     return _mm256_loadu_ps(static_cast<const float*>(f) + first);
   }
   static Float load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, Float x) { _mm256_storeu_ps(p, x); }
   static Float zero() { return _mm256_setzero_ps(); }
   static Float set1(float x) { return _mm256_set1_ps(x); }
   static Float fmadd(Float a, Float b, Float c) { return _mm256_fmadd_ps(a, b, c); }
@@ -353,6 +355,8 @@ void scan(ScanArgs& a) {
   for (int i = 0; i < a.n_runs && i < 16; ++i) decoders[i].init(a.runs[i].channels, a.runs[i].bits);
   scan_with<Lanes, kQueries>(a, [&](int64_t b, auto& sums) { block_sums(a, decoders, b, sums); });
 }
+
+void matmul(const MatmulArgs& a) { matmul_with<Lanes>(a); }
 
 // ------------------------------------------------------------------------- KV rows
 // 8 codes (one group of `bits` bytes) at a time: the group as one 64-bit word, shifted per
@@ -491,7 +495,7 @@ void kv_decode(const KvDecodeArgs& a) {
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2", kQueries, kTableQueries, 63, 1, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode};
+  static const Kernels k{"avx2", kQueries, kTableQueries, 63, 1, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode, matmul};
   return k;
 }
 

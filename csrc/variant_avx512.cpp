@@ -14,6 +14,7 @@
 #include "codes.h"
 #include "half.h"
 #include "kernels.h"
+#include "matmul.h"
 #include "scan_loop.h"
 
 namespace rq {
@@ -172,6 +173,7 @@ struct Lanes {
     return _mm512_loadu_ps(static_cast<const float*>(f) + first);
   }
   static Float load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, Float x) { _mm512_storeu_ps(p, x); }
   static Float zero() { return _mm512_setzero_ps(); }
   static Float set1(float x) { return _mm512_set1_ps(x); }
   static Float fmadd(Float a, Float b, Float c) { return _mm512_fmadd_ps(a, b, c); }
@@ -214,6 +216,8 @@ void scan(ScanArgs& a) {
     }
   });
 }
+
+void matmul(const MatmulArgs& a) { matmul_with<Lanes>(a); }
 
 // ------------------------------------------------------------------------- KV rows
 // 64 codes of a row (8 per `bits` bytes) at a time: a byte permute puts each 8-code group's
@@ -447,7 +451,7 @@ float rescore(const RescoreStream& s, int r) {
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{"avx512", kQueries, kQueries, 127, 0, scan, rescore, kv_scores, kv_weighted_sum, kv_decode};
+  static const Kernels k{"avx512", kQueries, kQueries, 127, 0, scan, rescore, kv_scores, kv_weighted_sum, kv_decode, matmul};
   return k;
 }
 

@@ -6,6 +6,7 @@
 #include "half.h"
 #include "kernels.h"
 #include "layout.h"
+#include "matmul.h"
 #include "scan_loop.h"
 
 namespace rq {
@@ -42,6 +43,7 @@ struct Lanes {
   using Float = float;
   static float factors(const void* f, int half, int first) { return factor_at(f, half, first); }
   static float load(const float* p) { return *p; }
+  static void store(float* p, float x) { *p = x; }
   static float zero() { return 0.0f; }
   static float set1(float x) { return x; }
   static float fmadd(float a, float b, float c) { return a * b + c; }
@@ -59,6 +61,8 @@ struct Lanes {
 void scan(ScanArgs& a) {
   scan_with<Lanes, kMaxQueries>(a, [&](int64_t b, auto& sums) { block_sums(a, b, sums); });
 }
+
+void matmul(const MatmulArgs& a) { matmul_with<Lanes>(a); }
 
 // ------------------------------------------------------------------------- KV rows
 void decode_row(const KvRows& s, int64_t row, float* out) {
@@ -104,7 +108,7 @@ void kv_decode(const KvDecodeArgs& a) {
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{"scalar", kMaxQueries, kMaxQueries, 127, 0, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode};
+  static const Kernels k{"scalar", kMaxQueries, kMaxQueries, 127, 0, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode, matmul};
   return k;
 }
 

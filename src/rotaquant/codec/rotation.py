@@ -78,6 +78,11 @@ class Rotation:
             return y @ self.matrix
         return self._structured_inverse(y)
 
+    def native_form(self) -> tuple:
+        """``forward`` as the native core's query map takes it: ``("dense", R^T)`` (dim, dim)
+        float32 with forward(x) = x @ R^T, or ``("factored", signs, F_a^T, F_b^T)``."""
+        return ("dense", np.ascontiguousarray(self.matrix.T))
+
     def _structured_forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -122,6 +127,17 @@ class HadamardRotation(Rotation):
             for n in self.shape
         )
         self.signs = rng.choice(np.array([-1.0, 1.0], np.float32), size=(self.rounds, self.dim))
+
+    def native_form(self) -> tuple:
+        if self.dim < _DENSE_BELOW:
+            return super().native_form()
+        fa, fb = self.factors
+        return (
+            "factored",
+            np.ascontiguousarray(self.signs, np.float32),
+            np.ascontiguousarray(fa.T),
+            np.ascontiguousarray(fb.T),
+        )
 
     def _kron(self, x: np.ndarray) -> np.ndarray:
         """x @ (F_a ⊗ F_b).T, written out in (b, a) order."""

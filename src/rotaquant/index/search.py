@@ -1,7 +1,8 @@
 """The search path of a VectorIndex: the native scan, allow-lists, re-ranking, reconstruction.
 
-Queries are rotated once (and projected once for the QJL term in prod mode); the native core
-(``rotaquant._core.scan``, csrc/scan.cpp) scores every stored row in the rotated domain
+Queries are rotated once (and projected once for the QJL term in prod mode) by the native
+searcher (``rotaquant._core.Searcher``, csrc/searcher.h: it holds the rotation, the codebooks
+and the scan plan, built once per index), which then scores every stored row in the rotated domain
 straight from its packed codes — int8 query weights times int8 codebook levels, summed in
 integers, scaled by each row's factor — keeps the rows whose score bound can still reach the
 top k, and re-scores those exactly in float32, so results are the exact top-k of the float
@@ -21,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .._parallel import single_threaded_blas
 from ..codec.quantizer import TurboQuantizer
 from .rows import RowStore
 from .topk import TopK
@@ -50,6 +50,14 @@ class Searcher:
         self.quantizer = quantizer
         self.metric = metric
         self._codec = codec_streams(quantizer)
+        qjl = quantizer.qjl
+        self._native = _core.Searcher(
+            self._codec,
+            quantizer.dim,
+            quantizer.rotation.native_form(),
+            None if qjl is None else np.ascontiguousarray(qjl.projection.T),
+            2.0 if metric == "l2" else 1.0,  # the l2 ranking scores 2⟨q, x̂⟩ − ‖x̂‖²
+        )
 
     def search(
         self,
@@ -97,15 +105,7 @@ class Searcher:
         ]
         if m == 0 or not segments or k == 0:
             return rows, scores
-        with single_threaded_blas():  # the scan's threads fill the cores
-            rotated = np.ascontiguousarray(self.quantizer.rotation.forward(queries), np.float32)
-            qjl = self.quantizer.qjl
-            projected = None if qjl is None else np.ascontiguousarray(qjl.project(rotated))
-            if self.metric == "l2":
-                rotated *= 2
-                if projected is not None:
-                    projected *= 2
-            found_rows, found_scores, *_ = _core.scan(self._codec, segments, rotated, projected, k)
+        found_rows, found_scores, *_ = self._native.search(segments, queries, k)
         rows[:] = found_rows
         scores[:] = found_scores
         return rows, scores

@@ -1,0 +1,45 @@
+#include "searcher.h"
+
+#include <stdexcept>
+
+#include "cpu.h"
+
+namespace rq {
+
+Searcher::Searcher(std::vector<CodecStream> codec, QueryMap map)
+    : codec_(std::move(codec)), map_(std::move(map)) {
+  map_.validate();
+  if (codec_.empty()) throw std::invalid_argument("searcher: no codec streams");
+  for (const CodecStream& s : codec_) {
+    if (s.first < 0 || s.first + s.channels > map_.dim) {
+      throw std::invalid_argument("searcher: codec stream channels outside the query dimension");
+    }
+    projects_ = projects_ || s.domain == 1;
+  }
+  if (projects_ && map_.projection.empty()) {
+    throw std::invalid_argument("searcher: a projected (QJL) stream needs the projection");
+  }
+}
+
+std::shared_ptr<const ScanPlan> Searcher::plan_for(const Kernels& kern) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& [k, plan] : plans_) {
+    if (k == &kern) return plan;
+  }
+  auto plan = std::make_shared<const ScanPlan>(make_plan(codec_, kern.level_max, kern.pair_tables != 0));
+  plans_.emplace_back(&kern, plan);
+  return plan;
+}
+
+ScanStats Searcher::search(const std::vector<SegmentView>& segments, const float* queries,
+                           int64_t m, int32_t k, int64_t* out_rows, float* out_scores) const {
+  const Kernels& kern = active_kernels();
+  const std::shared_ptr<const ScanPlan> plan = plan_for(kern);
+  const int64_t size = m * map_.dim;
+  std::vector<float> rotated(size), projected(projects_ ? size : 0);
+  map_.apply(queries, m, rotated.data(), projects_ ? projected.data() : nullptr);
+  return scan(codec_, *plan, kern, segments, rotated.data(), projects_ ? projected.data() : nullptr,
+              m, map_.dim, k, out_rows, out_scores);
+}
+
+}  // namespace rq

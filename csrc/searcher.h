@@ -1,0 +1,42 @@
+// One index's search, built once (index/search.py keeps one per VectorIndex): the codec
+// streams, the query map and, per kernel variant, the scan plan. `search` takes raw queries, so
+// a single query pays for its transform, weights and scan, and nothing that depends only on the
+// index.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "kernels.h"
+#include "query_map.h"
+#include "scan.h"
+#include "scan_plan.h"
+
+namespace rq {
+
+class Searcher {
+ public:
+  // Throws std::invalid_argument when the map or the codec do not fit together.
+  Searcher(std::vector<CodecStream> codec, QueryMap map);
+
+  const std::vector<CodecStream>& codec() const { return codec_; }
+  int32_t dim() const { return map_.dim; }
+
+  // queries (m, dim) float32: the best k rows of the segments for each (see scan()).
+  ScanStats search(const std::vector<SegmentView>& segments, const float* queries, int64_t m,
+                   int32_t k, int64_t* out_rows, float* out_scores) const;
+
+ private:
+  std::shared_ptr<const ScanPlan> plan_for(const Kernels& kern) const;
+
+  std::vector<CodecStream> codec_;
+  QueryMap map_;
+  bool projects_ = false;
+  mutable std::mutex mutex_;
+  mutable std::vector<std::pair<const Kernels*, std::shared_ptr<const ScanPlan>>> plans_;
+};
+
+}  // namespace rq
