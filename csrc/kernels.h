@@ -142,6 +142,36 @@ struct KvDecodeArgs {
   int64_t out_stride;
 };
 
+// ------------------------------------------------------------------------- pair tables
+// The pair tables of one 2-bit stream for one query (pair_tables.h): per term (a channel pair
+// of a full group, or one channel of a partial group) its entries at `at` bytes into `out`,
+// and the moments of the entries' rounding errors added into `stats`.
+struct PairTerm {
+  int32_t first;     // first channel, within the stream
+  int32_t channels;  // 2, or 1
+  int32_t at;        // byte offset of its entries in the stream's table data
+};
+
+struct PairTableStats {
+  double base = 0;      // sum of the terms' minima
+  double mean = 0;      // sum of the terms' mean errors
+  double variance = 0;  // sum of their variances
+  double worst = 0;     // sum of their largest |error - mean|
+  double largest = 0;   // the largest of those
+};
+
+struct PairTableArgs {
+  const PairTerm* terms;
+  int32_t n_terms;
+  const float* query;   // the stream's channels
+  float scale;          // the stream's scale
+  const float* values;  // [4]
+  const float* probs;   // [4]
+  double delta;         // the class's table step
+  uint8_t* out;
+  PairTableStats* stats;
+};
+
 // ------------------------------------------------------------------------- query transforms
 // out (rows x p) = x (rows x n) @ w (n x p), float32 row-major (matmul.h).
 struct MatmulArgs {
@@ -166,6 +196,7 @@ struct Kernels {
   void (*kv_weighted_sum)(const KvWeightedArgs&);
   void (*kv_decode)(const KvDecodeArgs&);
   void (*matmul)(const MatmulArgs&);
+  void (*pair_tables_of)(const PairTableArgs&);  // with pair_tables; null otherwise
 };
 
 const Kernels& scalar_kernels();

@@ -89,7 +89,7 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
                const float* rotated, const float* projected, int64_t m, int32_t dim, int32_t k,
                int64_t* out_rows, float* out_scores) {
   const Kernels& kern = active_kernels();
-  const ScanPlan plan = make_plan(codec, kern.level_max, kern.pair_tables != 0);
+  const ScanPlan plan = make_plan(codec, kern);
   return scan(codec, plan, kern, segments, rotated, projected, m, dim, k, out_rows, out_scores);
 }
 

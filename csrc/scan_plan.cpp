@@ -26,7 +26,9 @@
 // multiplications. A partial group's channels get single-channel tables the same way. The
 // error of a term, e(c) - min e - delta T(c), again depends only on the code (pair), so the
 // same centring and the same two bounds apply, with the moments computed from the 16 (or 4)
-// cases under the code law (the channels of a pair independent).
+// cases under the code law (the channels of a pair independent). The variant that scans by
+// tables builds them (pair_tables.h: float32, vectorized over terms; the float32 slack below
+// covers its rounding).
 #include "scan_plan.h"
 
 #include <algorithm>
@@ -45,73 +47,9 @@ struct ClassStats {
   double sum_bound = 0;  // the largest |S| the kernels may accumulate
 };
 
-// The terms of a 2-bit stream's tables, in the order of its groups: per full group the pairs
-// (0, 1) and (2, 3), per partial group each channel alone. fn(first channel, channels).
-template <class Fn>
-void for_each_term(const CodecStream& cs, Fn&& fn) {
-  for (const Group& g : cs.layout.groups) {
-    if (g.channels == kGroupChannels) {
-      fn(g.first, 2);
-      fn(g.first + 2, 2);
-    } else {
-      for (int j = 0; j < g.channels; ++j) fn(g.first + j, 1);
-    }
-  }
-}
-
-// A term's exact contributions: out[c] for its 4 (one channel) or 16 (a pair: c0 + 4 * c1)
-// code cases, with their probabilities.
-int term_cases(const CodecStream& cs, const float* q, int first, int channels, double* out,
-               double* prob) {
-  const double x0 = double(q[first]) * cs.scale;
-  const double x1 = channels == 2 ? double(q[first + 1]) * cs.scale : 0;
-  const int cases = channels == 2 ? 16 : 4;
-  for (int c = 0; c < cases; ++c) {
-    const int c0 = c % 4, c1 = c / 4;
-    out[c] = x0 * cs.values[c0] + (channels == 2 ? x1 * cs.values[c1] : 0);
-    prob[c] = double(cs.probs[c0]) * (channels == 2 ? double(cs.probs[c1]) : 1);
-  }
-  return cases;
-}
-
-// The tables of one 2-bit stream at step delta (layout in kernels.h) and its terms' error
-// statistics.
-void fill_tables(const CodecStream& cs, const float* q, double delta, uint8_t* out,
-                 ClassStats& st) {
-  uint8_t* chunk = out;
-  for (const Group& g : cs.layout.groups) {
-    const bool pair = g.channels == kGroupChannels;
-    const int terms = pair ? 2 : g.channels;  // the pairs, or each channel of a partial group
-    for (int term = 0; term < terms; ++term) {
-      double e[16], p[16];
-      const int cases = term_cases(cs, q, g.first + (pair ? 2 * term : term), pair ? 2 : 1, e, p);
-      const double low = *std::min_element(e, e + cases);
-      const double inverse = 1 / delta;
-      double err[16], mean = 0;
-      for (int c = 0; c < cases; ++c) {
-        // e - low lies in [0, 127 delta]: rounding half up is a truncation, no libm call
-        const double t = std::min(127.0, double(int((e[c] - low) * inverse + 0.5)));
-        // pairs: table `term` (16 entries) in both lanes; singles: entry 4 * channel + code
-        const int at = pair ? 32 * term + c : 4 * term + c;
-        chunk[at] = chunk[at + 16] = static_cast<uint8_t>(t);
-        err[c] = e[c] - low - delta * t;
-        mean += p[c] * err[c];
-      }
-      double variance = 0, largest = 0;
-      for (int c = 0; c < cases; ++c) {
-        variance += p[c] * (err[c] - mean) * (err[c] - mean);
-        largest = std::max(largest, std::fabs(err[c] - mean));
-      }
-      st.base += low;
-      st.sum_bound += 127;
-      st.mean += mean;
-      st.variance += variance;
-      st.worst += largest;
-      st.largest = std::max(st.largest, largest);
-    }
-    chunk += pair ? 64 : 32;
-  }
-}
+// Round half away from zero, for |x| well inside the int64 range: an integer conversion, where
+// std::nearbyint is a libm call in code compiled for baseline x86-64 (no SSE4.1).
+inline double round_int(double x) { return double(int64_t(x + (x >= 0 ? 0.5 : -0.5))); }
 
 // The two bounds on a class's centred error (module comment): the smaller.
 double margin_of(const ClassStats& st) {
@@ -122,27 +60,36 @@ double margin_of(const ClassStats& st) {
 
 // The step of a table class: its widest term's range / 127, so that no entry clamps. (Finer
 // steps that clamp the widest terms measured wider margins on Gaussian queries at d = 384:
-// the clamped cases' errors dominate the bound.)
-double table_delta(const std::vector<CodecStream>& codec, int cls, const float* rotated,
-                   const float* projected) {
+// the clamped cases' errors dominate the bound.) A term's range is the sum of its channels'.
+double table_delta(const std::vector<CodecStream>& codec, const ScanPlan& plan, int cls,
+                   const float* rotated, const float* projected) {
   double widest = 0;
-  for (const CodecStream& cs : codec) {
+  for (size_t s = 0; s < codec.size(); ++s) {
+    const CodecStream& cs = codec[s];
     if (cs.cls != cls) continue;
     const float* q = (cs.domain ? projected : rotated) + cs.first;
-    for_each_term(cs, [&](int first, int channels) {
-      double e[16], p[16];
-      const int cases = term_cases(cs, q, first, channels, e, p);
-      const auto [lo, hi] = std::minmax_element(e, e + cases);
-      widest = std::max(widest, *hi - *lo);
-    });
+    double vmin = cs.values[0], vmax = vmin;
+    for (int c = 1; c < 4; ++c) {
+      vmin = std::min(vmin, double(cs.values[c]));
+      vmax = std::max(vmax, double(cs.values[c]));
+    }
+    const double span = (vmax - vmin) * std::fabs(double(cs.scale));
+    for (const PairTerm& t : plan.terms[s]) {
+      double x = std::fabs(double(q[t.first]));
+      if (t.channels == 2) x += std::fabs(double(q[t.first + 1]));
+      widest = std::max(widest, x * span);
+    }
   }
   return widest > 0 ? widest / 127 : 1;
 }
 
 }  // namespace
 
-ScanPlan make_plan(const std::vector<CodecStream>& codec, int level_max, bool pair_tables) {
+ScanPlan make_plan(const std::vector<CodecStream>& codec, const Kernels& kern) {
+  const int level_max = kern.level_max;
+  const bool pair_tables = kern.pair_tables != 0 && kern.pair_tables_of != nullptr;
   ScanPlan plan;
+  plan.pair_tables_of = kern.pair_tables_of;
   plan.level_offset = level_max + 1;
   for (const CodecStream& s : codec) plan.n_classes = std::max(plan.n_classes, s.cls + 1);
   for (int c = 0; c < plan.n_classes; ++c) plan.tables[c] = pair_tables;
@@ -179,6 +126,21 @@ ScanPlan make_plan(const std::vector<CodecStream>& codec, int level_max, bool pa
     plan.levels.push_back(table);
     plan.moments.push_back(mo);
     const bool by_tables = plan.tables[cs.cls];
+    std::vector<PairTerm> terms;
+    if (by_tables) {  // the tables' terms, at their byte offsets in the stream's data
+      int32_t at = 0;
+      for (const Group& g : layout.groups) {
+        if (g.channels == kGroupChannels) {
+          terms.push_back({g.first, 2, at});
+          terms.push_back({g.first + 2, 2, at + 32});
+          at += 64;
+        } else {
+          for (int j = 0; j < g.channels; ++j) terms.push_back({g.first + j, 1, at + 4 * j});
+          at += 32;
+        }
+      }
+    }
+    plan.terms.push_back(std::move(terms));
     for (size_t i = 0; i < layout.groups.size();) {
       const Group& g = layout.groups[i];
       ScanRun run{};
@@ -221,7 +183,7 @@ void prepare_query(const std::vector<CodecStream>& codec, const ScanPlan& plan,
   ClassStats stats[kMaxClasses];
   double table_step[kMaxClasses] = {1, 1};
   for (int c = 0; c < plan.n_classes; ++c) {
-    if (plan.tables[c]) table_step[c] = table_delta(codec, c, rotated, projected);
+    if (plan.tables[c]) table_step[c] = table_delta(codec, plan, c, rotated, projected);
   }
   // channel i of weight w: err(c) = x v(c) - delta w l(c) for the query value x; its mean and
   // variance under the code law follow from the stream's moments, and since
@@ -230,8 +192,19 @@ void prepare_query(const std::vector<CodecStream>& codec, const ScanPlan& plan,
     const CodecStream& cs = codec[s];
     const float* q = (cs.domain ? projected : rotated) + cs.first;
     if (plan.tables[cs.cls]) {
-      fill_tables(cs, q, table_step[cs.cls], reinterpret_cast<uint8_t*>(weights) +
-                                                 plan.stream_weight_offset[s], stats[cs.cls]);
+      PairTableStats ts;
+      const std::vector<PairTerm>& terms = plan.terms[s];
+      plan.pair_tables_of(PairTableArgs{terms.data(), static_cast<int32_t>(terms.size()), q, cs.scale,
+                                        cs.values.data(), cs.probs.data(), table_step[cs.cls],
+                                        reinterpret_cast<uint8_t*>(weights) + plan.stream_weight_offset[s],
+                                        &ts});
+      ClassStats& st = stats[cs.cls];
+      st.base += ts.base;
+      st.sum_bound += 127.0 * terms.size();
+      st.mean += ts.mean;
+      st.variance += ts.variance;
+      st.worst += ts.worst;
+      st.largest = std::max(st.largest, ts.largest);
       continue;
     }
     const double delta = qs[cs.cls] * plan.level_scale[cs.cls];
@@ -241,7 +214,7 @@ void prepare_query(const std::vector<CodecStream>& codec, const ScanPlan& plan,
     const double to_weight = 1.0 / qs[cs.cls];
     for (int i = 0; i < cs.channels; ++i) {
       const double x = double(q[i]) * cs.scale;
-      const double wi = std::max(-127.0, std::min(127.0, std::nearbyint(x * to_weight)));
+      const double wi = std::max(-127.0, std::min(127.0, round_int(x * to_weight)));
       w[i] = static_cast<int8_t>(wi);
       st.weight_sum += wi;
       st.sum_bound += 127.0 * (2 * plan.level_offset - 1);

@@ -28,11 +28,13 @@ struct ScanPlan {
   std::vector<Moments> moments;
   double level_scale[kMaxClasses] = {1, 1};  // cs per class
   std::vector<int32_t> stream_weight_offset;
+  std::vector<std::vector<PairTerm>> terms;  // per stream: its table terms (table classes)
+  void (*pair_tables_of)(const PairTableArgs&) = nullptr;  // the variant's table builder
 };
 
-// The plan of a codec for a kernel variant whose levels lie in [-level_max, level_max] and
-// which can (pair_tables) score 2-bit classes by pair tables.
-ScanPlan make_plan(const std::vector<CodecStream>& codec, int level_max, bool pair_tables);
+// The plan of a codec for a kernel variant: its levels lie in [-level_max, level_max]; with
+// pair_tables (and a table builder) 2-bit classes are scored by pair tables.
+ScanPlan make_plan(const std::vector<CodecStream>& codec, const Kernels& kern);
 
 // The data of one query (plan.weight_bytes: int8 weights, or the tables of table classes) and
 // its constants.

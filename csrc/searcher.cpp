@@ -26,7 +26,7 @@ std::shared_ptr<const ScanPlan> Searcher::plan_for(const Kernels& kern) const {
   for (const auto& [k, plan] : plans_) {
     if (k == &kern) return plan;
   }
-  auto plan = std::make_shared<const ScanPlan>(make_plan(codec_, kern.level_max, kern.pair_tables != 0));
+  auto plan = std::make_shared<const ScanPlan>(make_plan(codec_, kern));
   plans_.emplace_back(&kern, plan);
   return plan;
 }

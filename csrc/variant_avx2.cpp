@@ -21,9 +21,11 @@
 
 #include <cstring>
 
+#include "codes.h"
 #include "half.h"
 #include "kernels.h"
 #include "matmul.h"
+#include "pair_tables.h"
 #include "scan_loop.h"
 
 namespace rq {
@@ -358,6 +360,8 @@ void scan(ScanArgs& a) {
 
 void matmul(const MatmulArgs& a) { matmul_with<Lanes>(a); }
 
+void pair_tables_of(const PairTableArgs& a) { fill_pair_tables_with(a); }
+
 // ------------------------------------------------------------------------- KV rows
 // 8 codes (one group of `bits` bytes) at a time: the group as one 64-bit word, shifted per
 // 32-bit lane (two 64-bit variable shifts, even and odd codes), masked; values through a
@@ -390,7 +394,11 @@ struct RowDecoder {
     const __m256i w = _mm256_set1_epi64x(static_cast<long long>(word));
     const __m256i even = _mm256_srlv_epi64(w, even_shift);
     const __m256i odd = _mm256_slli_epi64(_mm256_srlv_epi64(w, odd_shift), 32);
-    const __m256i codes = _mm256_and_si256(_mm256_blend_epi32(even, odd, 0xAA), mask);
+    return lookup(_mm256_and_si256(_mm256_blend_epi32(even, odd, 0xAA), mask));
+  }
+
+  // values of 8 codes (32-bit lanes)
+  __m256 lookup(__m256i codes) const {
     if (bits <= 3) return _mm256_permutevar8x32_ps(lo, codes);
     if (bits == 4) {
       const __m256 a = _mm256_permutevar8x32_ps(lo, codes);
@@ -492,10 +500,56 @@ void kv_decode(const KvDecodeArgs& a) {
   }
 }
 
+// ------------------------------------------------------------------------- re-scoring
+// Row r of two full groups at once: each group's 4 codes of the row are 4 * bits bits from bit
+// r * 4 * bits of the group (one 8-byte read, shifted), broadcast to four 32-bit lanes and
+// shifted per lane to code j, masked; the values come from a float permute (<= 3 bits), two
+// permutes and a blend (4 bits) or a gather, and one fused multiply-add with 8 query channels.
+float rescore(const RescoreStream& s, int r) {
+  const int b = s.bits;
+  const int group_bytes = 16 * b;
+  const int bit0 = r * 4 * b;
+  const int byte0 = bit0 >> 3, shift = bit0 & 7;
+  const uint32_t mask = (1u << b) - 1;
+  const auto word = [&](const uint8_t* group) -> uint32_t {
+    const uint8_t* p = group + byte0;
+    uint64_t w = 0;
+    if (p + 8 <= s.end) {
+      std::memcpy(&w, p, 8);
+    } else {
+      for (int i = 0; p + i < s.end && i < 8; ++i) w |= uint64_t(p[i]) << (8 * i);
+    }
+    return static_cast<uint32_t>(w >> shift);
+  };
+  const RowDecoder values(b, s.values);
+  const __m256i shifts = _mm256_setr_epi32(0, b, 2 * b, 3 * b, 0, b, 2 * b, 3 * b);
+  const __m256i masks = _mm256_set1_epi32(static_cast<int>(mask));
+  __m256 acc = _mm256_setzero_ps();
+  int g = 0;
+  for (; g + 2 <= s.full_groups; g += 2) {
+    const uint8_t* group = s.block + g * group_bytes;
+    const __m256i w = _mm256_setr_m128i(_mm_set1_epi32(static_cast<int>(word(group))),
+                                        _mm_set1_epi32(static_cast<int>(word(group + group_bytes))));
+    const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(w, shifts), masks);
+    acc = _mm256_fmadd_ps(values.lookup(codes), _mm256_loadu_ps(s.query + 4 * g), acc);
+  }
+  float total = sum8(acc);
+  for (; g < s.full_groups; ++g) {
+    const uint32_t w = word(s.block + g * group_bytes);
+    for (int j = 0; j < 4; ++j) total += s.query[4 * g + j] * s.values[(w >> (j * b)) & mask];
+  }
+  const uint8_t* tail = s.block + g * group_bytes;
+  for (int j = 0; j < s.tail_channels; ++j) {
+    total += s.query[4 * g + j] * s.values[read_code(tail, s.tail_channels, b, r, j)];
+  }
+  return total;
+}
+
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2", kQueries, kTableQueries, 63, 1, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode, matmul};
+  static const Kernels k{"avx2", kQueries, kTableQueries, 63, 1, scan, rescore, kv_scores, kv_weighted_sum, kv_decode, matmul,
+                         pair_tables_of};
   return k;
 }
 

@@ -34,8 +34,13 @@ class Origin:
     device: Any = None
 
 
+_NUMPY = Origin("numpy")
+
+
 def to_numpy(x: Any, name: str) -> tuple[np.ndarray, Origin]:
     """Return (float32 C-contiguous numpy array, origin). Raises ValueError on a bad dtype."""
+    if type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous:
+        return x, _NUMPY  # the common case, without a copy or a dtype lookup
     if type(x).__module__.startswith("torch"):
         import torch
 
@@ -48,7 +53,7 @@ def to_numpy(x: Any, name: str) -> tuple[np.ndarray, Origin]:
         raise ValueError(
             f"{name}: unsupported dtype {arr.dtype}; pass float16, float32 or float64 values"
         )
-    return np.ascontiguousarray(arr, dtype=np.float32), Origin("numpy")
+    return np.ascontiguousarray(arr, dtype=np.float32), _NUMPY
 
 
 def from_numpy(arr: np.ndarray, origin: Origin) -> Any:

@@ -72,42 +72,36 @@ class Searcher:
         ``queries`` (m, dim) float32, already normalized for cosine; ``allowed``: int64 ids
         or None; ``rerank``: candidates (≥ k) re-scored from the float16 copies, or None.
         """
-        m = queries.shape[0]
         want = min(k, store.n)  # work bounded by what exists; the rest of k is padding
         pool = want if rerank is None else min(rerank, store.n)
         rows, scores = self.scan(store, queries, pool, allowed)
         if rerank is not None and pool:
             rows, scores = self.rerank(store, queries, rows, want)
         found = rows >= 0
-        ids = np.full((m, k), -1, np.int64)
-        ids[:, :want][found] = store.ids[rows[found]]
-        out = np.full((m, k), np.inf if self.metric == "l2" else -np.inf, np.float32)
+        ids = store.ids[np.where(found, rows, 0)] if store.n else np.zeros(rows.shape, np.int64)
+        ids[~found] = -1
         if self.metric == "l2":
             if rerank is None:  # the scan ranks by 2⟨q, x̂⟩ − ‖x̂‖²
                 scores = np.einsum("ij,ij->i", queries, queries)[:, None] - scores
             else:
                 scores = -scores
             scores[~found] = np.inf
-        out[:, :want] = scores
-        return out, ids
+        if want < k:
+            pad = np.inf if self.metric == "l2" else -np.inf
+            scores = np.pad(scores, ((0, 0), (0, k - want)), constant_values=pad)
+            ids = np.pad(ids, ((0, 0), (0, k - want)), constant_values=-1)
+        return scores, ids
 
     def scan(
         self, store: RowStore, queries: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Index rows (m, k) int64 (−1 padded) and their exact scores (m, k) float32 (−inf
         padded; l2: 2⟨q, x̂⟩ − ‖x̂‖²), best first; ``k`` ≤ the rows stored."""
-        m = queries.shape[0]
-        rows = np.full((m, k), -1, np.int64)
-        scores = np.full((m, k), -np.inf, np.float32)
         segments = [
             segment.scan_view(offset, None if local is None else _bitmap(local, segment.count))
             for segment, offset, local in store.segment_rows(allowed)
         ]
-        if m == 0 or not segments or k == 0:
-            return rows, scores
-        found_rows, found_scores, *_ = self._native.search(segments, queries, k)
-        rows[:] = found_rows
-        scores[:] = found_scores
+        rows, scores, *_ = self._native.search(segments, queries, k)
         return rows, scores
 
     def rerank(

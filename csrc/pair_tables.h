@@ -1,0 +1,97 @@
+// Pair tables of one 2-bit stream (layout in kernels.h, arithmetic in scan_plan.cpp) and the
+// moments of their rounding errors, written as plain loops over 8 terms at a time (the terms
+// in the lanes: one term's 16 code cases are the same arithmetic for every term), which the
+// compiler vectorizes with the including variant's instruction set. Internal linkage, like
+// scan_loop.h.
+//
+// A single channel (a partial group's) is a pair whose second channel is 0: its 16 cases are
+// its 4 codes, each under the 4 codes of a channel that contributes nothing, so its moments
+// are the channel's own; only the entries of the first 4 cases are written.
+//
+// float32 arithmetic: each case's error is within ~1e-5 delta of its exact value (e < 128
+// delta), which scan_plan.cpp's float32 slack (1e-6 * 127 delta per term) covers many times.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels.h"
+
+namespace rq {
+namespace {
+
+constexpr int kTermLanes = 8;
+
+inline void fill_pair_tables_with(const PairTableArgs& a) {
+  const float inverse = static_cast<float>(1 / a.delta);
+  const float delta = static_cast<float>(a.delta);
+  float prob[16];
+  for (int c = 0; c < 16; ++c) prob[c] = a.probs[c % 4] * a.probs[c / 4];
+  float vmin = a.values[0];
+  for (int c = 1; c < 4; ++c) vmin = std::min(vmin, a.values[c]);
+  for (int t0 = 0; t0 < a.n_terms; t0 += kTermLanes) {
+    const int live = std::min(kTermLanes, a.n_terms - t0);
+    float x0[kTermLanes], x1[kTermLanes], low[kTermLanes];
+    for (int i = 0; i < kTermLanes; ++i) {
+      const PairTerm& term = a.terms[t0 + (i < live ? i : 0)];
+      x0[i] = a.query[term.first] * a.scale;
+      x1[i] = term.channels == 2 ? a.query[term.first + 1] * a.scale : 0.0f;
+    }
+    // each channel's contributions minus their minimum (>= 0)
+    float u[4][kTermLanes], w[4][kTermLanes];
+    for (int i = 0; i < kTermLanes; ++i) {
+      float m0 = x0[i] * a.values[0], m1 = x1[i] * a.values[0];
+      for (int c = 1; c < 4; ++c) {
+        m0 = std::min(m0, x0[i] * a.values[c]);
+        m1 = std::min(m1, x1[i] * a.values[c]);
+      }
+      low[i] = m0 + m1;
+      for (int c = 0; c < 4; ++c) {
+        u[c][i] = x0[i] * a.values[c] - m0;
+        w[c][i] = x1[i] * a.values[c] - m1;
+      }
+    }
+    float mean[kTermLanes] = {}, square[kTermLanes] = {};
+    float lo[kTermLanes], hi[kTermLanes];
+    int32_t entry[16][kTermLanes];
+    for (int i = 0; i < kTermLanes; ++i) {
+      lo[i] = 1e30f;
+      hi[i] = -1e30f;
+    }
+    for (int c = 0; c < 16; ++c) {
+      const float* uc = u[c % 4];
+      const float* wc = w[c / 4];
+      const float p = prob[c];
+      for (int i = 0; i < kTermLanes; ++i) {
+        const float e = uc[i] + wc[i];
+        // e lies in [0, 127 delta] (up to rounding): rounding half up is a truncation
+        const int32_t t = std::min(127, static_cast<int32_t>(e * inverse + 0.5f));
+        entry[c][i] = t;
+        const float err = e - delta * static_cast<float>(t);
+        mean[i] += p * err;
+        square[i] += p * err * err;
+        lo[i] = std::min(lo[i], err);
+        hi[i] = std::max(hi[i], err);
+      }
+    }
+    for (int i = 0; i < live; ++i) {
+      const PairTerm& term = a.terms[t0 + i];
+      uint8_t* out = a.out + term.at;
+      if (term.channels == 2) {  // 16 entries, in both 128-bit lanes
+        for (int c = 0; c < 16; ++c) out[c] = out[c + 16] = static_cast<uint8_t>(entry[c][i]);
+      } else {  // entries 4 * channel + code of a partial group's table, in both lanes
+        for (int c = 0; c < 4; ++c) out[c] = out[c + 16] = static_cast<uint8_t>(entry[c][i]);
+      }
+      const double m = mean[i];
+      a.stats->base += low[i];
+      a.stats->mean += m;
+      a.stats->variance += std::max(0.0, double(square[i]) - m * m);
+      const double largest = std::max(double(hi[i]) - m, m - double(lo[i]));
+      a.stats->worst += largest;
+      a.stats->largest = std::max(a.stats->largest, largest);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace rq
