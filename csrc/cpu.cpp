@@ -7,6 +7,15 @@
 #if defined(ROTAQUANT_X86)
 #include <cpuid.h>
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#endif
+#if defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 namespace rq {
 
@@ -40,6 +49,13 @@ CpuFeatures detect() {
   f.avx512 = f.avx2 && zmm_state && avx512f && avx512dq && avx512bw && avx512vl && vbmi && vnni;
 #elif defined(__aarch64__)
   f.neon = true;
+#if defined(__linux__)
+  f.dotprod = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__APPLE__)
+  int value = 0;
+  size_t size = sizeof value;
+  f.dotprod = sysctlbyname("hw.optional.arm.FEAT_DotProd", &value, &size, nullptr, 0) == 0 && value;
+#endif
 #endif
   return f;
 }
@@ -68,6 +84,10 @@ std::vector<const Kernels*> available_kernels() {
 #if defined(ROTAQUANT_X86)
   if (cpu_features().avx512) out.push_back(&avx512_kernels());
   if (cpu_features().avx2) out.push_back(&avx2_kernels());
+#endif
+#if defined(ROTAQUANT_NEON)
+  if (cpu_features().dotprod) out.push_back(&neon_dotprod_kernels());
+  if (cpu_features().neon) out.push_back(&neon_kernels());
 #endif
   out.push_back(&scalar_kernels());
   return out;

@@ -11,7 +11,8 @@ namespace rq {
 struct CpuFeatures {
   bool avx2 = false;      // + FMA, BMI2, F16C
   bool avx512 = false;    // F, BW, VL, DQ, VBMI, VNNI (and the OS saves zmm state)
-  bool neon = false;
+  bool neon = false;      // AArch64 Advanced SIMD (every aarch64 CPU)
+  bool dotprod = false;   // + SDOT/UDOT (ARMv8.2-A DotProd)
 };
 
 const CpuFeatures& cpu_features();

@@ -1,6 +1,7 @@
 // The dispatch surface: what every kernel variant (scalar, AVX2, AVX-512) implements.
 //
-// Variants live in their own translation units (variant_*.cpp) compiled with their own
+// Variants live in their own translation units (variant_*.cpp; variant_neon.cpp twice, with
+// and without the dot product extension) compiled with their own
 // instruction-set flags; everything in them, and in the headers they share (scan_loop.h: the
 // block loop and report; codes.h, half.h), has internal linkage and they take plain structs,
 // so nothing compiled for a wider ISA leaks into code the others run. A variant brings its
@@ -184,11 +185,13 @@ struct MatmulArgs {
 };
 
 struct Kernels {
-  const char* name;        // "scalar", "avx2", "avx512"
+  const char* name;        // "scalar", "avx2", "avx512", "neon", "neon_dotprod"
   int32_t queries;         // queries per scan call it is fastest with (<= kMaxQueries)
   int32_t table_queries;   // the same when every class is scored by pair tables
   int32_t level_max;       // codebook levels in [-level_max, level_max] (63 or 127): what its
                            // byte products hold without saturating
+  int32_t signed_levels;   // 1: level tables hold the int8 levels themselves (offset 0; signed
+                           // x signed products), 0: level + level_max + 1 (unsigned operand)
   int32_t pair_tables;     // 1: scores 2-bit classes by pair tables (ScanRun::table)
   void (*scan)(ScanArgs&);
   float (*rescore)(const RescoreStream&, int row);  // row 0..31 of the block; may be null
@@ -203,6 +206,10 @@ const Kernels& scalar_kernels();
 #if defined(ROTAQUANT_X86)
 const Kernels& avx2_kernels();
 const Kernels& avx512_kernels();
+#endif
+#if defined(ROTAQUANT_NEON)
+const Kernels& neon_kernels();          // AArch64 baseline (ARMv8.0-A Advanced SIMD)
+const Kernels& neon_dotprod_kernels();  // + the dot product extension (ARMv8.2-A DotProd)
 #endif
 
 }  // namespace rq

@@ -353,6 +353,7 @@ nb::dict config() {
   d["avx2"] = cpu_features().avx2;
   d["avx512"] = cpu_features().avx512;
   d["neon"] = cpu_features().neon;
+  d["dotprod"] = cpu_features().dotprod;
   return d;
 }
 

@@ -90,7 +90,8 @@ ScanPlan make_plan(const std::vector<CodecStream>& codec, const Kernels& kern) {
   const bool pair_tables = kern.pair_tables != 0 && kern.pair_tables_of != nullptr;
   ScanPlan plan;
   plan.pair_tables_of = kern.pair_tables_of;
-  plan.level_offset = level_max + 1;
+  plan.level_max = level_max;
+  plan.level_offset = kern.signed_levels ? 0 : level_max + 1;
   for (const CodecStream& s : codec) plan.n_classes = std::max(plan.n_classes, s.cls + 1);
   for (int c = 0; c < plan.n_classes; ++c) plan.tables[c] = pair_tables;
   for (const CodecStream& s : codec) plan.tables[s.cls] = plan.tables[s.cls] && s.bits == 2;
@@ -113,7 +114,7 @@ ScanPlan make_plan(const std::vector<CodecStream>& codec, const Kernels& kern) {
     for (size_t c = 0; c < cs.values.size(); ++c) {
       const double level =
           std::max(-double(level_max), std::min(double(level_max), std::nearbyint(cs.values[c] / scale)));
-      table[c] = static_cast<uint8_t>(level + plan.level_offset);
+      table[c] = static_cast<uint8_t>(static_cast<int>(level) + plan.level_offset);  // modulo 256
       const double v = cs.values[c], p = cs.probs[c];
       mo.v += p * v;
       mo.l += p * level;
@@ -217,7 +218,7 @@ void prepare_query(const std::vector<CodecStream>& codec, const ScanPlan& plan,
       const double wi = std::max(-127.0, std::min(127.0, round_int(x * to_weight)));
       w[i] = static_cast<int8_t>(wi);
       st.weight_sum += wi;
-      st.sum_bound += 127.0 * (2 * plan.level_offset - 1);
+      st.sum_bound += 127.0 * (plan.level_max + plan.level_offset);
       const double b = delta * wi;
       const double mean = x * mo.v - b * mo.l;
       const double square = x * x * mo.vv - 2 * x * b * mo.vl + b * b * mo.ll;

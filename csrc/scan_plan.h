@@ -18,8 +18,11 @@ struct ScanPlan {
   bool tables[kMaxClasses] = {false, false};  // per class: scored by pair tables
   int64_t weight_bytes = 0;                  // per query: weights and tables
   int64_t block_bytes_total = 0;
-  int32_t level_offset = 64;                 // level_max + 1 of the kernel variant
-  std::vector<std::vector<uint8_t>> levels;  // per stream: 256 entries, level + offset
+  int32_t level_max = 63;                    // of the kernel variant
+  int32_t level_offset = 64;                 // level_max + 1 of the kernel variant (0 with
+                                             // signed levels)
+  std::vector<std::vector<uint8_t>> levels;  // per stream: 256 entries, level + offset (as
+                                             // uint8: an int8 level's bits when offset is 0)
   // per stream, under its code law: E[v], E[l], E[v^2], E[v l], E[l^2] (v the code's value,
   // l its signed level), the largest |l| and the largest |v - cs * l|
   struct Moments {

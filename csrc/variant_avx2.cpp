@@ -548,7 +548,7 @@ float rescore(const RescoreStream& s, int r) {
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2", kQueries, kTableQueries, 63, 1, scan, rescore, kv_scores, kv_weighted_sum, kv_decode, matmul,
+  static const Kernels k{"avx2", kQueries, kTableQueries, 63, 0, 1, scan, rescore, kv_scores, kv_weighted_sum, kv_decode, matmul,
                          pair_tables_of};
   return k;
 }

@@ -451,7 +451,7 @@ float rescore(const RescoreStream& s, int r) {
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{"avx512", kQueries, kQueries, 127, 0, scan, rescore, kv_scores, kv_weighted_sum, kv_decode, matmul, nullptr};
+  static const Kernels k{"avx512", kQueries, kQueries, 127, 0, 0, scan, rescore, kv_scores, kv_weighted_sum, kv_decode, matmul, nullptr};
   return k;
 }
 

@@ -2,7 +2,9 @@
 runs, how many threads it uses, and ``show_config``.
 
 Variants: ``scalar`` (portable reference), ``avx2`` (AVX2 + FMA + BMI2 + F16C), ``avx512``
-(F/BW/VL/DQ/VBMI/VNNI), chosen at run time: the best this CPU runs, or ``$ROTAQUANT_SIMD``.
+(F/BW/VL/DQ/VBMI/VNNI) on x86-64; ``neon`` (every aarch64 CPU) and ``neon_dotprod`` (+ the dot
+product extension: Apple M1 and later, Graviton 2 and later) on aarch64; chosen at run time: the
+best this CPU runs, or ``$ROTAQUANT_SIMD``.
 Threads: ``$ROTAQUANT_NUM_THREADS`` (default: the cores), one pool for every kernel.
 """
 
@@ -51,7 +53,7 @@ def show_config(file: TextIO | None = None) -> None:
     """Print which kernels rotaquant uses here: native variants, threads, optional parts."""
     out = file or sys.stdout
     config = _core.config()
-    features = [name for name in ("avx2", "avx512", "neon") if config[name]]
+    features = [name for name in ("avx2", "avx512", "neon", "dotprod") if config.get(name)]
     print(f"rotaquant {importlib.metadata.version('rotaquant')}", file=out)
     print(f"  CPU features used: {', '.join(features) or 'none (portable code)'}", file=out)
     print(
