@@ -95,6 +95,69 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# ---------------------------------------------------------------------- instruction sets
+HIDE_AVX512 = ROOT / "tools" / "hide_avx512.c"
+ISA_ENV = "ROTAQUANT_BENCH_ISA"  # set in a run re-executed under --isa avx2
+
+
+def add_isa_argument(parser: Any) -> None:
+    """``--isa native|avx2`` for a benchmark's argument parser (see :func:`apply_isa`)."""
+    parser.add_argument(
+        "--isa",
+        choices=("native", "avx2"),
+        default="native",
+        help="avx2: AVX-512 hidden from every library in the process (tools/hide_avx512.c), "
+        "so rotaquant, turbovec, FAISS, numpy and torch all run their AVX2 code, as on an "
+        "AVX2-only CPU (default: whatever this CPU runs)",
+    )
+
+
+def hide_avx512_library() -> Path:
+    """tools/hide_avx512.c built (once, with the system C compiler) into build/."""
+    out = ROOT / "build" / "hide_avx512.so"
+    if not out.exists() or out.stat().st_mtime < HIDE_AVX512.stat().st_mtime:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        cc = os.environ.get("CC", "cc")
+        subprocess.run(
+            [cc, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(HIDE_AVX512), "-ldl"], check=True
+        )
+        os.replace(tmp, out)
+    return out
+
+
+def apply_isa(isa: str) -> None:
+    """Make this process run as on a CPU of ``isa``: for ``avx2`` on a CPU with AVX-512,
+    re-execute the same command with tools/hide_avx512.c preloaded (CPUID then reports no
+    AVX-512 to anything in the process: the peers choose their AVX2 kernels too, which
+    ROTAQUANT_SIMD=avx2 alone would not make them do). No-op for ``native``, or where there
+    is no AVX-512 to hide."""
+    if isa == "native" or os.environ.get(ISA_ENV) == isa:
+        return
+    from rotaquant import _core
+
+    if not _core.config()["avx512"]:
+        os.environ[ISA_ENV] = isa  # an AVX2 machine already: nothing to hide
+        return
+    env = {**os.environ, ISA_ENV: isa}
+    env["LD_PRELOAD"] = " ".join(filter(None, [str(hide_avx512_library()), env.get("LD_PRELOAD")]))
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def peer_isa() -> str:
+    """The SIMD the peers (turbovec, FAISS) choose in this process: they read CPUID
+    themselves, so it follows what this process sees, not ROTAQUANT_SIMD."""
+    from rotaquant import _core
+
+    config = _core.config()
+    if config["avx512"]:
+        return "avx512 (turbovec: VBMI/VNNI kernels)"
+    if config["avx2"]:
+        return "avx2" + (" (AVX-512 hidden)" if os.environ.get(ISA_ENV) == "avx2" else "")
+    return "neon" if config["neon"] else "scalar"
+
+
 @functools.cache
 def provenance() -> dict[str, Any]:
     """Where a run's numbers come from, taken when the run starts (the tree may change while it
@@ -110,6 +173,8 @@ def provenance() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "isa": _native.active_variant(),
         "isa_available": _native.variants(),
+        "isa_hidden": "avx512" if os.environ.get(ISA_ENV) == "avx2" else None,
+        "peer_isa": peer_isa(),
         "threads": _native.threads(),
     }
 
@@ -150,9 +215,11 @@ def publish(name_or_path: str | Path, payload: dict[str, Any], text: str) -> Pat
     commit = (p["commit"] or "unknown commit")[:12] + (
         " (uncommitted changes)" if p["dirty"] else ""
     )
+    hidden = " (AVX-512 hidden: tools/hide_avx512.c)" if p["isa_hidden"] else ""
     header = (
         f"# {' '.join(p['argv'])} · {commit} · {p['cpu']} · ISA {p['isa']} "
-        f"(of {', '.join(p['isa_available'])}) · {p['threads']} threads"
+        f"(of {', '.join(p['isa_available'])}){hidden} · peers {p['peer_isa']} · "
+        f"{p['threads']} threads"
     )
     path.with_suffix(".txt").write_text(f"{header}\n\n{text.strip()}\n")
     print(f"wrote {path} and {path.with_suffix('.txt')}")

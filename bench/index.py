@@ -1,14 +1,19 @@
 """Vector index: recall, speed, size and persistence against turbovec, FAISS and exact search.
 
-Three data sets, inner product everywhere, ground truth from FAISS's exact IndexFlatIP:
+Four data sets, inner product everywhere, ground truth from FAISS's exact IndexFlatIP:
 GloVe 6B 50-d (399,000 rows + the last 1,000 as queries), all-MiniLM-L6-v2 384-d embeddings
-of the WordNet glosses (116,648 + 1,000 queries) and unit Gaussian vectors at d=1536 (100,000 +
-1,000 queries). For b = 2, 3, 4 bits per value, in the same run: rotaquant's VectorIndex (no
-training), the same with a float16 copy and exact re-ranking of 4·k candidates, turbovec's
-TurboQuantIndex (uncalibrated), FAISS IndexPQFastScan with bytes matched to b·d/8 and FAISS
-IndexRaBitQ with b bits per value (both trained on up to 50,000 database rows).
+of the WordNet glosses (116,648 + 1,000 queries), all-mpnet-base-v2 768-d embeddings of
+WordNet texts (200,000 + 1,000 held-out queries: bench.speed's set) and unit Gaussian vectors
+at d=1536 (100,000 + 1,000 queries). For b = 2, 3, 4 bits per value, in the same run:
+rotaquant's VectorIndex (no training), the same with a float16 copy and exact re-ranking of
+4·k candidates, turbovec's TurboQuantIndex (uncalibrated), FAISS IndexPQFastScan with bytes
+matched to b·d/8 and FAISS IndexRaBitQ with b bits per value (both trained on up to 50,000
+database rows).
 
-    python -m bench.index [--quick] [--out bench/results/index.json] [--plot docs/...png]
+    python -m bench.index [--quick] [--isa native|avx2] [--sets MiniLM-384 ...]
+                          [--out bench/results/index.json] [--plot docs/...png]
+
+``--isa avx2``: AVX-512 hidden from the whole process, peers included (bench/_common.py).
 """
 
 from __future__ import annotations
@@ -26,7 +31,17 @@ import numpy as np
 from rotaquant.contrib import data
 from rotaquant.index import VectorIndex
 
-from ._common import RESULTS, Column, best_of, format_table, metadata, publish, unit_gaussian
+from ._common import (
+    RESULTS,
+    Column,
+    add_isa_argument,
+    apply_isa,
+    best_of,
+    format_table,
+    metadata,
+    publish,
+    unit_gaussian,
+)
 
 try:
     import faiss
@@ -52,14 +67,26 @@ CHECK_QUERIES = 20  # queries compared before and after a save/load round trip
 
 
 # ---------------------------------------------------------------------- data
-def datasets(quick: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+SETS = ("GloVe-50", "MiniLM-384", "MPNet-768", "Gaussian-1536")
+
+
+def datasets(quick: bool, names: Sequence[str] = SETS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (database, queries), float32, C-contiguous."""
-    glove = np.asarray(data.glove_50d(), dtype=np.float32)
-    minilm = data.minilm_embeddings(data.wordnet_glosses())
-    gauss = unit_gaussian((QUICK_N if quick else GAUSS_N) + N_QUERIES, GAUSS_D, seed=0)
+    from .speed import mpnet
+
     sets = {}
-    for name, x in (("GloVe-50", glove), ("MiniLM-384", minilm), ("Gaussian-1536", gauss)):
-        db, queries = x[:-N_QUERIES], x[-N_QUERIES:]
+    for name in names:
+        if name == "MPNet-768":
+            db, queries = mpnet(200_000)
+        else:
+            if name == "GloVe-50":
+                x = np.asarray(data.glove_50d(), dtype=np.float32)
+            elif name == "MiniLM-384":
+                x = data.minilm_embeddings(data.wordnet_glosses())
+            else:
+                n = (QUICK_N if quick else GAUSS_N) + N_QUERIES
+                x = unit_gaussian(n, GAUSS_D, seed=0)
+            db, queries = x[:-N_QUERIES], x[-N_QUERIES:]
         if quick:
             rng = np.random.default_rng(0)
             db = db[np.sort(rng.choice(db.shape[0], min(QUICK_N, db.shape[0]), replace=False))]
@@ -526,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--quick", action="store_true", help=f"{QUICK_N:,} rows, {QUICK_QUERIES} queries"
     )
+    add_isa_argument(parser)
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--out", help="JSON path or name in bench/results (index[_quick])")
     parser.add_argument(
         "--plot",
@@ -533,15 +562,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         "or bench/results/index_quick.png with --quick)",
     )
     args = parser.parse_args(argv)
+    apply_isa(args.isa)
     if faiss is None:
         parser.error("faiss is needed (exact ground truth): pip install rotaquant[bench]")
-    out = args.out or ("index_quick" if args.quick else "index")
+    out = args.out or ("index_quick" if args.quick else "index") + (
+        "_avx2" if args.isa == "avx2" else ""
+    )
     plot_path = args.plot
     if plot_path is None:
         plot_path = str(RESULTS / "index_quick.png") if args.quick else "docs/index_recall_qps.png"
 
     start = time.perf_counter()
-    sets = datasets(args.quick)
+    sets = datasets(args.quick, args.sets)
     rows = run(sets)
     ratio_rows = ratios(rows)
     elapsed = time.perf_counter() - start

@@ -46,7 +46,7 @@ from rotaquant.kv.evaluate import (
     step_rate,
 )
 
-from ._common import Column, format_table, metadata, publish
+from ._common import Column, add_isa_argument, apply_isa, format_table, metadata, publish
 
 RESIDUAL = 128
 SECTIONS = ("quality", "needle", "speed", "gemma", "bytes", "profile", "attention")
@@ -675,7 +675,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--attention-contexts", type=int, nargs="+", default=[4096, 16384, 32768])
     parser.add_argument("--out", default="kv", help="JSON path or name in bench/results")
+    add_isa_argument(parser)
     args = parser.parse_args(argv)
+    apply_isa(args.isa)
 
     model, tokenizer = data.smollm2()
     compressed = copy.deepcopy(model)

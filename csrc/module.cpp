@@ -11,6 +11,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <optional>
 #include <cstring>
@@ -342,6 +343,33 @@ nb::tuple searcher_search(const Searcher& searcher, nb::list segment_list, Array
   return nb::make_tuple(rows, scores, stats.candidates, stats.reported);
 }
 
+// ------------------------------------------------------------------------- probes
+// A dependent chain of 8n integer additions (one per cycle on every x86-64 and AArch64 core),
+// GIL released: 8n / seconds estimates the core clock, and the rate of several threads
+// spinning at once shows whether each has a core of its own (SMT siblings share one).
+// For the benchmarks (bench/scan.py); returns seconds.
+double spin(int64_t n) {
+  require(n >= 0 && n <= (int64_t(1) << 40), "spin: n must be in 0..2**40");
+  nb::gil_scoped_release release;
+  const auto start = std::chrono::steady_clock::now();
+  uint64_t x = 0;
+  for (int64_t i = 0; i < n; ++i) {
+#if defined(__x86_64__) || defined(_M_X64)
+    __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+                     "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0"
+                     : "+r"(x));
+#elif defined(__aarch64__)
+    __asm__ volatile("add %0, %0, #1\n\tadd %0, %0, #1\n\tadd %0, %0, #1\n\tadd %0, %0, #1\n\t"
+                     "add %0, %0, #1\n\tadd %0, %0, #1\n\tadd %0, %0, #1\n\tadd %0, %0, #1"
+                     : "+r"(x));
+#else
+    x += 8;
+#endif
+  }
+  const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+  return x == uint64_t(-1) ? 0.0 : elapsed.count();  // x used: the loop stays
+}
+
 // ------------------------------------------------------------------------- config
 nb::dict config() {
   nb::dict d;
@@ -375,6 +403,7 @@ NB_MODULE(_core, m) {
   m.def("scan", &scan_py, "codec"_a, "segments"_a, "rotated"_a.noconvert(), "projected"_a.noconvert().none(), "k"_a);
   m.def("exact_scores", &exact_scores_py, "codec"_a, "segment"_a, "rotated"_a.noconvert(),
         "projected"_a.noconvert().none(), "rows"_a.noconvert());
+  m.def("spin", &spin, "n"_a, "Seconds for a dependent chain of 8n integer additions (clock probe).");
   m.def("matmul", &matmul_py, "x"_a.noconvert(), "w"_a.noconvert(),
         "x @ w (float32) with the active variant's kernel (the query transforms' products).");
   nb::class_<Searcher>(m, "Searcher",

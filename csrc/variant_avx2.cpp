@@ -27,6 +27,7 @@
 #include "half.h"
 #include "kernels.h"
 #include "matmul.h"
+#include "mca.h"
 #include "pair_tables.h"
 #include "scan_loop.h"
 
@@ -42,6 +43,7 @@ struct Bytes32 {
 
 // Any layout: rows 8t..8t+7 of a group from the group's bytes, through 16-bit lanes.
 struct Decoder {
+  static constexpr int kBits = 0;  // any (mca.h)
   int channels, bits;
   // per 4 rows (one 128-bit half): aligned window start (bytes, relative to the group) and
   // dword mask, byte-pair shuffles for the two halves of 8 codes, multipliers
@@ -81,7 +83,7 @@ struct Decoder {
   __m128i quad_codes(const uint8_t* group, const uint8_t* end, int quad) const {
     const uint8_t* at = group + window[quad];
     __m128i src;
-    if (at + 16 <= end) {
+    if (__builtin_expect(at + 16 <= end, 1)) {
       src = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at));
     } else {
       const __m128i mask = _mm_cmpgt_epi32(_mm_set1_epi32(mask_dwords[quad]), _mm_setr_epi32(0, 1, 2, 3));
@@ -105,6 +107,7 @@ struct Decoder {
 // Full 4-bit groups: row r holds bytes 2r (channels 0, 1) and 2r+1 (channels 2, 3), low
 // nibble first; rows 8t..8t+7 are the group's bytes 16t..16t+15.
 struct NibbleCodes {
+  static constexpr int kBits = 4;
   __m128i low = _mm_set1_epi8(0x0F);
   __m256i operator()(const uint8_t* group, const uint8_t*, int t) const {
     const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(group + 16 * t));
@@ -122,6 +125,7 @@ struct NibbleCodes {
 // bits (each 16-bit half then holds the row's bits 0..11 = codes 0..3), and three 16-bit shifts
 // and byte masks move code j to byte j (only its 3 bits kept).
 struct TripleCodes {
+  static constexpr int kBits = 3;
   __m256i pick[2], odd, m0, m1, m2, m3;
   TripleCodes() {
     for (int extra = 0; extra < 2; ++extra) {
@@ -199,12 +203,14 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Codes& codes
     const uint8_t* group = first;
     const int8_t* w = weights;
     for (int g = 0; g < run.count; ++g, group += group_bytes, w += 4 * Q) {
+      RQ_MCA_BEGIN("avx2", Codes::kBits, Q);
       const __m256i lv = levels(codes_of(group, end, t));
 #pragma GCC unroll 8
       for (int q = 0; q < Q; ++q) {
         const __m256i pairs = _mm256_maddubs_epi16(lv, _mm256_set1_epi32(weight_word(w + 4 * q)));
         acc[q] = _mm256_add_epi32(acc[q], _mm256_madd_epi16(pairs, ones));  // 127 * 127 * 2 fits int16
       }
+      RQ_MCA_END("avx2", Codes::kBits, Q);
     }
     for (int q = 0; q < Q; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(sums[q] + 8 * t), acc[q]);
   }
@@ -241,6 +247,7 @@ inline void table_queries(const ScanRun& run, const uint8_t* first, const uint8_
     __m256i mixed[N], odd[N];
     for (int q = 0; q < N; ++q) mixed[q] = odd[q] = _mm256_setzero_si256();
     for (int g = g0; g < g1; ++g) {
+      RQ_MCA_BEGIN("avx2", 2, N);
       const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(first + 32 * g));
       const __m256i lo = _mm256_and_si256(codes, nibble);
       const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(codes, 4), nibble);
@@ -253,6 +260,7 @@ inline void table_queries(const ScanRun& run, const uint8_t* first, const uint8_
         mixed[q] = _mm256_add_epi16(mixed[q], both);
         odd[q] = _mm256_add_epi16(odd[q], _mm256_srli_epi16(both, 8));
       }
+      RQ_MCA_END("avx2", 2, N);
     }
     for (int q = 0; q < N; ++q) flush_rows(mixed[q], odd[q], sums[q0 + q]);
   }

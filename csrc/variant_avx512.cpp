@@ -15,6 +15,7 @@
 #include "half.h"
 #include "kernels.h"
 #include "matmul.h"
+#include "mca.h"
 #include "scan_loop.h"
 
 namespace rq {
@@ -109,6 +110,7 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec
   }
   int g = 0;
   for (; g + Chains <= run.count; g += Chains, group += Chains * group_bytes, weights += 4 * Q * Chains) {
+    RQ_MCA_BEGIN("avx512", LevelKind, Q);
 #pragma GCC unroll 4
     for (int c = 0; c < Chains; ++c) {
       const __m512i lv = levels(dec.codes<Checked>(group + c * group_bytes, end, run.bits));
@@ -118,6 +120,7 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Decoder& dec
                                           _mm512_set1_epi32(weight_word(weights + 4 * (Q * c + q))));
       }
     }
+    RQ_MCA_END("avx512", LevelKind, Q);
   }
   for (; g < run.count; ++g, group += group_bytes, weights += 4 * Q) {
     const __m512i lv = levels(dec.codes<Checked>(group, end, run.bits));

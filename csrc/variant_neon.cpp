@@ -11,8 +11,8 @@
 // bytes, row r in 32-bit lane r, channel j in byte j (full 4-bit groups: nibbles zipped; any
 // other layout: TBL gathers each code's two bytes into a 16-bit lane, a per-lane shift
 // (vshlq_u16 by a negative count) aligns it, a narrow returns bytes; TBL returns 0 for indices
-// past the window, so no byte is read beyond the 16 loaded). TBL / TBX map codes to the int8
-// levels themselves (signed_levels: no offset), and per query either SDOT adds the four
+// past the window, so no byte is read beyond the 16 loaded). TBL (TBX chains beyond 6 bits)
+// maps codes to the int8 levels themselves (signed_levels: no offset), and per query either SDOT adds the four
 // products of each lane into its row (dotprod), or SMULL widens the products to 16 bits and
 // SADALP adds pairs into 32-bit lanes that a final ADDP turns into rows (baseline). Levels stay
 // within +-127: products of int8 with int8 never saturate here.
@@ -24,6 +24,7 @@
 #include "half.h"
 #include "kernels.h"
 #include "matmul.h"
+#include "mca.h"
 #include "pair_tables.h"
 #include "scan_loop.h"
 
@@ -43,7 +44,7 @@ constexpr int kTableQueries = 4;
 
 // 16 bytes from `at`, or as many as lie below `end` (the rest 0).
 inline uint8x16_t load16(const uint8_t* at, const uint8_t* end) {
-  if (at + 16 <= end) return vld1q_u8(at);
+  if (__builtin_expect(at + 16 <= end, 1)) return vld1q_u8(at);
   uint8_t buf[16] = {};
   if (at < end) std::memcpy(buf, at, static_cast<size_t>(end - at));
   return vld1q_u8(buf);
@@ -51,14 +52,17 @@ inline uint8x16_t load16(const uint8_t* at, const uint8_t* end) {
 
 // Any layout: rows 4t..4t+3 of a group from the group's bytes, through 16-bit lanes.
 struct Decoder {
+  static constexpr int kBits = 0;  // any (mca.h)
   int channels, bits;
   int window[8];                // per quad: first byte of its 16-byte window (from the group)
   alignas(16) uint8_t pairs[8][2][16];   // per quad and half (codes 0..7, 8..15): TBL indices
   alignas(16) int16_t shifts[8][2][8];   // per quad, half and code: minus the bit offset
+  uint16x8_t mask;
 
   void init(int c, int b) {
     channels = c;
     bits = b;
+    mask = vdupq_n_u16(static_cast<uint16_t>((1u << b) - 1));
     for (int quad = 0; quad < 8; ++quad) {
       const int start = (4 * quad * c * b) >> 3;
       window[quad] = start;
@@ -77,7 +81,6 @@ struct Decoder {
 
   uint8x16_t operator()(const uint8_t* group, const uint8_t* end, int quad) const {
     const uint8x16_t src = load16(group + window[quad], end);
-    const uint16x8_t mask = vdupq_n_u16(static_cast<uint16_t>((1u << bits) - 1));
     const uint16x8_t lo = vandq_u16(
         vshlq_u16(vreinterpretq_u16_u8(vqtbl1q_u8(src, vld1q_u8(pairs[quad][0]))), vld1q_s16(shifts[quad][0])), mask);
     const uint16x8_t hi = vandq_u16(
@@ -89,6 +92,7 @@ struct Decoder {
 // Full 4-bit groups: row r holds bytes 2r (channels 0, 1) and 2r+1 (channels 2, 3), low nibble
 // first; rows 4t..4t+3 are the group's bytes 8t..8t+7.
 struct NibbleCodes {
+  static constexpr int kBits = 4;
   uint8x16_t operator()(const uint8_t* group, const uint8_t*, int quad) const {
     const uint8x8_t x = vld1_u8(group + 8 * quad);
     const uint8x8_t lo = vand_u8(x, vdup_n_u8(0x0F));
@@ -97,24 +101,25 @@ struct NibbleCodes {
   }
 };
 
-// Levels of codes: one TBL (<= 4 bits), one 4-register TBL (5, 6 bits), TBX chains beyond.
-struct Levels {
+// Levels of codes of <= 4 bits: one TBL.
+struct SmallLevels {
+  uint8x16_t table;
+  SmallLevels(const uint8_t* levels, int) : table(vld1q_u8(levels)) {}
+  uint8x16_t operator()(uint8x16_t codes) const { return vqtbl1q_u8(table, codes); }
+};
+
+// 5..8 bits: a 4-register TBL (64 entries), then TBX for each further 64 (indices past a
+// table's 64 leave the result as it is).
+struct WideLevels {
   uint8x16x4_t t[4];
-  uint8x16_t small;
-  int bits;
-  Levels(const uint8_t* table, int b) : bits(b) {
-    small = vld1q_u8(table);
-    if (b > 4) {
-      for (int i = 0; i < (b > 6 ? 4 : 1); ++i) t[i] = vld1q_u8_x4(table + 64 * i);
-    }
+  int tables;
+  WideLevels(const uint8_t* levels, int bits) : tables(bits <= 6 ? 1 : bits == 7 ? 2 : 4) {
+    for (int i = 0; i < 4; ++i) t[i] = vld1q_u8_x4(levels + 64 * i);
   }
   uint8x16_t operator()(uint8x16_t codes) const {
-    if (bits <= 4) return vqtbl1q_u8(small, codes);
     uint8x16_t r = vqtbl4q_u8(t[0], codes);
-    if (bits <= 6) return r;
-    const uint8x16_t step = vdupq_n_u8(64);
-    for (int i = 1; i < 4; ++i) {  // entries 64 i.. (indices past 63 leave r as it is)
-      codes = vsubq_u8(codes, step);
+    for (int i = 1; i < tables; ++i) {
+      codes = vsubq_u8(codes, vdupq_n_u8(64));
       r = vqtbx4q_u8(r, t[i], codes);
     }
     return r;
@@ -139,7 +144,7 @@ struct Accumulator {
 
 // sums[q][4t..4t+3] += levels . weights over the run's groups in block `block`, a quad of rows
 // at a time.
-template <int Q, class Codes>
+template <int Q, class Codes, class Levels>
 inline void run_groups(const ScanArgs& a, const ScanRun& run, const Codes& codes_of, int64_t block,
                        int32_t (&sums)[Q][32]) {
   const uint8_t* first = a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset;
@@ -152,8 +157,10 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Codes& codes
     const uint8_t* group = first;
     const int8_t* w = weights;
     for (int g = 0; g < run.count; ++g, group += group_bytes, w += 4 * Q) {
+      RQ_MCA_BEGIN(RQ_NEON_NAME, Codes::kBits, Q);
       const int8x16_t lv = vreinterpretq_s8_u8(levels(codes_of(group, end, t)));
       for (int q = 0; q < Q; ++q) acc[q].add(lv, vreinterpretq_s8_s32(vdupq_n_s32(weight_word(w + 4 * q))));
+      RQ_MCA_END(RQ_NEON_NAME, Codes::kBits, Q);
     }
     for (int q = 0; q < Q; ++q) vst1q_s32(sums[q] + 4 * t, vaddq_s32(vld1q_s32(sums[q] + 4 * t), acc[q].total()));
   }
@@ -175,6 +182,7 @@ inline void table_queries(const ScanRun& run, const uint8_t* first, const uint8_
       for (int i = 0; i < 4; ++i) acc[q][i] = vdupq_n_u16(0);
     }
     for (int g = g0; g < g1; ++g) {
+      RQ_MCA_BEGIN(RQ_NEON_NAME, 2, N);
       const uint8_t* codes = first + 32 * g;
       const uint8x16_t x0 = vld1q_u8(codes), x1 = vld1q_u8(codes + 16);
       const uint8x16_t lo0 = vandq_u8(x0, nibble), hi0 = vshrq_n_u8(x0, 4);
@@ -189,6 +197,7 @@ inline void table_queries(const ScanRun& run, const uint8_t* first, const uint8_
         acc[q][2] = vaddw_u8(acc[q][2], vget_low_u8(e1));
         acc[q][3] = vaddw_high_u8(acc[q][3], e1);
       }
+      RQ_MCA_END(RQ_NEON_NAME, 2, N);
     }
     for (int q = 0; q < N; ++q) {
       int32_t* s = sums[q0 + q];
@@ -244,9 +253,11 @@ inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block
         table_partial<Q>(a, run, decoders[i], block, s);
       }
     } else if (run.channels == 4 && run.bits == 4) {
-      run_groups<Q>(a, run, NibbleCodes{}, block, s);
+      run_groups<Q, NibbleCodes, SmallLevels>(a, run, NibbleCodes{}, block, s);
+    } else if (run.bits <= 4) {
+      run_groups<Q, Decoder, SmallLevels>(a, run, decoders[i], block, s);
     } else {
-      run_groups<Q>(a, run, decoders[i], block, s);
+      run_groups<Q, Decoder, WideLevels>(a, run, decoders[i], block, s);
     }
   }
 }
