@@ -14,6 +14,7 @@
 #include "codes.h"
 #include "half.h"
 #include "kernels.h"
+#include "kv_rows_256.h"
 #include "matmul.h"
 #include "mca.h"
 #include "scan_loop.h"
@@ -223,7 +224,8 @@ void scan(ScanArgs& a) {
 void matmul(const MatmulArgs& a) { matmul_with<Lanes>(a); }
 
 // ------------------------------------------------------------------------- KV rows
-// 64 codes of a row (8 per `bits` bytes) at a time: a byte permute puts each 8-code group's
+// Scores: kv_rows_256.h (256-bit lanes measured faster there). Weighted sums and decoding: 64
+// codes of a row (8 per `bits` bytes) at a time: a byte permute puts each 8-code group's
 // bytes in its 64-bit lane, multishift cuts the codes, and a float permute (<= 5 bits) or a
 // gather maps them to values. Full chunks of 64 go through straight-line code (four named
 // registers: arrays of vectors indexed by a run-time bound end up on the stack); a row's last
@@ -281,58 +283,6 @@ struct RowDecoder {
             n > 32 ? value(c, 2, lanes(n, 2)) : z, n > 48 ? value(c, 3, lanes(n, 3)) : z};
   }
 };
-
-inline __m512 load_lanes(const float* p, int n, int k) {
-  return _mm512_maskz_loadu_ps(RowDecoder::lanes(n, k) & (16 * k < n ? 0xFFFF : 0), p + 16 * k);
-}
-
-// Four 16-lane sums at once: lane q of the result is the sum of the lanes of v_q.
-inline __m128 sum4(__m512 v0, __m512 v1, __m512 v2, __m512 v3) {
-  const __m512 a = _mm512_add_ps(_mm512_unpacklo_ps(v0, v1), _mm512_unpackhi_ps(v0, v1));
-  const __m512 b = _mm512_add_ps(_mm512_unpacklo_ps(v2, v3), _mm512_unpackhi_ps(v2, v3));
-  const __m512 c = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))),
-                                 _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))));
-  const __m256 d = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
-  return _mm_add_ps(_mm256_castps256_ps128(d), _mm256_extractf128_ps(d, 1));
-}
-
-// <x, q> over one chunk, as a 16-lane partial sum (short tree, no chain of fused adds)
-inline __m512 dot(const Quad& x, const float* q, int n) {
-  if (n == 64) {
-    return _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(x.v0, _mm512_loadu_ps(q)), _mm512_mul_ps(x.v1, _mm512_loadu_ps(q + 16))),
-                         _mm512_add_ps(_mm512_mul_ps(x.v2, _mm512_loadu_ps(q + 32)), _mm512_mul_ps(x.v3, _mm512_loadu_ps(q + 48))));
-  }
-  return _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(x.v0, load_lanes(q, n, 0)), _mm512_mul_ps(x.v1, load_lanes(q, n, 1))),
-                       _mm512_add_ps(_mm512_mul_ps(x.v2, load_lanes(q, n, 2)), _mm512_mul_ps(x.v3, load_lanes(q, n, 3))));
-}
-
-void kv_scores(const KvScoresArgs& a) {
-  const KvRows& s = a.s;
-  const RowDecoder dec(s.bits, s.values);
-  const int row_bytes = s.channels * s.bits / 8;
-  const int chunk_bytes = 8 * s.bits;  // 64 codes
-  for (int q0 = 0; q0 < a.n_queries; q0 += 4) {
-    const int nq = a.n_queries - q0 < 4 ? a.n_queries - q0 : 4;
-    const float* qs[4];
-    for (int q = 0; q < 4; ++q) qs[q] = a.queries + (q0 + (q < nq ? q : 0)) * s.channels;
-    for (int64_t t = 0; t < a.count; ++t) {
-      const uint8_t* row = s.packed + (a.first + t) * row_bytes;
-      __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-      for (int c0 = 0; c0 < s.channels; c0 += 64, row += chunk_bytes) {
-        const int n = s.channels - c0 < 64 ? s.channels - c0 : 64;
-        const Quad x = n == 64 ? dec.full(row, s.end) : dec.part(row, n, s.end);
-        acc0 = _mm512_add_ps(acc0, dot(x, qs[0] + c0, n));
-        if (nq > 1) acc1 = _mm512_add_ps(acc1, dot(x, qs[1] + c0, n));
-        if (nq > 2) acc2 = _mm512_add_ps(acc2, dot(x, qs[2] + c0, n));
-        if (nq > 3) acc3 = _mm512_add_ps(acc3, dot(x, qs[3] + c0, n));
-      }
-      alignas(16) float sums[4];
-      const float scale = half_to_float(s.scales[a.first + t]);
-      _mm_store_ps(sums, _mm_mul_ps(sum4(acc0, acc1, acc2, acc3), _mm_set1_ps(scale)));
-      for (int q = 0; q < nq; ++q) a.out[(q0 + q) * a.out_stride + t] += sums[q];
-    }
-  }
-}
 
 // acc += w * x over one chunk
 inline void axpy(__m512 w, const Quad& x, Quad& acc) {
@@ -454,7 +404,7 @@ float rescore(const RescoreStream& s, int r) {
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{"avx512", kQueries, kQueries, 127, 0, 0, scan, rescore, kv_scores, kv_weighted_sum, kv_decode, matmul, nullptr};
+  static const Kernels k{"avx512", kQueries, kQueries, 127, 0, 0, scan, rescore, kv256::kv_scores, kv_weighted_sum, kv_decode, matmul, nullptr};
   return k;
 }
 
