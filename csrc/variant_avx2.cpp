@@ -161,6 +161,7 @@ inline __m256i table16(const uint8_t* t) {
 
 // Levels (+ offset) of codes of <= 4 bits: one shuffle.
 struct SmallLevels {
+  static constexpr int kWide = 0;
   __m256i table;
   SmallLevels(const uint8_t* levels, int) : table(table16(levels)) {}
   __m256i operator()(__m256i codes) const { return _mm256_shuffle_epi8(table, codes); }
@@ -168,6 +169,7 @@ struct SmallLevels {
 
 // 5..8 bits: a shuffle per 16 codes and a blend tree on the code's high bits.
 struct WideLevels {
+  static constexpr int kWide = 1;
   const uint8_t* levels;
   int bits;
   WideLevels(const uint8_t* l, int b) : levels(l), bits(b) {}
@@ -204,14 +206,14 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Codes& codes
     const uint8_t* group = first;
     const int8_t* w = weights;
     for (int g = 0; g < run.count; ++g, group += group_bytes, w += 4 * Q) {
-      RQ_MCA_BEGIN("avx2", Codes::kBits, Q);
+      RQ_MCA_BEGIN("avx2", Codes::kBits + 10 * Levels::kWide, Q);
       const __m256i lv = levels(codes_of(group, end, t));
 #pragma GCC unroll 8
       for (int q = 0; q < Q; ++q) {
         const __m256i pairs = _mm256_maddubs_epi16(lv, _mm256_set1_epi32(weight_word(w + 4 * q)));
         acc[q] = _mm256_add_epi32(acc[q], _mm256_madd_epi16(pairs, ones));  // 127 * 127 * 2 fits int16
       }
-      RQ_MCA_END("avx2", Codes::kBits, Q);
+      RQ_MCA_END("avx2", Codes::kBits + 10 * Levels::kWide, Q);
     }
     for (int q = 0; q < Q; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(sums[q] + 8 * t), acc[q]);
   }

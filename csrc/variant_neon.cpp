@@ -8,8 +8,8 @@
 // bytes and widened into 16-bit lanes (flushed every 256 groups).
 //
 // Other classes: per group and quad of rows (4 rows: one 128-bit register), the codes become 16
-// bytes, row r in 32-bit lane r, channel j in byte j (full 4-bit groups: nibbles zipped; any
-// other layout: TBL gathers each code's two bytes into a 16-bit lane, a per-lane shift
+// bytes, row r in 32-bit lane r, channel j in byte j (full 4-bit groups: nibbles zipped; full
+// 3-bit groups: TBL and two per-lane shifts; any other layout: TBL gathers each code's two bytes into a 16-bit lane, a per-lane shift
 // (vshlq_u16 by a negative count) aligns it, a narrow returns bytes; TBL returns 0 for indices
 // past the window, so no byte is read beyond the 16 loaded). TBL (TBX chains beyond 6 bits)
 // maps codes to the int8 levels themselves (signed_levels: no offset), and per query either SDOT adds the four
@@ -101,8 +101,53 @@ struct NibbleCodes {
   }
 };
 
+// Full 3-bit groups (48 bytes): rows 4t..4t+3 are the 6 bytes from 6t, row i of them 12 bits
+// from bit 12 i (offset 0 or 4 in its first byte). An 8-byte load inside the group (from byte
+// 40 for t = 7) and one TBL put each row's two bytes into both 16-bit halves of its lane; two
+// per-lane shifts (USHL: a different count per half and row parity) and masks then move code
+// j to byte j: 7 operations for 16 codes, where the generic decoder needs about 15.
+struct TripleCodes {
+  static constexpr int kBits = 3;
+  uint8x16_t pick[2];  // [t == 7]
+  int16x8_t first, second;
+  uint16x8_t low_mask, high_mask;
+  TripleCodes() {
+    for (int extra = 0; extra < 2; ++extra) {
+      alignas(16) uint8_t idx[16];
+      for (int i = 0; i < 4; ++i) {
+        const int byte = (12 * i) / 8 + 2 * extra;
+        for (int h = 0; h < 2; ++h) {
+          idx[4 * i + 2 * h] = static_cast<uint8_t>(byte);
+          idx[4 * i + 2 * h + 1] = static_cast<uint8_t>(byte + 1);
+        }
+      }
+      pick[extra] = vld1q_u8(idx);
+    }
+    alignas(16) int16_t s1[8], s2[8];
+    for (int i = 0; i < 4; ++i) {
+      const int o = (12 * i) % 8;  // 0 or 4
+      s1[2 * i] = static_cast<int16_t>(-o);         // code 0 to bits 0..2
+      s2[2 * i] = static_cast<int16_t>(5 - o);      // code 1 to bits 8..10
+      s1[2 * i + 1] = static_cast<int16_t>(-6 - o);  // code 2 to bits 0..2 of the high half
+      s2[2 * i + 1] = static_cast<int16_t>(-1 - o);  // code 3 to bits 8..10 of the high half
+    }
+    first = vld1q_s16(s1);
+    second = vld1q_s16(s2);
+    low_mask = vdupq_n_u16(0x0007);
+    high_mask = vdupq_n_u16(0x0700);
+  }
+  uint8x16_t operator()(const uint8_t* group, const uint8_t*, int quad) const {
+    const uint8x16_t src = vcombine_u8(vld1_u8(group + (quad < 7 ? 6 * quad : 40)), vdup_n_u8(0));
+    const uint16x8_t x = vreinterpretq_u16_u8(vqtbl1q_u8(src, pick[quad == 7]));
+    const uint16x8_t a = vandq_u16(vshlq_u16(x, first), low_mask);
+    const uint16x8_t b = vandq_u16(vshlq_u16(x, second), high_mask);
+    return vreinterpretq_u8_u16(vorrq_u16(a, b));
+  }
+};
+
 // Levels of codes of <= 4 bits: one TBL.
 struct SmallLevels {
+  static constexpr int kWide = 0;
   uint8x16_t table;
   SmallLevels(const uint8_t* levels, int) : table(vld1q_u8(levels)) {}
   uint8x16_t operator()(uint8x16_t codes) const { return vqtbl1q_u8(table, codes); }
@@ -111,6 +156,7 @@ struct SmallLevels {
 // 5..8 bits: a 4-register TBL (64 entries), then TBX for each further 64 (indices past a
 // table's 64 leave the result as it is).
 struct WideLevels {
+  static constexpr int kWide = 1;
   uint8x16x4_t t[4];
   int tables;
   WideLevels(const uint8_t* levels, int bits) : tables(bits <= 6 ? 1 : bits == 7 ? 2 : 4) {
@@ -157,10 +203,10 @@ inline void run_groups(const ScanArgs& a, const ScanRun& run, const Codes& codes
     const uint8_t* group = first;
     const int8_t* w = weights;
     for (int g = 0; g < run.count; ++g, group += group_bytes, w += 4 * Q) {
-      RQ_MCA_BEGIN(RQ_NEON_NAME, Codes::kBits, Q);
+      RQ_MCA_BEGIN(RQ_NEON_NAME, Codes::kBits + 10 * Levels::kWide, Q);
       const int8x16_t lv = vreinterpretq_s8_u8(levels(codes_of(group, end, t)));
       for (int q = 0; q < Q; ++q) acc[q].add(lv, vreinterpretq_s8_s32(vdupq_n_s32(weight_word(w + 4 * q))));
-      RQ_MCA_END(RQ_NEON_NAME, Codes::kBits, Q);
+      RQ_MCA_END(RQ_NEON_NAME, Codes::kBits + 10 * Levels::kWide, Q);
     }
     for (int q = 0; q < Q; ++q) vst1q_s32(sums[q] + 4 * t, vaddq_s32(vld1q_s32(sums[q] + 4 * t), acc[q].total()));
   }
@@ -254,6 +300,8 @@ inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block
       }
     } else if (run.channels == 4 && run.bits == 4) {
       run_groups<Q, NibbleCodes, SmallLevels>(a, run, NibbleCodes{}, block, s);
+    } else if (run.channels == 4 && run.bits == 3) {
+      run_groups<Q, TripleCodes, SmallLevels>(a, run, TripleCodes{}, block, s);
     } else if (run.bits <= 4) {
       run_groups<Q, Decoder, SmallLevels>(a, run, decoders[i], block, s);
     } else {

@@ -53,7 +53,8 @@ SOURCES = {"avx2": "avx2", "avx512": "avx512", "neon": "neon", "neon_dotprod": "
 
 
 def iteration_shape(variant: str, bits: int, queries: int) -> tuple[int, int]:
-    """(channels, rows) one iteration of the region scores, for all of its `queries`."""
+    """(channels, rows) one iteration of the region scores, for all of its `queries` (region
+    names: csrc/mca.h)."""
     if bits == 2 and variant != "avx512":
         return 4, 32  # pair tables: a whole group of 32 rows, both channel pairs
     if variant == "avx2":
