@@ -341,7 +341,9 @@ def profile(compressed, ids, context: int, steps: int) -> list[dict]:
     return rows
 
 
-def speed(model, compressed, ids, contexts, steps, rounds: int = 3) -> list[dict]:
+def speed(
+    model, compressed, ids, contexts, steps, rounds: int = 3, caches: Sequence[str] | None = None
+) -> list[dict]:
     """Decode tokens/s after each context: every cache prefilled, then ``rounds`` rounds in
     which each cache runs ``steps`` steps in turn (interleaved, so that a slow phase of this
     shared machine hits all alike); the best round of each."""
@@ -349,6 +351,8 @@ def speed(model, compressed, ids, contexts, steps, rounds: int = 3) -> list[dict
     for context in contexts:
         caches = []
         for name, spec in SPEED_CACHES:
+            if caches is not None and name not in caches:
+                continue
             which, cache = _make(model, compressed, spec)
             with torch.no_grad():
                 prefill(which, ids, cache, context)
@@ -673,6 +677,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=256)
     parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument(
+        "--speed-caches",
+        nargs="+",
+        choices=[name for name, _ in SPEED_CACHES],
+        help="speed: only these caches (DynamicCache first: the ratios are to it)",
+    )
     parser.add_argument("--attention-contexts", type=int, nargs="+", default=[4096, 16384, 32768])
     parser.add_argument("--out", default="kv", help="JSON path or name in bench/results")
     add_isa_argument(parser)
@@ -730,7 +740,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "new tokens (rotaquant.kv.evaluate.needle_prompt)."
         )
     if "speed" in args.sections:
-        payload["speed"] = speed(model, compressed, ids, args.contexts, args.steps)
+        payload["speed"] = speed(
+            model, compressed, ids, args.contexts, args.steps, caches=args.speed_caches
+        )
         report.append(format_table(payload["speed"], SPEED_COLUMNS))
         report.append(
             f"\nDecode: best of 3 interleaved rounds of {args.steps} single-token steps after "
