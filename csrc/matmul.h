@@ -23,13 +23,13 @@ inline void matmul_with(const MatmulArgs& a) {
   for (int64_t r0 = 0; r0 < a.rows; r0 += 4) {
     const int live = a.rows - r0 < 4 ? static_cast<int>(a.rows - r0) : 4;
     const float* x[4];
-    for (int r = 0; r < 4; ++r) x[r] = a.x + (r0 + (r < live ? r : 0)) * n;
+    for (int r = 0; r < 4; ++r) x[r] = a.x + (r0 + (r < live ? r : 0)) * int64_t(n);
     int c = 0;
     for (; c + 2 * W <= whole; c += 2 * W) {
       Float acc[4][2];
       for (int r = 0; r < 4; ++r) acc[r][0] = acc[r][1] = Lanes::zero();
       const float* w = a.w + c;
-      for (int k = 0; k < n; ++k, w += p) {
+      for (int k = 0; k < n; ++k, w += p) {  // w advances by p: no k * p product
         const Float w0 = Lanes::load(w), w1 = Lanes::load(w + W);
         for (int r = 0; r < 4; ++r) {
           const Float xr = Lanes::set1(x[r][k]);
@@ -38,8 +38,8 @@ inline void matmul_with(const MatmulArgs& a) {
         }
       }
       for (int r = 0; r < live; ++r) {
-        Lanes::store(a.out + (r0 + r) * p + c, acc[r][0]);
-        Lanes::store(a.out + (r0 + r) * p + c + W, acc[r][1]);
+        Lanes::store(a.out + (r0 + r) * int64_t(p) + c, acc[r][0]);
+        Lanes::store(a.out + (r0 + r) * int64_t(p) + c + W, acc[r][1]);
       }
     }
     for (; c < whole; c += W) {
@@ -50,13 +50,13 @@ inline void matmul_with(const MatmulArgs& a) {
         const Float w0 = Lanes::load(w);
         for (int r = 0; r < 4; ++r) acc[r] = Lanes::fmadd(Lanes::set1(x[r][k]), w0, acc[r]);
       }
-      for (int r = 0; r < live; ++r) Lanes::store(a.out + (r0 + r) * p + c, acc[r]);
+      for (int r = 0; r < live; ++r) Lanes::store(a.out + (r0 + r) * int64_t(p) + c, acc[r]);
     }
     for (; c < p; ++c) {
       for (int r = 0; r < live; ++r) {
         float acc = 0;
-        for (int k = 0; k < n; ++k) acc += x[r][k] * a.w[k * p + c];
-        a.out[(r0 + r) * p + c] = acc;
+        for (int k = 0; k < n; ++k) acc += x[r][k] * a.w[int64_t(k) * p + c];
+        a.out[(r0 + r) * int64_t(p) + c] = acc;
       }
     }
   }

@@ -313,6 +313,7 @@ std::pair<std::vector<CodecStream>, QueryMap> searcher_parts(nb::list codec_list
     require(static_cast<int64_t>(signs.shape(1)) == dim && signs.shape(0) >= 1 && signs.shape(0) <= 8,
             "rotation signs: expected (rounds, dim), 1 to 8 rounds");
     map.signs.assign(signs.data(), signs.data() + signs.size());
+    for (float v : map.signs) require(std::isfinite(v), "searcher: rotation and projection must be finite");
     const int64_t a = static_cast<int64_t>(array_arg<Array2<const float>>(rotation[2], "rotation F_a").shape(0));
     require(a >= 1 && dim % a == 0, "rotation factors: a must divide dim");
     map.a = static_cast<int32_t>(a);

@@ -8,8 +8,10 @@
 // its 4 codes, each under the 4 codes of a channel that contributes nothing, so its moments
 // are the channel's own; only the entries of the first 4 cases are written.
 //
-// float32 arithmetic: each case's error is within ~1e-5 delta of its exact value (e < 128
-// delta), which scan_plan.cpp's float32 slack (1e-6 * 127 delta per term) covers many times.
+// float32 arithmetic in units of delta (the query's values divided by delta in double first):
+// each case's error is within ~1e-5 delta of its exact value (e <= 127 delta), which
+// scan_plan.cpp's float32 slack (1e-6 * 127 delta per term) covers many times, at any query
+// magnitude.
 #pragma once
 
 #include <algorithm>
@@ -23,19 +25,18 @@ namespace {
 constexpr int kTermLanes = 8;
 
 inline void fill_pair_tables_with(const PairTableArgs& a) {
-  const float inverse = static_cast<float>(1 / a.delta);
-  const float delta = static_cast<float>(a.delta);
+  // in units of delta (x / delta in double, then float): every contribution lies in
+  // [0, 127] whatever the query's magnitude, so nothing overflows or underflows in float32
+  const double to_units = 1 / a.delta;
   float prob[16];
   for (int c = 0; c < 16; ++c) prob[c] = a.probs[c % 4] * a.probs[c / 4];
-  float vmin = a.values[0];
-  for (int c = 1; c < 4; ++c) vmin = std::min(vmin, a.values[c]);
   for (int t0 = 0; t0 < a.n_terms; t0 += kTermLanes) {
     const int live = std::min(kTermLanes, a.n_terms - t0);
     float x0[kTermLanes], x1[kTermLanes], low[kTermLanes];
     for (int i = 0; i < kTermLanes; ++i) {
       const PairTerm& term = a.terms[t0 + (i < live ? i : 0)];
-      x0[i] = a.query[term.first] * a.scale;
-      x1[i] = term.channels == 2 ? a.query[term.first + 1] * a.scale : 0.0f;
+      x0[i] = static_cast<float>(double(a.query[term.first]) * a.scale * to_units);
+      x1[i] = term.channels == 2 ? static_cast<float>(double(a.query[term.first + 1]) * a.scale * to_units) : 0.0f;
     }
     // each channel's contributions minus their minimum (>= 0)
     float u[4][kTermLanes], w[4][kTermLanes];
@@ -64,16 +65,17 @@ inline void fill_pair_tables_with(const PairTableArgs& a) {
       const float p = prob[c];
       for (int i = 0; i < kTermLanes; ++i) {
         const float e = uc[i] + wc[i];
-        // e lies in [0, 127 delta] (up to rounding): rounding half up is a truncation
-        const int32_t t = std::min(127, static_cast<int32_t>(e * inverse + 0.5f));
+        // e lies in [0, 127] (up to rounding): rounding half up is a truncation, clamped first
+        const int32_t t = static_cast<int32_t>(std::min(e + 0.5f, 127.0f));
         entry[c][i] = t;
-        const float err = e - delta * static_cast<float>(t);
+        const float err = e - static_cast<float>(t);
         mean[i] += p * err;
         square[i] += p * err * err;
         lo[i] = std::min(lo[i], err);
         hi[i] = std::max(hi[i], err);
       }
     }
+    const double delta = a.delta;
     for (int i = 0; i < live; ++i) {
       const PairTerm& term = a.terms[t0 + i];
       uint8_t* out = a.out + term.at;
@@ -82,11 +84,11 @@ inline void fill_pair_tables_with(const PairTableArgs& a) {
       } else {  // entries 4 * channel + code of a partial group's table, in both lanes
         for (int c = 0; c < 4; ++c) out[c] = out[c + 16] = static_cast<uint8_t>(entry[c][i]);
       }
-      const double m = mean[i];
-      a.stats->base += low[i];
-      a.stats->mean += m;
-      a.stats->variance += std::max(0.0, double(square[i]) - m * m);
-      const double largest = std::max(double(hi[i]) - m, m - double(lo[i]));
+      const double m = mean[i];  // in units of delta
+      a.stats->base += low[i] * delta;
+      a.stats->mean += m * delta;
+      a.stats->variance += std::max(0.0, double(square[i]) - m * m) * delta * delta;
+      const double largest = std::max(double(hi[i]) - m, m - double(lo[i])) * delta;
       a.stats->worst += largest;
       a.stats->largest = std::max(a.stats->largest, largest);
     }

@@ -52,9 +52,7 @@ void QueryMap::apply(const float* queries, int64_t m, float* rotated, float* pro
     } else {
       // per round: y = x * signs as (rows * a, b) @ F_b^T, each row's (a, b) block transposed
       // to (b, a), then (rows * b, a) @ F_a^T
-      thread_local std::vector<float> y, z;
-      y.resize(rows * d);
-      z.resize(rows * d);
+      std::vector<float> y(rows * d), z(rows * d);
       const int rounds = static_cast<int>(signs.size() / d);
       for (int round = 0; round < rounds; ++round) {
         const float* s = signs.data() + int64_t(round) * d;

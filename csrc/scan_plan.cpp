@@ -34,6 +34,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 namespace rq {
 
@@ -162,6 +164,20 @@ ScanPlan make_plan(const std::vector<CodecStream>& codec, const Kernels& kern) {
     }
   }
   plan.weight_bytes = weight_offset;
+  // the kernels' int32 sums must not overflow: |S| <= 127 per table term, or 127 *
+  // (level_max + offset) per channel of a weights class
+  double bound[kMaxClasses] = {0, 0};
+  for (size_t s = 0; s < codec.size(); ++s) {
+    const CodecStream& cs = codec[s];
+    bound[cs.cls] += plan.tables[cs.cls] ? 127.0 * plan.terms[s].size()
+                                         : 127.0 * (level_max + plan.level_offset) * cs.channels;
+  }
+  for (double b : bound) {
+    if (b >= 2147483647.0) {
+      throw std::invalid_argument("the scan's int32 sums could overflow at this dimension (" +
+                                  std::to_string(static_cast<int64_t>(b)) + " > 2**31 - 1)");
+    }
+  }
   // the kernels keep one class's sums in registers at a time: runs of a class together
   std::stable_sort(plan.runs.begin(), plan.runs.end(),
                    [](const ScanRun& x, const ScanRun& y) { return x.cls < y.cls; });

@@ -1,5 +1,6 @@
 #include "searcher.h"
 
+#include <cmath>
 #include <stdexcept>
 
 #include "cpu.h"
@@ -38,6 +39,11 @@ ScanStats Searcher::search(const std::vector<SegmentView>& segments, const float
   const int64_t size = m * map_.dim;
   std::vector<float> rotated(size), projected(projects_ ? size : 0);
   map_.apply(queries, m, rotated.data(), projects_ ? projected.data() : nullptr);
+  // finite queries can still overflow in the transform: nothing non-finite reaches the kernels
+  bool finite = true;
+  for (float x : rotated) finite &= std::isfinite(x);
+  for (float x : projected) finite &= std::isfinite(x);
+  if (!finite) throw std::invalid_argument("queries: too large (not finite once rotated)");
   return scan(codec_, *plan, kern, segments, rotated.data(), projects_ ? projected.data() : nullptr,
               m, map_.dim, k, out_rows, out_scores);
 }

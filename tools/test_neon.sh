@@ -25,7 +25,7 @@ FLAGS="-std=c++17 -O3 -fno-math-errno -Icsrc"
 WARN="-Wall -Wextra -Werror"  # not on the x86 variants: GCC 12's AVX-512 headers warn themselves
 OUT=build/neon
 mkdir -p "$OUT"
-$CXX_ARM $FLAGS $WARN -c csrc/variant_neon.cpp -o "$OUT/neon.o"
+$CXX_ARM $FLAGS $WARN -march=armv8-a -c csrc/variant_neon.cpp -o "$OUT/neon.o"
 $CXX_ARM $FLAGS $WARN -march=armv8.2-a+dotprod -DROTAQUANT_DOTPROD=1 -c csrc/variant_neon.cpp -o "$OUT/neon_dotprod.o"
 # shellcheck disable=SC2086
 $CXX_ARM $FLAGS $WARN -DROTAQUANT_NEON=1 $CORE "$OUT/neon.o" "$OUT/neon_dotprod.o" -static -pthread -o "$OUT/kernel_check"

@@ -87,3 +87,27 @@ def test_searcher_refuses_what_does_not_fit():
         searcher.search([], np.zeros((1, 63), np.float32), 5)
     with pytest.raises(ValueError, match="finite"):
         searcher.search([], np.full((1, 64), np.inf, np.float32), 5)
+
+
+def test_queries_that_overflow_once_rotated_are_refused():
+    index = rq.VectorIndex(64, 4)
+    index.add(np.random.default_rng(0).standard_normal((100, 64)).astype(np.float32))
+    query = np.full((1, 64), 3e38, np.float32)  # finite, but the rotation sums them
+    with pytest.raises(ValueError, match="too large"):
+        index.search(query, k=3)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_tiny_and_huge_queries_rank_like_unit_ones(bits, variant):
+    """Pair tables and weights are built relative to the query's own scale."""
+    rng = np.random.default_rng(bits)
+    index = rq.VectorIndex(96, bits)
+    index.add(rng.standard_normal((2000, 96)).astype(np.float32))
+    queries = rng.standard_normal((4, 96)).astype(np.float32)
+    with _native.using_variant(variant):
+        scores, ids = index.search(queries, k=10)
+        for factor in (1e-30, 1e30):
+            scaled_scores, scaled_ids = index.search(queries * np.float32(factor), k=10)
+            np.testing.assert_array_equal(scaled_ids, ids)
+            np.testing.assert_allclose(scaled_scores, scores * factor, rtol=1e-4)

@@ -234,3 +234,13 @@ def test_the_boundary_checks_every_array():
     wide = [(0, 60, 4, 0, 0, 1.0, *codec[0][6:])]
     with pytest.raises(ValueError, match="outside the query dimension"):
         _core.scan(wide, [segment], q, None, 5)
+
+
+def test_int32_sums_refused_past_their_range():
+    """127 * 255 per channel on the scalar variant: 70,000 channels at 8 bits could overflow."""
+    rng = np.random.default_rng(8)
+    codec = make_codec(rng, [(0, 70_000, 8, 0, 0, 1.0)])
+    segment, *_ = make_segment(rng, codec, 1, 0)
+    query = rng.standard_normal((1, 70_000)).astype(np.float32)
+    with _native.using_variant("scalar"), pytest.raises(ValueError, match="int32 sums"):
+        _core.scan(codec, [segment], query, None, 1)
