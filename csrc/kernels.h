@@ -41,9 +41,10 @@ struct ScanRun {
 //     byte dot products stays in 1..2 * level_max + 1); a group's data is its 4 int8 weights;
 //   pair tables (2-bit classes, variants with `pair_tables`): S_c = sum over channel pairs of
 //     T_pair[code pair], T in 0..127 the pair's quantized contribution; a full group's data is
-//     64 bytes, the 16-entry tables of channels (0, 1) and (2, 3), each twice (one per 128-bit
-//     lane), indexed by code0 + 4 * code1 (a byte's low and high nibble in the block layout);
-//     a partial group's is 32 bytes, one table twice, entry 4 * j + code for channel j.
+//     32 bytes, the 16-entry tables of channels (0, 1) and (2, 3), indexed by code0 + 4 * code1
+//     (a byte's low and high nibble in the block layout); a partial group's is 16 bytes, one
+//     table, entry 4 * j + code for channel j. (Kept to 16 bytes a table, so that 4 queries'
+//     tables of a 768-d block fit L1 beside the codes; AVX2 broadcasts each to both lanes.)
 struct ClassConsts {
   float bias;
   float delta;

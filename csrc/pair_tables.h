@@ -79,10 +79,10 @@ inline void fill_pair_tables_with(const PairTableArgs& a) {
     for (int i = 0; i < live; ++i) {
       const PairTerm& term = a.terms[t0 + i];
       uint8_t* out = a.out + term.at;
-      if (term.channels == 2) {  // 16 entries, in both 128-bit lanes
-        for (int c = 0; c < 16; ++c) out[c] = out[c + 16] = static_cast<uint8_t>(entry[c][i]);
-      } else {  // entries 4 * channel + code of a partial group's table, in both lanes
-        for (int c = 0; c < 4; ++c) out[c] = out[c + 16] = static_cast<uint8_t>(entry[c][i]);
+      if (term.channels == 2) {  // the pair's 16 entries
+        for (int c = 0; c < 16; ++c) out[c] = static_cast<uint8_t>(entry[c][i]);
+      } else {  // entries 4 * channel + code of a partial group's table
+        for (int c = 0; c < 4; ++c) out[c] = static_cast<uint8_t>(entry[c][i]);
       }
       const double m = mean[i];  // in units of delta
       a.stats->base += low[i] * delta;

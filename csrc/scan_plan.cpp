@@ -135,11 +135,11 @@ ScanPlan make_plan(const std::vector<CodecStream>& codec, const Kernels& kern) {
       for (const Group& g : layout.groups) {
         if (g.channels == kGroupChannels) {
           terms.push_back({g.first, 2, at});
-          terms.push_back({g.first + 2, 2, at + 32});
-          at += 64;
+          terms.push_back({g.first + 2, 2, at + 16});
+          at += 32;
         } else {
           for (int j = 0; j < g.channels; ++j) terms.push_back({g.first + j, 1, at + 4 * j});
-          at += 32;
+          at += 16;
         }
       }
     }
@@ -152,7 +152,7 @@ ScanPlan make_plan(const std::vector<CodecStream>& codec, const Kernels& kern) {
       run.channels = g.channels;
       run.bits = cs.bits;
       run.weight_offset = weight_offset;
-      run.chunk = !by_tables ? 4 : g.channels == kGroupChannels ? 64 : 32;
+      run.chunk = !by_tables ? 4 : g.channels == kGroupChannels ? 32 : 16;
       run.cls = cs.cls;
       run.table = by_tables;
       size_t j = i;

@@ -254,11 +254,10 @@ inline void table_queries(const ScanRun& run, const uint8_t* first, const uint8_
       const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(first + 32 * g));
       const __m256i lo = _mm256_and_si256(codes, nibble);
       const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(codes, 4), nibble);
-      const uint8_t* t = tables + 64 * (Q * g + q0);
+      const uint8_t* t = tables + 32 * (Q * g + q0);
 #pragma GCC unroll 4
       for (int q = 0; q < N; ++q) {
-        const __m256i t0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 64 * q));
-        const __m256i t1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 64 * q + 32));
+        const __m256i t0 = table16(t + 32 * q), t1 = table16(t + 32 * q + 16);
         const __m256i both = _mm256_add_epi8(_mm256_shuffle_epi8(t0, lo), _mm256_shuffle_epi8(t1, hi));
         mixed[q] = _mm256_add_epi16(mixed[q], both);
         odd[q] = _mm256_add_epi16(odd[q], _mm256_srli_epi16(both, 8));
@@ -293,7 +292,7 @@ inline void table_partial(const ScanArgs& a, const ScanRun& run, const Decoder& 
   for (int t = 0; t < 4; ++t) {
     const __m256i index = _mm256_add_epi8(dec(group, a.ends[run.stream], t), spread);
     for (int q = 0; q < Q; ++q) {
-      const __m256i table = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tables + 32 * q));
+      const __m256i table = table16(tables + 16 * q);
       const __m256i entries = _mm256_shuffle_epi8(table, index);
       const __m256i row = _mm256_madd_epi16(_mm256_maddubs_epi16(entries, ones8), ones16);
       __m256i* at = reinterpret_cast<__m256i*>(sums[q] + 8 * t);

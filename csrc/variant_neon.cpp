@@ -233,9 +233,9 @@ inline void table_queries(const ScanRun& run, const uint8_t* first, const uint8_
       const uint8x16_t x0 = vld1q_u8(codes), x1 = vld1q_u8(codes + 16);
       const uint8x16_t lo0 = vandq_u8(x0, nibble), hi0 = vshrq_n_u8(x0, 4);
       const uint8x16_t lo1 = vandq_u8(x1, nibble), hi1 = vshrq_n_u8(x1, 4);
-      const uint8_t* t = tables + 64 * (Q * g + q0);
+      const uint8_t* t = tables + 32 * (Q * g + q0);
       for (int q = 0; q < N; ++q) {
-        const uint8x16_t t0 = vld1q_u8(t + 64 * q), t1 = vld1q_u8(t + 64 * q + 32);
+        const uint8x16_t t0 = vld1q_u8(t + 32 * q), t1 = vld1q_u8(t + 32 * q + 16);
         const uint8x16_t e0 = vaddq_u8(vqtbl1q_u8(t0, lo0), vqtbl1q_u8(t1, hi0));
         const uint8x16_t e1 = vaddq_u8(vqtbl1q_u8(t0, lo1), vqtbl1q_u8(t1, hi1));
         acc[q][0] = vaddw_u8(acc[q][0], vget_low_u8(e0));
@@ -278,7 +278,7 @@ inline void table_partial(const ScanArgs& a, const ScanRun& run, const Decoder& 
   for (int t = 0; t < 8; ++t) {
     const uint8x16_t index = vaddq_u8(dec(group, a.ends[run.stream], t), spread);
     for (int q = 0; q < Q; ++q) {
-      const uint8x16_t entries = vqtbl1q_u8(vld1q_u8(tables + 32 * q), index);
+      const uint8x16_t entries = vqtbl1q_u8(vld1q_u8(tables + 16 * q), index);
       const uint32x4_t rows = vpaddlq_u16(vpaddlq_u8(entries));
       vst1q_s32(sums[q] + 4 * t, vaddq_s32(vld1q_s32(sums[q] + 4 * t), vreinterpretq_s32_u32(rows)));
     }

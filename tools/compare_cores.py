@@ -2,7 +2,8 @@
 
     git worktree add /tmp/base <commit> && cmake -S /tmp/base -B /tmp/base/build \\
         -DPython_EXECUTABLE=$PWD/.venv/bin/python && cmake --build /tmp/base/build
-    .venv/bin/python tools/compare_cores.py /tmp/base/build/_core*.so [--data mpnet|gaussian]
+    .venv/bin/python tools/compare_cores.py /tmp/base/build/_core*.so \
+        [--data mpnet|gaussian] [--n N]
 
 The installed core (``rotaquant._core``) builds the index; the other build is loaded beside it
 (as ``baseline._core``) and both scan the same segments with the same rotated queries through
@@ -34,24 +35,25 @@ def load_core(path: str):
     return module
 
 
-def data(kind: str) -> tuple[np.ndarray, np.ndarray]:
+def data(kind: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     if kind == "mpnet":
         from bench.speed import mpnet
 
-        return mpnet(200_000)
+        return mpnet(n)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((201_000, 768), dtype=np.float32)
+    x = rng.standard_normal((n + 1000, 768), dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x[:200_000], x[200_000:]
+    return x[:n], x[n:]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("baseline", help="path of the other build's _core*.so")
     parser.add_argument("--data", choices=("mpnet", "gaussian"), default="mpnet")
+    parser.add_argument("--n", type=int, default=200_000, help="database rows (<= 200,000)")
     args = parser.parse_args()
     old = load_core(args.baseline)
-    db, queries = data(args.data)
+    db, queries = data(args.data, args.n)
     print(f"new core: {_core.config()['active']}, baseline: {old.config()['active']}")
     print(
         f"{'bits':>4} {'batch q/s new':>14} {'baseline':>9} {'ratio':>6} "
