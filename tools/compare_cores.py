@@ -2,7 +2,7 @@
 
     git worktree add /tmp/base <commit> && cmake -S /tmp/base -B /tmp/base/build \\
         -DPython_EXECUTABLE=$PWD/.venv/bin/python && cmake --build /tmp/base/build
-    .venv/bin/python tools/compare_cores.py /tmp/base/build/_core*.so \
+    .venv/bin/python tools/compare_cores.py /tmp/base/build/_core*.so \\
         [--data mpnet|gaussian] [--n N]
 
 The installed core (``rotaquant._core``) builds the index; the other build is loaded beside it
