@@ -1,7 +1,7 @@
 // Pair tables of one 2-bit stream (layout in kernels.h, arithmetic in scan_plan.cpp) and the
-// moments of their rounding errors, written as plain loops over 8 terms at a time (the terms
-// in the lanes: one term's 16 code cases are the same arithmetic for every term), which the
-// compiler vectorizes with the including variant's instruction set. Internal linkage, like
+// moments of their rounding errors, 8 terms at a time in the lanes of GCC/Clang vector types
+// (one term's 16 code cases are the same arithmetic for every term), compiled to the
+// including variant's instruction set. Internal linkage, like
 // scan_loop.h.
 //
 // A single channel (a partial group's) is a pair whose second channel is 0: its 16 cases are
@@ -24,6 +24,15 @@ namespace {
 
 constexpr int kTermLanes = 8;
 
+// 8 lanes of float / int32 (GCC and Clang vector extensions: one or two SIMD registers,
+// whatever the including variant's instruction set)
+typedef float TermFloats __attribute__((vector_size(32)));
+typedef int32_t TermInts __attribute__((vector_size(32)));
+
+inline TermFloats splat(float x) { return TermFloats{x, x, x, x, x, x, x, x}; }
+inline TermFloats lane_min(TermFloats a, TermFloats b) { return a < b ? a : b; }
+inline TermFloats lane_max(TermFloats a, TermFloats b) { return a > b ? a : b; }
+
 inline void fill_pair_tables_with(const PairTableArgs& a) {
   // in units of delta (x / delta in double, then float): every contribution lies in
   // [0, 127] whatever the query's magnitude, so nothing overflows or underflows in float32
@@ -32,58 +41,42 @@ inline void fill_pair_tables_with(const PairTableArgs& a) {
   for (int c = 0; c < 16; ++c) prob[c] = a.probs[c % 4] * a.probs[c / 4];
   for (int t0 = 0; t0 < a.n_terms; t0 += kTermLanes) {
     const int live = std::min(kTermLanes, a.n_terms - t0);
-    float x0[kTermLanes], x1[kTermLanes], low[kTermLanes];
+    TermFloats x0, x1;
     for (int i = 0; i < kTermLanes; ++i) {
       const PairTerm& term = a.terms[t0 + (i < live ? i : 0)];
       x0[i] = static_cast<float>(double(a.query[term.first]) * a.scale * to_units);
       x1[i] = term.channels == 2 ? static_cast<float>(double(a.query[term.first + 1]) * a.scale * to_units) : 0.0f;
     }
     // each channel's contributions minus their minimum (>= 0)
-    float u[4][kTermLanes], w[4][kTermLanes];
-    for (int i = 0; i < kTermLanes; ++i) {
-      float m0 = x0[i] * a.values[0], m1 = x1[i] * a.values[0];
-      for (int c = 1; c < 4; ++c) {
-        m0 = std::min(m0, x0[i] * a.values[c]);
-        m1 = std::min(m1, x1[i] * a.values[c]);
-      }
-      low[i] = m0 + m1;
-      for (int c = 0; c < 4; ++c) {
-        u[c][i] = x0[i] * a.values[c] - m0;
-        w[c][i] = x1[i] * a.values[c] - m1;
-      }
+    TermFloats m0 = x0 * a.values[0], m1 = x1 * a.values[0];
+    for (int c = 1; c < 4; ++c) {
+      m0 = lane_min(m0, x0 * a.values[c]);
+      m1 = lane_min(m1, x1 * a.values[c]);
     }
-    float mean[kTermLanes] = {}, square[kTermLanes] = {};
-    float lo[kTermLanes], hi[kTermLanes];
-    int32_t entry[16][kTermLanes];
-    for (int i = 0; i < kTermLanes; ++i) {
-      lo[i] = 1e30f;
-      hi[i] = -1e30f;
+    const TermFloats low = m0 + m1;
+    TermFloats u[4], w[4];
+    for (int c = 0; c < 4; ++c) {
+      u[c] = x0 * a.values[c] - m0;
+      w[c] = x1 * a.values[c] - m1;
     }
+    TermFloats mean = splat(0), square = splat(0), lo = splat(1e30f), hi = splat(-1e30f);
+    TermInts entry[16];
     for (int c = 0; c < 16; ++c) {
-      const float* uc = u[c % 4];
-      const float* wc = w[c / 4];
-      const float p = prob[c];
-      for (int i = 0; i < kTermLanes; ++i) {
-        const float e = uc[i] + wc[i];
-        // e lies in [0, 127] (up to rounding): rounding half up is a truncation, clamped first
-        const int32_t t = static_cast<int32_t>(std::min(e + 0.5f, 127.0f));
-        entry[c][i] = t;
-        const float err = e - static_cast<float>(t);
-        mean[i] += p * err;
-        square[i] += p * err * err;
-        lo[i] = std::min(lo[i], err);
-        hi[i] = std::max(hi[i], err);
-      }
+      const TermFloats e = u[c % 4] + w[c / 4];
+      // e lies in [0, 127] (up to rounding): rounding half up is a truncation, clamped first
+      entry[c] = __builtin_convertvector(lane_min(e + 0.5f, splat(127.0f)), TermInts);
+      const TermFloats err = e - __builtin_convertvector(entry[c], TermFloats);
+      mean += prob[c] * err;
+      square += prob[c] * err * err;
+      lo = lane_min(lo, err);
+      hi = lane_max(hi, err);
     }
     const double delta = a.delta;
     for (int i = 0; i < live; ++i) {
       const PairTerm& term = a.terms[t0 + i];
       uint8_t* out = a.out + term.at;
-      if (term.channels == 2) {  // the pair's 16 entries
-        for (int c = 0; c < 16; ++c) out[c] = static_cast<uint8_t>(entry[c][i]);
-      } else {  // entries 4 * channel + code of a partial group's table
-        for (int c = 0; c < 4; ++c) out[c] = static_cast<uint8_t>(entry[c][i]);
-      }
+      // the pair's 16 entries, or entries 4 * channel + code of a partial group's table
+      for (int c = 0; c < (term.channels == 2 ? 16 : 4); ++c) out[c] = static_cast<uint8_t>(entry[c][i]);
       const double m = mean[i];  // in units of delta
       a.stats->base += low[i] * delta;
       a.stats->mean += m * delta;

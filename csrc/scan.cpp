@@ -20,6 +20,7 @@ namespace {
 
 constexpr int64_t kTaskBytes = 256 << 10;  // codes per task: stays in L2 across query groups
 constexpr int64_t kChunkQueries = 4096;    // queries in flight (bounds the candidate pools)
+constexpr size_t kKeepBytes = 16 << 20;    // query data kept per calling thread between calls
 
 struct Task {
   int32_t segment;
@@ -117,8 +118,14 @@ ScanStats scan(const std::vector<CodecStream>& codec, const ScanPlan& plan, cons
       spans.push_back({static_cast<int32_t>(s), b, std::min(blocks, b + span_blocks), 0, 0});
     }
   }
-  std::vector<int8_t> weights, interleaved;
-  std::vector<QueryConsts> consts;
+  // a batch's query data is megabytes: kept per calling thread across calls (fresh memory
+  // would cost a page fault per 4 KiB on every call), released past kKeepBytes. Lambdas below
+  // use these references: in a pool thread the thread_local names would be that thread's.
+  thread_local std::vector<int8_t> kept_weights, kept_interleaved;
+  thread_local std::vector<QueryConsts> kept_consts;
+  std::vector<int8_t>& weights = kept_weights;
+  std::vector<int8_t>& interleaved = kept_interleaved;
+  std::vector<QueryConsts>& consts = kept_consts;
   std::vector<std::vector<CandidatePool>> pools(slots);
   std::vector<int64_t> reported(slots, 0);
   std::unique_ptr<std::atomic<float>[]> shared;  // per query: the best threshold of any thread
@@ -258,6 +265,11 @@ ScanStats scan(const std::vector<CodecStream>& codec, const ScanPlan& plan, cons
     for (int64_t r : rescored) stats.candidates += r;
   }
   for (int64_t r : reported) stats.reported += r;
+  if (weights.capacity() > kKeepBytes) {
+    std::vector<int8_t>().swap(weights);
+    std::vector<int8_t>().swap(interleaved);
+    std::vector<QueryConsts>().swap(consts);
+  }
   return stats;
 }
 

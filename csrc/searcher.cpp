@@ -37,15 +37,25 @@ ScanStats Searcher::search(const std::vector<SegmentView>& segments, const float
   const Kernels& kern = active_kernels();
   const std::shared_ptr<const ScanPlan> plan = plan_for(kern);
   const int64_t size = m * map_.dim;
-  std::vector<float> rotated(size), projected(projects_ ? size : 0);
+  // kept per calling thread across calls, like scan()'s query data (no page faults per call)
+  thread_local std::vector<float> kept_rotated, kept_projected;
+  std::vector<float>& rotated = kept_rotated;
+  std::vector<float>& projected = kept_projected;
+  rotated.resize(size);
+  projected.resize(projects_ ? size : 0);
   map_.apply(queries, m, rotated.data(), projects_ ? projected.data() : nullptr);
   // finite queries can still overflow in the transform: nothing non-finite reaches the kernels
   bool finite = true;
   for (float x : rotated) finite &= std::isfinite(x);
   for (float x : projected) finite &= std::isfinite(x);
   if (!finite) throw std::invalid_argument("queries: too large (not finite once rotated)");
-  return scan(codec_, *plan, kern, segments, rotated.data(), projects_ ? projected.data() : nullptr,
-              m, map_.dim, k, out_rows, out_scores);
+  const ScanStats stats = scan(codec_, *plan, kern, segments, rotated.data(),
+                               projects_ ? projected.data() : nullptr, m, map_.dim, k, out_rows, out_scores);
+  if (rotated.capacity() > (size_t(4) << 20)) {  // beyond 16 MiB: give it back
+    std::vector<float>().swap(rotated);
+    std::vector<float>().swap(projected);
+  }
+  return stats;
 }
 
 }  // namespace rq
