@@ -173,7 +173,7 @@ def test_l2_shift_and_many_queries():
 @pytest.mark.parametrize("m", [1, 7, 8, 9, 17])
 @pytest.mark.parametrize("name", ["3bit-d64", "4bit-d64", "2bit-d50", "prod3-d50"])
 def test_query_counts_around_a_pass(name, m):
-    """Passes of 8 queries (4 with pair tables) and their remainders."""
+    """Passes of 8 queries (3 with AVX2 pair tables, 4 with NEON ones) and their remainders."""
     run_case(name, m=m, k=6, sizes=[333], seed=7)
 
 
