@@ -165,7 +165,10 @@ def provenance() -> dict[str, Any]:
     from rotaquant import _native
 
     commit = _git("rev-parse", "HEAD")
-    changed = _git("status", "--porcelain", "src", "csrc", "bench", "CMakeLists.txt")
+    # the code measured: results written by earlier runs (bench/results) do not count
+    changed = _git(
+        "status", "--porcelain", "src", "csrc", "bench", "CMakeLists.txt", ":!bench/results"
+    )
     return {
         "commit": commit,
         "dirty": bool(changed) if changed is not None else None,
