@@ -98,6 +98,12 @@ LIES = {  # one per name: (section, change to its manifest entry)
     "stream renamed": ("stream0", lambda s: {"name": "stream7"}),
     "offset before the data": ("stream0", lambda s: {"offset": 0}),
     "negative length": ("norms", lambda s: {"nbytes": -2, "shape": [-1]}),
+    # dtype strings numpy would parse as structured, object or Python syntax
+    "norms dtype a lone comma": ("norms", lambda s: {"dtype": ","}),
+    "norms dtype structured": ("norms", lambda s: {"dtype": "<f2,<f2", "shape": [50]}),
+    "norms dtype subarray": ("norms", lambda s: {"dtype": "(2,)<f2", "shape": [50]}),
+    "norms dtype object": ("norms", lambda s: {"dtype": "O"}),
+    "norms dtype a number": ("norms", lambda s: {"dtype": 2}),
 }
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -316,14 +317,23 @@ def _manifest(header: dict, entries: list[dict]) -> bytes:
     return json.dumps({"header": header, "segments": entries}, sort_keys=True).encode()
 
 
+_PLAIN_DTYPE = re.compile(r"[<>|=]?[biuf][1248]")
+
+
+def _plain_dtype(section: dict) -> np.dtype:
+    """The section's dtype, refused unless a plain number type (numpy would parse anything)."""
+    spec = section["dtype"]
+    if not isinstance(spec, str) or not _PLAIN_DTYPE.fullmatch(spec):
+        raise ValueError(f"section {section['name']!r} has an unusable dtype {spec!r}")
+    return np.dtype(spec)
+
+
 def _segment_views(data, entry: dict, length: int, verify: bool) -> dict[str, np.ndarray]:
     views = {}
     for section in entry["arrays"]:
         if section["name"] in views:
             raise ValueError(f"section {section['name']!r} is listed twice")
-        dtype = np.dtype(section["dtype"])
-        if dtype.hasobject or dtype.itemsize == 0:
-            raise ValueError(f"section {section['name']!r} has an unusable dtype {dtype}")
+        dtype = _plain_dtype(section)
         shape = tuple(int(s) for s in section["shape"])
         offset, nbytes = int(section["offset"]), int(section["nbytes"])
         count = 1
