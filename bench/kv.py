@@ -342,16 +342,16 @@ def profile(compressed, ids, context: int, steps: int) -> list[dict]:
 
 
 def speed(
-    model, compressed, ids, contexts, steps, rounds: int = 3, caches: Sequence[str] | None = None
+    model, compressed, ids, contexts, steps, rounds: int = 3, only: Sequence[str] | None = None
 ) -> list[dict]:
     """Decode tokens/s after each context: every cache prefilled, then ``rounds`` rounds in
     which each cache runs ``steps`` steps in turn (interleaved, so that a slow phase of this
-    shared machine hits all alike); the best round of each."""
+    shared machine hits all alike); the best round of each. ``only``: these caches alone."""
     rows = []
     for context in contexts:
         caches = []
         for name, spec in SPEED_CACHES:
-            if caches is not None and name not in caches:
+            if only is not None and name not in only:
                 continue
             which, cache = _make(model, compressed, spec)
             with torch.no_grad():
@@ -741,7 +741,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     if "speed" in args.sections:
         payload["speed"] = speed(
-            model, compressed, ids, args.contexts, args.steps, caches=args.speed_caches
+            model, compressed, ids, args.contexts, args.steps, only=args.speed_caches
         )
         report.append(format_table(payload["speed"], SPEED_COLUMNS))
         report.append(
