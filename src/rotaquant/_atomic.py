@@ -45,7 +45,7 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_directory(folder)
+    fsync_directory(folder)
 
 
 def previous_directory(target: Path) -> Path:
@@ -69,13 +69,13 @@ def replace_directory(target: str | os.PathLike, write: Callable[[Path], None]) 
         if target.exists():
             os.replace(target, previous)
         os.replace(fresh, target)
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
         shutil.rmtree(previous, ignore_errors=True)
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
 
 
-def _fsync_directory(folder: Path) -> None:
+def fsync_directory(folder: Path) -> None:
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

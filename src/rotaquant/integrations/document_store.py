@@ -5,16 +5,26 @@ index, its text, its metadata (JSON, what filters see), an adapter payload (JSON
 keeps its serialized node there) and a group (LlamaIndex's ref_doc_id). The index dimension
 comes from the first vectors added.
 
-On disk (``path``, a directory): ``index.rq`` (the VectorIndex file) and ``docs.sqlite``
-(Python's sqlite3, WAL journal). SQLite is the record of which keys are live; keys are never
-reused. A write is durable in both or in neither:
+On disk (``path``, a directory): ``index.rq`` (the VectorIndex file), ``docs.sqlite``
+(Python's sqlite3, WAL journal) and ``store.lock``. SQLite is the record of which keys are
+live; keys are never reused. It works like a small database:
 
-- add / overwrite: the vectors are added under fresh keys and the index file is saved (an
-  atomic append commit), *then* the SQLite transaction that points the string ids at the new
-  keys commits; the keys they replace leave the index afterwards. A crash in between leaves
-  keys SQLite does not know, which :meth:`load` removes: the old documents are intact.
-- delete: SQLite commits first, then the index drops the keys (and saves). A crash in between
-  leaves unreferenced keys, removed at load again.
+- **One writer at a time per directory**: every write (add, delete, save) holds an exclusive
+  ``flock`` on ``store.lock`` for its duration, across threads, handles and processes. A
+  writer first catches up with what other handles committed (it reopens the index file if it
+  changed), so handles never write over each other.
+- **A write is durable in both files or in neither.** add / overwrite: the vectors are added
+  under fresh keys and the index file is saved (an atomic append commit), *then* the SQLite
+  transaction that points the string ids at the new keys, and counts the commit, commits; the
+  keys they replace leave the index afterwards. delete: SQLite commits first, then the index
+  drops the keys (and saves). A kill in between leaves index keys no document refers to; every
+  open ignores them and the next write removes them from the file.
+- **Readers never modify**: opening (:meth:`load`) holds a shared lock, so it sees one commit
+  of both files; searches notice another handle's commit (SQLite's ``data_version``) and reopen
+  the index under the shared lock before they run.
+- **Creation is atomic**: ``docs.sqlite`` is written whole under a temporary name and renamed
+  into place under the exclusive lock; a store killed while being created is created again by
+  :meth:`open`.
 
 Without ``path`` everything lives in memory until :meth:`save` writes both files: into a new
 directory beside the target, fsynced, then swapped in by renames (a crash leaves the old
@@ -26,28 +36,38 @@ dimension, NaN/inf, repeated ids, metadata JSON cannot hold, unknown filter oper
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
 import threading
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._atomic import previous_directory, replace_directory
+from .._atomic import fsync_directory, previous_directory, replace_directory
 from .._deprecation import keyword_only_after, warn
 from ..index import IndexConfig, VectorIndex
 from . import filters
 
 INDEX_FILE = "index.rq"
 DOCS_FILE = "docs.sqlite"
+LOCK_FILE = "store.lock"
 SCHEMA = 1
-STORE_FILES = {INDEX_FILE, f"{INDEX_FILE}.lock", DOCS_FILE, f"{DOCS_FILE}-wal", f"{DOCS_FILE}-shm"}
+STORE_FILES = {
+    INDEX_FILE,
+    f"{INDEX_FILE}.lock",
+    DOCS_FILE,
+    f"{DOCS_FILE}-wal",
+    f"{DOCS_FILE}-shm",
+    LOCK_FILE,
+}
 FILTER_CACHE = 64  # metadata filters whose allowed keys are kept between writes
 _TABLES = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -90,16 +110,29 @@ class DocumentStore:
     ):
         self.config = _index_config(bits, metric, index_options)
         self.path = None if path is None else Path(path)
+        self._init_handle()
+        meta = {"schema": SCHEMA, **_config_meta(self.config), "next_key": 0, "commit": 0}
+        if self.path is None:
+            self._db = self._connect(None)
+            self._set_meta(**meta)
+            self._db.commit()
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        with _store_lock(self.path, exclusive=True):
+            if (self.path / DOCS_FILE).exists():
+                raise FileExistsError(f"{self.path} already holds a store: use load()")
+            _create_database(self.path, meta)
+            self._db = self._connect(self.path / DOCS_FILE)
+            self._data_version = self._version()
+
+    def _init_handle(self) -> None:
+        """The per-handle state: nothing read from disk yet."""
         self._lock = threading.RLock()
         self._filter_cache: dict = {}
         self.index: VectorIndex | None = None
-        if self.path is not None and (self.path / DOCS_FILE).exists():
-            raise FileExistsError(f"{self.path} already holds a store: use load()")
-        if self.path is not None:
-            self.path.mkdir(parents=True, exist_ok=True)
-        self._db = self._connect(self.path / DOCS_FILE if self.path else None)
-        self._set_meta(schema=SCHEMA, **_config_meta(self.config), next_key=0)
-        self._db.commit()
+        self._commit = 0  # the store commit this handle's index matches
+        self._index_seen: tuple | None = None  # the index file as this handle last saw it
+        self._data_version = 0
 
     # ------------------------------------------------------------------ reading
     @property
@@ -177,6 +210,7 @@ class DocumentStore:
             warn("DocumentStore.search(ids=...) is now allow=...")
             allow = ids
         with self._lock:
+            self._catch_up()
             if self.index is None or not len(self.index):
                 _ = self._vectors(vectors, None)  # still refuse malformed queries
                 return [[] for _ in range(np.atleast_2d(np.asarray(vectors)).shape[0])]
@@ -194,7 +228,7 @@ class DocumentStore:
             [
                 (by_key[int(key)], float(score))
                 for key, score in zip(row_keys, row_scores, strict=True)
-                if key >= 0
+                if int(key) in by_key  # -1: fewer than k; absent: deleted by another handle
             ]
             for row_keys, row_scores in zip(keys, scores, strict=True)
         ]
@@ -202,6 +236,7 @@ class DocumentStore:
     def vectors_of(self, records: Sequence[Record]) -> np.ndarray:
         """The index's decoded vectors of ``records`` (len, dim) float32 (MMR needs them)."""
         with self._lock:
+            self._catch_up()
             keys = np.array([record.key for record in records], np.int64)
             return self.index.reconstruct(keys)
 
@@ -234,7 +269,7 @@ class DocumentStore:
         encoded = [_metadata_json(m) for m in metadatas]
         if not n:
             return []
-        with self._lock:
+        with self._writing():
             vectors = self._vectors(vectors, self.dim, n)
             if self.index is None:
                 self.index = VectorIndex.from_config(self.config.with_dim(vectors.shape[1]))
@@ -250,10 +285,13 @@ class DocumentStore:
                         "INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?, ?)",
                         zip(ids, keys.tolist(), texts, encoded, payloads, groups, strict=True),
                     )
-                    self._set_meta(next_key=start + n, dim=int(vectors.shape[1]))
+                    self._set_meta(
+                        next_key=start + n, dim=int(vectors.shape[1]), commit=self._commit + 1
+                    )
             except BaseException:
-                self.index.remove(keys)  # the file may hold them: load removes them again
+                self.index.remove(keys)  # the file may hold them: every open ignores them
                 raise
+            self._commit += 1
             if replaced:
                 self.index.remove(np.array(replaced, np.int64))
         return ids
@@ -261,7 +299,7 @@ class DocumentStore:
     def delete(self, ids: Iterable[str] | None = None, group: str | None = None) -> int:
         """Delete ``ids`` (unknown ones ignored), or the records of ``group``, or (both None)
         everything. Returns how many were deleted."""
-        with self._lock:
+        with self._writing():
             if ids is not None:
                 found = self._records("id", _string_ids(list(ids)))
             else:
@@ -271,6 +309,8 @@ class DocumentStore:
             self._filter_cache.clear()
             with self._db:
                 self._db.executemany("DELETE FROM docs WHERE id = ?", [(r.id,) for r in found])
+                self._set_meta(commit=self._commit + 1)
+            self._commit += 1
             self.index.remove(np.array([r.key for r in found], np.int64))
             self._save_index()
             return len(found)
@@ -283,8 +323,9 @@ class DocumentStore:
             if target is None:
                 raise ValueError("this store has no path: save(path)")
             if target == self.path:
-                self._save_index()
-                self._db.commit()
+                with self._writing():  # every write is already on disk: nothing is lost
+                    self._save_index()
+                    self._db.commit()
                 return
             if target.exists():
                 foreign = sorted(p.name for p in target.iterdir() if p.name not in STORE_FILES)
@@ -315,6 +356,8 @@ class DocumentStore:
     ) -> DocumentStore:
         """A new store, or (``path`` holding one) the saved store — which must have been made
         with the same index configuration (ValueError otherwise)."""
+        if path is not None:
+            _drop_interrupted_creation(Path(path))
         if path is None or not (Path(path) / DOCS_FILE).exists():
             return cls(bits, metric=metric, path=path, **index_options)
         asked = _index_config(bits, metric, index_options)
@@ -344,22 +387,31 @@ class DocumentStore:
         if not (path / DOCS_FILE).exists():
             raise FileNotFoundError(f"no store at {path} (missing {DOCS_FILE})")
         self = cls.__new__(cls)
-        self.path, self._lock, self._filter_cache = path, threading.RLock(), {}
-        self._db = self._connect(path / DOCS_FILE)
-        if self._meta("schema") != SCHEMA:
-            raise ValueError(f"{path}: unsupported store schema {self._meta('schema')}")
-        try:
-            self.config = _index_config(
-                self._meta("bits"), self._meta("metric"), self._meta("index_options")
-            )
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{path}: invalid store configuration: {error}") from None
-        self.index = None
-        if (path / INDEX_FILE).exists():
-            self.index = VectorIndex.load(path / INDEX_FILE)
-            self._reconcile()
-        elif len(self):
-            raise ValueError(f"{path}: documents without an index file ({INDEX_FILE})")
+        self.path = path
+        self._init_handle()
+        with _store_lock(path, exclusive=False):  # no writer between the two files
+            self._db = self._connect(path / DOCS_FILE)
+            try:
+                schema = self._meta("schema")
+                if schema is None and _interrupted_creation(self._db, path):
+                    raise ValueError(
+                        f"{path}: a store whose creation was interrupted (empty, no schema); "
+                        "DocumentStore.open() creates it again"
+                    )
+                if schema != SCHEMA:
+                    raise ValueError(f"{path}: unsupported store schema {schema!r}")
+                try:
+                    self.config = _index_config(
+                        self._meta("bits"), self._meta("metric"), self._meta("index_options")
+                    )
+                except (TypeError, ValueError) as error:
+                    raise ValueError(f"{path}: invalid store configuration: {error}") from None
+                self._reopen(writing=False, verify=True)
+                if self.index is None and len(self):
+                    raise ValueError(f"{path}: documents without an index file ({INDEX_FILE})")
+            except BaseException:
+                self._db.close()
+                raise
         return self
 
     def close(self) -> None:
@@ -441,8 +493,52 @@ class DocumentStore:
     def _save_index(self) -> None:
         if self.path is not None and self.index is not None:
             self.index.save(self.path / INDEX_FILE)
+            self._index_seen = _file_state(self.path / INDEX_FILE)
 
-    def _reconcile(self) -> None:
+    def _version(self) -> int:
+        """SQLite's count of commits by *other* connections (changes when they commit)."""
+        return self._db.execute("PRAGMA data_version").fetchone()[0]
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write: the handle's lock, the directory's exclusive lock (a path store), and the
+        handle caught up with every commit other handles made."""
+        with self._lock:
+            if self.path is None:
+                yield
+                return
+            with _store_lock(self.path, exclusive=True):
+                if (self._meta("commit") or 0) != self._commit or _file_state(
+                    self.path / INDEX_FILE
+                ) != self._index_seen:
+                    self._reopen(writing=True, verify=False)
+                yield
+
+    def _catch_up(self) -> None:
+        """Before a read of the index: if another handle committed since this one last
+        looked, reopen the index at that commit (under the shared lock: no writer midway)."""
+        if self.path is None or self._version() == self._data_version:
+            return
+        with _store_lock(self.path, exclusive=False):
+            self._reopen(writing=False, verify=False)
+
+    def _reopen(self, writing: bool, verify: bool) -> None:
+        """Read the store's current commit: the index file again if it changed, then the keys
+        both files agree on. Index keys no document names (a write killed midway) are dropped
+        from memory (and, ``writing``, from the file by the write's save); documents without a
+        vector (an index file recovered to an older commit) are reported, and deleted by a
+        writer. Called under the directory lock."""
+        self._filter_cache.clear()
+        self._data_version = self._version()
+        self._commit = self._meta("commit") or 0
+        state = _file_state(self.path / INDEX_FILE)
+        if state != self._index_seen or self.index is None:
+            self.index = (
+                None if state is None else VectorIndex.load(self.path / INDEX_FILE, verify=verify)
+            )
+            self._index_seen = state
+        if self.index is None:
+            return
         live = {row[0] for row in self._db.execute("SELECT key FROM docs")}
         stored = set(self.index.ids.tolist())
         orphans = stored - live
@@ -452,12 +548,87 @@ class DocumentStore:
         if missing:
             warnings.warn(
                 f"{self.path}: {len(missing)} documents have no vector in {INDEX_FILE} "
-                "(the index file was recovered to an older commit); they are dropped",
+                "(the index file was recovered to an older commit)"
+                + ("; they are deleted" if writing else "; searches cannot return them"),
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-            with self._db:
-                self._db.executemany("DELETE FROM docs WHERE key = ?", [(k,) for k in missing])
+            if writing:
+                with self._db:
+                    self._db.executemany("DELETE FROM docs WHERE key = ?", [(k,) for k in missing])
+
+
+@contextmanager
+def _store_lock(folder: Path, exclusive: bool) -> Iterator[None]:
+    """``flock`` on ``folder/store.lock``: exclusive for a write, shared for an open."""
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _file_state(file: Path) -> tuple | None:
+    """What changes whenever an index file is committed to (appended or replaced)."""
+    try:
+        st = file.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _create_database(folder: Path, meta: dict[str, Any]) -> None:
+    """``docs.sqlite`` with its tables and ``meta``, complete: written under a temporary
+    name, fsynced and renamed into place (the caller holds the exclusive lock)."""
+    for stale in folder.glob(f".{DOCS_FILE}.*.new"):
+        stale.unlink()
+    tmp = folder / f".{DOCS_FILE}.{os.getpid()}.new"
+    db = sqlite3.connect(tmp)
+    try:
+        db.executescript(_TABLES)
+        with db:
+            db.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [(name, json.dumps(value)) for name, value in meta.items()],
+            )
+    finally:
+        db.close()
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / DOCS_FILE)
+    fsync_directory(folder)
+
+
+def _interrupted_creation(db: sqlite3.Connection, folder: Path) -> bool:
+    """A ``docs.sqlite`` left by a creation killed midway (an older rotaquant created it in
+    place): no schema, no documents, no index file."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    if "docs" in tables and db.execute("SELECT COUNT(*) FROM docs").fetchone()[0]:
+        return False
+    return not (folder / INDEX_FILE).exists()
+
+
+def _drop_interrupted_creation(folder: Path) -> None:
+    """Remove what an interrupted creation left, so that ``open`` creates the store anew."""
+    if not (folder / DOCS_FILE).exists():
+        return
+    with _store_lock(folder, exclusive=True):
+        if not (folder / DOCS_FILE).exists():
+            return
+        db = sqlite3.connect(folder / DOCS_FILE)
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            schema = None
+            if "meta" in tables:
+                row = db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+                schema = None if row is None else row[0]
+            interrupted = schema is None and _interrupted_creation(db, folder)
+        finally:
+            db.close()
+        if interrupted:
+            for name in (DOCS_FILE, f"{DOCS_FILE}-wal", f"{DOCS_FILE}-shm"):
+                (folder / name).unlink(missing_ok=True)
 
 
 def _index_config(bits: Any, metric: Any, index_options: dict[str, Any]) -> IndexConfig:
