@@ -1,7 +1,13 @@
+import os
+import stat
+import threading
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import rotaquant as rq
+import rotaquant._atomic as atomic
 from rotaquant.cli import main
 
 from .conftest import unit_gaussian
@@ -166,3 +172,79 @@ def test_version_defaults_in_help_and_remove_upsert(tmp_path, capsys):
     )
     index = rq.VectorIndex.load(idx)
     assert len(index) == 49 and index.search(-x[:1], 1)[1][0, 0] == 0
+
+
+def _fifo_reader(fifo: Path) -> tuple[threading.Thread, list[bytes]]:
+    """A thread that reads ``fifo`` to its end (a stand-in for /dev/null: never a real node)."""
+    got: list[bytes] = []
+
+    def read() -> None:
+        with open(fifo, "rb") as f:
+            got.append(f.read())
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread, got
+
+
+def test_outputs_to_a_fifo_are_written_through_it(tmp_path):
+    """Every -o over a node that is not a regular file writes into it, never renames over it
+    (as root, `-o /dev/null` used to turn the device into a regular file)."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((50, 24)))
+    fifo = tmp_path / "out"
+    commands = [
+        ["compress", str(tmp_path / "x.npy"), "-o", str(fifo), "--bits", "3"],
+        ["index", "build", str(tmp_path / "x.npy"), "-o", str(fifo), "--bits", "4", "--force"],
+    ]
+    for command in commands:
+        os.mkfifo(fifo)
+        thread, got = _fifo_reader(fifo)
+        main(command)
+        thread.join(timeout=30)
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode) and got and len(got[0]) > 100
+        assert not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob(".out.*"))
+        fifo.unlink()
+    written = tmp_path / "copy.rq"  # what went through the FIFO is a whole index file
+    written.write_bytes(got[0])
+    assert len(rq.VectorIndex.load(written)) == 50
+
+
+def test_outputs_refuse_a_directory(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((5, 8)))
+    (tmp_path / "d").mkdir()
+    with pytest.raises(SystemExit, match="directory"):
+        main(["compress", str(tmp_path / "x.npy"), "-o", str(tmp_path / "d"), "--bits", "3"])
+    assert (tmp_path / "d").is_dir()
+
+
+@pytest.mark.parametrize("size", [0, 10, 103, 4095])
+def test_saving_over_a_short_file_replaces_it(tmp_path, size):
+    target = tmp_path / "short.rq"
+    target.write_bytes(b"\1" * size)
+    index = rq.VectorIndex(8, 3)
+    index.add(np.random.default_rng(0).standard_normal((5, 8)))
+    index.save(target)
+    assert len(rq.VectorIndex.load(target)) == 5
+    target.write_bytes(b"\1" * size)  # and `index build -o short --force`
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).standard_normal((7, 8)))
+    main(["index", "build", str(tmp_path / "x.npy"), "-o", str(target), "--force"])
+    assert len(rq.VectorIndex.load(target)) == 7
+
+
+def test_a_failed_save_leaves_no_lock_file(tmp_path):
+    index = rq.VectorIndex(8, 3)
+    index.add(np.random.default_rng(0).standard_normal((5, 8)))
+    target = tmp_path / "new.rq"
+
+    def fail(name):
+        raise OSError("disk full")
+
+    atomic.crash_hook = fail
+    try:
+        with pytest.raises(OSError, match="disk full"):
+            index.save(target)
+    finally:
+        atomic.crash_hook = None
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    index.save(target)
+    assert len(rq.VectorIndex.load(target)) == 5

@@ -24,8 +24,28 @@ def crash_point(name: str) -> None:
         crash_hook(name)
 
 
+def special_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` exists and is neither a regular file nor a directory (a device node,
+    a FIFO, a socket): such a target is written in place, never replaced by a rename.
+    Raises IsADirectoryError for a directory."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path} is a directory, not a file to write")
+    return not stat.S_ISREG(mode)
+
+
 def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` to ``path`` so that a crash leaves either the old file or the new one."""
+    """Write ``chunks`` to ``path`` so that a crash leaves either the old file or the new one.
+    A device node or FIFO at ``path`` is written in place (renaming over it would turn
+    ``/dev/null`` into a regular file); a directory is refused."""
+    if special_file(path):
+        with open(path, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+        return
     path = Path(path).resolve()  # through a symlink: the target is replaced, the link stays
     folder = path.parent if str(path.parent) else Path(".")
     mode = _mode_for(path)

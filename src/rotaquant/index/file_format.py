@@ -159,7 +159,8 @@ def newest_generation(path: str | os.PathLike) -> tuple[int, int, int] | None:
     try:
         with open(path, "rb") as f:
             stat = os.fstat(f.fileno())
-            slots = _valid_slots(_read_exact(f, 0, DATA_START), stat.st_size)
+            head = _read_exact(f, 0, DATA_START)
+            slots = _valid_slots(head, stat.st_size) if len(head) == DATA_START else []
     except FileNotFoundError:
         return None
     return stat.st_dev, stat.st_ino, slots[0][0] if slots else 0

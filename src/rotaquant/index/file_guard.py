@@ -43,13 +43,29 @@ def lock_path(target: Path) -> Path:
 @contextmanager
 def writer_lock(target: Path):
     """Hold the exclusive writer lock of the index file ``target`` (resolved, no symlink);
-    temp files of earlier saves that were killed are removed once it is held."""
-    fd = os.open(lock_path(target), os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    temp files of earlier saves that were killed are removed once it is held. A save that
+    fails before ``target`` exists leaves no lock file behind (it is removed while held;
+    a waiter that locked the removed file notices and locks the new one)."""
+    lock = lock_path(target)
+    for _ in range(1000):  # each retry means another writer removed the file meanwhile
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    else:
+        raise RuntimeError(f"{lock}: could not hold the writer lock (removed 1000 times)")
+    try:
         for stale in target.parent.glob(f".{target.name}.*.tmp"):
             stale.unlink(missing_ok=True)
         yield
+    except BaseException:
+        if not target.exists():  # nothing was ever committed there
+            lock.unlink(missing_ok=True)
+        raise
     finally:
         os.close(fd)  # releases the lock
 

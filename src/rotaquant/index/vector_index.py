@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .._arrays import MALFORMED, check_matrix, positive_int, to_numpy
+from .._atomic import special_file
 from .._deprecation import keyword_only_after
 from ..codec.codes import CodecConfig
 from ..codec.quantizer import TurboQuantizer
@@ -301,8 +302,16 @@ class VectorIndex:
         someone else has committed to it since, ``FileChangedError`` is raised and nothing is
         written (load it again and redo the changes, or pass ``overwrite=True`` to replace
         it with this index's contents).
+
+        A device node or FIFO at ``path`` is written in place (no lock, no rename: the node
+        stays what it is); a directory raises IsADirectoryError.
         """
         target = Path(path).resolve()
+        if special_file(target):  # a device node or FIFO: written in place, no lock beside it
+            with self._save_lock, self._lock.reading():
+                self._check_source()
+                file_format.write_new(target, self._header(), self._rows.pieces(0, len(self)))
+            return
         with self._save_lock, self._lock.reading(), writer_lock(target):
             self._check_source()
             header = self._header()
