@@ -6,6 +6,7 @@ results are handed back as torch tensors on the input's device.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,24 @@ def check_matrix(arr: np.ndarray, dim: int, name: str, finite: bool = True) -> N
 def positive_int(value: Any, name: str) -> int:
     """``value`` as an int ≥ 1 (bools and non-integers refused), else ValueError naming it."""
     return _integer_at_least(value, 1, name, "a positive integer")
+
+
+RESULT_BYTES_PER_HIT = 12  # a float32 score and an int64 id
+
+
+def check_result_fits(rows: int, k: int) -> None:
+    """Refuse (ValueError naming k) a search whose (rows, k) result alone would not fit in
+    this machine's physical memory — before anything is allocated."""
+    need = rows * k * RESULT_BYTES_PER_HIT
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf: 1 TiB as the bound
+        memory = 1 << 40
+    if need > memory:
+        raise ValueError(
+            f"k={k} for {rows} queries asks for a {need / 2**30:,.1f} GiB result, more than "
+            f"this machine's {memory / 2**30:,.1f} GiB of memory: ask for fewer results"
+        )
 
 
 def non_negative_int(value: Any, name: str) -> int:

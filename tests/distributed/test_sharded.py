@@ -103,6 +103,8 @@ def test_bad_input_is_refused_everywhere_and_changes_nothing(cluster):
         sharded.remove([1, 2, 10**9])
     with pytest.raises(ValueError):
         sharded.search(unit_gaussian(1, DIM), k=0)
+    with pytest.raises(ValueError, match=f"k={10**12}"):  # not a remote MemoryError
+        sharded.search(unit_gaussian(1, DIM), k=10**12)
     assert len(sharded) == 100
     assert (sharded.search(unit_gaussian(1, DIM), 100)[1] >= 0).all()
 

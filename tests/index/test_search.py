@@ -66,3 +66,11 @@ def test_minilm_search_equals_the_float_path(minilm, bits):
     one_scores, one_ids = index.search(queries[:1], k=20)  # one query: the same kernel
     np.testing.assert_array_equal(one_ids, ids[:1])
     np.testing.assert_allclose(one_scores, scores[:1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", [10**12, 2**62])
+def test_a_result_that_cannot_fit_in_memory_is_refused_naming_k(k):
+    index = rq.VectorIndex(8, 3)
+    index.add(np.random.default_rng(0).standard_normal((5, 8)))
+    with pytest.raises(ValueError, match=f"k={k}"):
+        index.search(np.ones((3, 8)), k)

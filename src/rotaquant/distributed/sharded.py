@@ -40,7 +40,7 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
         "rotaquant.distributed needs Ray: pip install 'rotaquant[distributed]'"
     ) from error
 
-from .._arrays import check_matrix, positive_int
+from .._arrays import check_matrix, check_result_fits, positive_int
 from .._atomic import atomic_write
 from .._deprecation import keyword_only_after
 from ..index import IndexConfig, SearchResult, VectorIndex
@@ -387,6 +387,7 @@ class ShardedIndex:
         re-scores its own ``rerank`` best candidates: at least as good as one index's."""
         matrix = self._matrix(queries, "queries")
         k = positive_int(k, "k")
+        check_result_fits(matrix.shape[0], k)
         allowed, denied = self._split(allow, "allow"), self._split(deny, "deny")
         # a large batch goes to the object store once (every shard reads it zero-copy); a
         # small one travels inline with each call (a put costs more than it saves)

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .._arrays import MALFORMED, check_matrix, positive_int, to_numpy
+from .._arrays import MALFORMED, check_matrix, check_result_fits, positive_int, to_numpy
 from .._atomic import special_file
 from .._deprecation import keyword_only_after
 from ..codec.codes import CodecConfig
@@ -261,6 +261,7 @@ class VectorIndex:
         arr, _ = to_numpy(queries, "queries")
         check_matrix(arr, self.dim, "queries")
         k = positive_int(k, "k")
+        check_result_fits(arr.shape[0], k)
         if rerank is not None:
             rerank = positive_int(rerank, "rerank")
             if not self.keep_vectors:
