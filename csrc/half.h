@@ -17,6 +17,10 @@ namespace {
 inline float half_to_float(uint16_t h) {
 #if defined(__F16C__)
   return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+#elif defined(__aarch64__)
+  __fp16 x;  // one fcvt instead of the portable bit arithmetic
+  std::memcpy(&x, &h, 2);
+  return x;
 #else
   const uint32_t sign = uint32_t(h >> 15) << 31;
   const uint32_t exponent = (h >> 10) & 0x1F;

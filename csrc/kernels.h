@@ -1,4 +1,4 @@
-// The dispatch surface: what every kernel variant (scalar, AVX2, AVX-512) implements.
+// The dispatch surface: what every kernel variant (scalar, AVX2, AVX-512, NEON) implements.
 //
 // Variants live in their own translation units (variant_*.cpp; variant_neon.cpp twice, with
 // and without the dot product extension) compiled with their own
@@ -16,6 +16,7 @@ namespace rq {
 constexpr int kMaxQueries = 16;     // queries scored per pass over a block
 constexpr int kMaxClasses = 2;      // per-row factors: 0 the (corrected) norm, 1 the QJL residual
 constexpr int kCandidates = 2048;   // per query and scan call: rows reported before returning
+constexpr int kMaxRuns = 8;         // runs of a scan plan: at most 2 (full, partial) per stream
 
 // ------------------------------------------------------------------------- index scan
 // Consecutive groups of one stream with the same channel count (all full groups, then the
@@ -37,9 +38,10 @@ struct ScanRun {
 // S_c an integer sum, in one of two forms (scan_plan.cpp derives the constants and the
 // margin; the exact score lies within sum_c f_c[row] * margin of the approximation):
 //   weights: S_c = sum over the class's channels of weight * (level[code] + offset) (levels
-//     in [-level_max, level_max], offset level_max + 1, so that the unsigned operand of the
-//     byte dot products stays in 1..2 * level_max + 1); a group's data is its 4 int8 weights;
-//   pair tables (2-bit classes, variants with `pair_tables`): S_c = sum over channel pairs of
+//     in [-level_max, level_max]; offset level_max + 1, so that the unsigned operand of the
+//     byte dot products stays in 1..2 * level_max + 1, or 0 for `signed_levels` variants);
+//     a group's data is its 4 int8 weights;
+//   pair tables (2-bit classes, variants with `pair_tables_of`): S_c = sum over channel pairs of
 //     T_pair[code pair], T in 0..127 the pair's quantized contribution; a full group's data is
 //     32 bytes, the 16-entry tables of channels (0, 1) and (2, 3), indexed by code0 + 4 * code1
 //     (a byte's low and high nibble in the block layout); a partial group's is 16 bytes, one
@@ -193,14 +195,13 @@ struct Kernels {
                            // byte products hold without saturating
   int32_t signed_levels;   // 1: level tables hold the int8 levels themselves (offset 0; signed
                            // x signed products), 0: level + level_max + 1 (unsigned operand)
-  int32_t pair_tables;     // 1: scores 2-bit classes by pair tables (ScanRun::table)
   void (*scan)(ScanArgs&);
   float (*rescore)(const RescoreStream&, int row);  // row 0..31 of the block; may be null
   void (*kv_scores)(const KvScoresArgs&);
   void (*kv_weighted_sum)(const KvWeightedArgs&);
   void (*kv_decode)(const KvDecodeArgs&);
   void (*matmul)(const MatmulArgs&);
-  void (*pair_tables_of)(const PairTableArgs&);  // with pair_tables; null otherwise
+  void (*pair_tables_of)(const PairTableArgs&);  // set: 2-bit classes scored by pair tables
 };
 
 const Kernels& scalar_kernels();

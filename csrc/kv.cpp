@@ -28,7 +28,7 @@ namespace {
 
 struct Stream {
   KvRows rows;      // head 0
-  int64_t heads, capacity, row_bytes;
+  int64_t heads, capacity, row_bytes, scale_stride;
   std::vector<std::pair<int64_t, int64_t>> ranges;
   int64_t length = 0;  // live rows
 };
@@ -49,6 +49,7 @@ Stream stream_of(const Array<const uint8_t, 3>& packed, int64_t bits, const Arra
   if (static_cast<int64_t>(scales.shape(0)) != s.heads || static_cast<int64_t>(scales.shape(1)) < s.capacity) {
     fail("kv: scales must be (heads, capacity)");
   }
+  s.scale_stride = static_cast<int64_t>(scales.shape(1));
   if (ranges.shape(1) != 2) fail("kv: ranges must be (R, 2)");
   const int64_t* r = ranges.data();
   for (size_t i = 0; i < ranges.shape(0); ++i) {
@@ -69,7 +70,7 @@ Stream stream_of(const Array<const uint8_t, 3>& packed, int64_t bits, const Arra
 KvRows head_rows(const Stream& s, int64_t head) {
   KvRows r = s.rows;
   r.packed += head * s.capacity * s.row_bytes;
-  r.scales += head * s.capacity;
+  r.scales += head * s.scale_stride;
   return r;
 }
 

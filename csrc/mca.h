@@ -1,4 +1,4 @@
-// Region markers for llvm-mca (tools/mca.sh): in a build with ROTAQUANT_MCA defined, the
+// Region markers for llvm-mca (tools/mca.py): in a build with ROTAQUANT_MCA defined, the
 // inner loops of the scan kernels are wrapped in "LLVM-MCA-BEGIN/END <name>" comments, so that
 // llvm-mca can estimate their cycles per iteration on CPUs this machine cannot time (Apple M1,
 // Neoverse V1) next to the ones it can. A region is named <variant>-b<bits>-q<queries>: bits 2,
@@ -9,14 +9,14 @@
 
 #if defined(ROTAQUANT_MCA)
 #if defined(__aarch64__)
-#define RQ_MCA_BEGIN(name, bits, q) \
-  __asm__ volatile("// LLVM-MCA-BEGIN " name "-b%c0-q%c1" ::"i"(bits), "i"(q))
-#define RQ_MCA_END(name, bits, q) __asm__ volatile("// LLVM-MCA-END " name "-b%c0-q%c1" ::"i"(bits), "i"(q))
+#define RQ_MCA_COMMENT "//"  // the assembler's comment token
 #else
-#define RQ_MCA_BEGIN(name, bits, q) \
-  __asm__ volatile("# LLVM-MCA-BEGIN " name "-b%c0-q%c1" ::"i"(bits), "i"(q))
-#define RQ_MCA_END(name, bits, q) __asm__ volatile("# LLVM-MCA-END " name "-b%c0-q%c1" ::"i"(bits), "i"(q))
+#define RQ_MCA_COMMENT "#"
 #endif
+#define RQ_MCA_BEGIN(name, bits, q) \
+  __asm__ volatile(RQ_MCA_COMMENT " LLVM-MCA-BEGIN " name "-b%c0-q%c1" ::"i"(bits), "i"(q))
+#define RQ_MCA_END(name, bits, q) \
+  __asm__ volatile(RQ_MCA_COMMENT " LLVM-MCA-END " name "-b%c0-q%c1" ::"i"(bits), "i"(q))
 #else
 #define RQ_MCA_BEGIN(name, bits, q)
 #define RQ_MCA_END(name, bits, q)

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <optional>
 #include <cstring>
 #include <stdexcept>
@@ -57,7 +58,9 @@ BlockLayout layout_or_fail(int64_t channels, int64_t bits) {
 template <typename T>
 nb::ndarray<nb::numpy, T> numpy_array(std::vector<size_t> shape) {
   size_t count = 1;
-  for (size_t s : shape) count *= s;
+  for (size_t s : shape) {
+    if (__builtin_mul_overflow(count, s, &count) || count > PTRDIFF_MAX / sizeof(T)) fail("result too large");
+  }
   T* data = new T[count ? count : 1]();
   nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<T*>(p); });
   return nb::ndarray<nb::numpy, T>(data, shape.size(), shape.data(), owner);
@@ -274,6 +277,7 @@ nb::ndarray<nb::numpy, float> exact_scores_py(nb::list codec_list, nb::handle se
 nb::ndarray<nb::numpy, float> matmul_py(Array2<const float> x, Array2<const float> w) {
   require(x.shape(1) == w.shape(0), "matmul: x (rows, n) and w (n, p) do not fit");
   require(w.shape(0) <= (1 << 20) && w.shape(1) <= (1 << 20), "matmul: w too large");
+  require(x.shape(0) <= (size_t(1) << 31), "matmul: x too large");
   auto out = numpy_array<float>({x.shape(0), w.shape(1)});
   const MatmulArgs args{x.data(), static_cast<int64_t>(x.shape(0)), static_cast<int32_t>(w.shape(0)), w.data(),
                         static_cast<int32_t>(w.shape(1)), out.data()};

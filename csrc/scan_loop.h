@@ -77,6 +77,18 @@ inline void dispatch_queries(int n_queries, int n_classes, Run&& run) {
   }
 }
 
+// Lanes::append for ISAs without a compressing store: the lanes, stored to `lower` and
+// `upper`, reported one row per bit of `pass`.
+inline void append_stored(ScanArgs& a, int q, int row0, uint32_t pass, const float* lower, const float* upper) {
+  for (; pass; pass &= pass - 1) {
+    const int r = __builtin_ctz(pass);
+    const int n = a.counts[q]++;
+    a.rows[q][n] = row0 + r;
+    a.lower[q][n] = lower[r];
+    a.upper[q][n] = upper[r];
+  }
+}
+
 // Bounds and the threshold test of one block's eligible rows, Lanes::kRows rows at a time:
 // per query, upper = sum_k f_k * (bias_k + margin_k + delta_k * S_k) + shift and lower =
 // upper - sum_k f_k * 2 * margin_k, reported where upper reaches the query's threshold.

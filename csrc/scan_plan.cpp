@@ -89,7 +89,7 @@ double table_delta(const std::vector<CodecStream>& codec, const ScanPlan& plan, 
 
 ScanPlan make_plan(const std::vector<CodecStream>& codec, const Kernels& kern) {
   const int level_max = kern.level_max;
-  const bool pair_tables = kern.pair_tables != 0 && kern.pair_tables_of != nullptr;
+  const bool pair_tables = kern.pair_tables_of != nullptr;
   ScanPlan plan;
   plan.pair_tables_of = kern.pair_tables_of;
   plan.level_max = level_max;
@@ -178,6 +178,7 @@ ScanPlan make_plan(const std::vector<CodecStream>& codec, const Kernels& kern) {
                                   std::to_string(static_cast<int64_t>(b)) + " > 2**31 - 1)");
     }
   }
+  if (plan.runs.size() > static_cast<size_t>(kMaxRuns)) throw std::invalid_argument("scan plan: too many runs");
   // the kernels keep one class's sums in registers at a time: runs of a class together
   std::stable_sort(plan.runs.begin(), plan.runs.end(),
                    [](const ScanRun& x, const ScanRun& y) { return x.cls < y.cls; });

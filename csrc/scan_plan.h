@@ -36,7 +36,7 @@ struct ScanPlan {
 };
 
 // The plan of a codec for a kernel variant: its levels lie in [-level_max, level_max]; with
-// pair_tables (and a table builder) 2-bit classes are scored by pair tables.
+// a table builder (pair_tables_of) 2-bit classes are scored by pair tables.
 ScanPlan make_plan(const std::vector<CodecStream>& codec, const Kernels& kern);
 
 // The data of one query (plan.weight_bytes: int8 weights, or the tables of table classes) and

@@ -17,9 +17,10 @@ Searcher::Searcher(std::vector<CodecStream> codec, QueryMap map)
     }
     projects_ = projects_ || s.domain == 1;
   }
-  if (projects_ && map_.projection.empty()) {
-    throw std::invalid_argument("searcher: a projected (QJL) stream needs the projection");
+  if (projects_ != !map_.projection.empty()) {
+    throw std::invalid_argument("searcher: a projection goes with a projected (QJL) stream, and only then");
   }
+  plan_for(active_kernels());  // a codec the kernels cannot take fails here, not at the first search
 }
 
 std::shared_ptr<const ScanPlan> Searcher::plan_for(const Kernels& kern) const {

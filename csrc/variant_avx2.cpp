@@ -1,6 +1,6 @@
 // AVX2 variant (+ FMA, F16C), up to 8 queries per pass.
 //
-// 2-bit classes are scored by pair tables (kernels.h; table_groups below): one byte shuffle
+// 2-bit classes are scored by pair tables (kernels.h; table_groups in byte_variant.h): one byte shuffle
 // looks up two channels' contribution for 32 rows, where the multiply-add path below needs a
 // decode of every code to a byte first (measured 4x slower at 2 bits).
 //
@@ -47,7 +47,7 @@ struct Bytes32 {
 // Any layout: rows 8t..8t+7 of a group from the group's bytes, through 16-bit lanes.
 struct Decoder {
   static constexpr int kBits = 0;  // any (mca.h)
-  int channels, bits;
+  int bits;
   // per 4 rows (one 128-bit half): aligned window start (bytes, relative to the group) and
   // dword mask, byte-pair shuffles for the two halves of 8 codes, multipliers
   int window[8];
@@ -56,7 +56,6 @@ struct Decoder {
   uint16_t multiplier[8][16];
 
   void init(int c, int b) {
-    channels = c;
     bits = b;
     const int group_bytes = 4 * c * b;
     for (int quad = 0; quad < 8; ++quad) {  // rows 4*quad .. 4*quad + 3
@@ -270,17 +269,6 @@ inline void table_queries(const ScanRun& run, const uint8_t* first, const uint8_
   }
 }
 
-template <int Q>
-inline void table_groups(const ScanArgs& a, const ScanRun& run, int64_t block, int32_t (&sums)[Q][32]) {
-  const uint8_t* first = a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset;
-  const uint8_t* tables = reinterpret_cast<const uint8_t*>(a.weights) + Q * run.weight_offset;
-  constexpr int Full = Q / kTableQueries * kTableQueries, Rest = Q - Full;
-  for (int q0 = 0; q0 < Full; q0 += kTableQueries) {
-    table_queries<Q, kTableQueries>(run, first, tables, q0, sums);
-  }
-  if constexpr (Rest > 0) table_queries<Q, Rest>(run, first, tables, Full, sums);
-}
-
 // A partial 2-bit group by its single-channel table: the generic decoder's codes (row r in
 // 32-bit lane r, channel j in byte j) plus 4 j index entry 4 j + code; the lane's bytes add up
 // by two dot products with ones (channels past the group's have zero entries).
@@ -299,31 +287,6 @@ inline void table_partial(const ScanArgs& a, const ScanRun& run, const Decoder& 
       const __m256i row = _mm256_madd_epi16(_mm256_maddubs_epi16(entries, ones8), ones16);
       __m256i* at = reinterpret_cast<__m256i*>(sums[q] + 8 * t);
       _mm256_store_si256(at, _mm256_add_epi32(_mm256_load_si256(at), row));
-    }
-  }
-}
-
-template <int Q>
-inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block,
-                       int32_t (&sums)[kMaxClasses][Q][32]) {
-  std::memset(sums, 0, sizeof sums);
-  for (int i = 0; i < a.n_runs; ++i) {
-    const ScanRun& run = a.runs[i];
-    int32_t (&s)[Q][32] = sums[run.cls];
-    if (run.table) {
-      if (run.channels == 4) {
-        table_groups<Q>(a, run, block, s);
-      } else {
-        table_partial<Q>(a, run, decoders[i], block, s);
-      }
-    } else if (run.channels == 4 && run.bits == 4) {
-      run_groups<Q, NibbleCodes, SmallLevels>(a, run, NibbleCodes{}, block, s);
-    } else if (run.channels == 4 && run.bits == 3) {
-      run_groups<Q, TripleCodes, SmallLevels>(a, run, TripleCodes{}, block, s);
-    } else if (run.bits <= 4) {
-      run_groups<Q, Decoder, SmallLevels>(a, run, decoders[i], block, s);
-    } else {
-      run_groups<Q, Decoder, WideLevels>(a, run, decoders[i], block, s);
     }
   }
 }
@@ -356,25 +319,11 @@ struct Lanes {
     alignas(32) float up[8], lo[8];
     _mm256_store_ps(up, upper);
     _mm256_store_ps(lo, lower);
-    for (; pass; pass &= pass - 1) {
-      const int r = __builtin_ctz(pass);
-      const int n = a.counts[q]++;
-      a.rows[q][n] = row0 + r;
-      a.lower[q][n] = lo[r];
-      a.upper[q][n] = up[r];
-    }
+    append_stored(a, q, row0, pass, lo, up);
   }
 };
 
-void scan(ScanArgs& a) {
-  Decoder decoders[16];
-  for (int i = 0; i < a.n_runs && i < 16; ++i) decoders[i].init(a.runs[i].channels, a.runs[i].bits);
-  scan_with<Lanes, kQueries>(a, [&](int64_t b, auto& sums) { block_sums(a, decoders, b, sums); });
-}
-
-void matmul(const MatmulArgs& a) { matmul_with<Lanes>(a); }
-
-void pair_tables_of(const PairTableArgs& a) { fill_pair_tables_with(a); }
+#include "byte_variant.h"  // block_sums, scan, matmul, pair_tables_of
 
 // ------------------------------------------------------------------------- KV rows
 // kv_rows_256.h (shared with the AVX-512 variant)
@@ -429,7 +378,7 @@ float rescore(const RescoreStream& s, int r) {
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2", kQueries, kTableQueries, 63, 0, 1, scan, rescore, kv_scores, kv_weighted_sum, kv_decode, matmul,
+  static const Kernels k{"avx2", kQueries, kTableQueries, 63, 0, scan, rescore, kv_scores, kv_weighted_sum, kv_decode, matmul,
                          pair_tables_of};
   return k;
 }

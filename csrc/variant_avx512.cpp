@@ -202,8 +202,8 @@ struct Lanes {
 };
 
 void scan(ScanArgs& a) {
-  Decoder decoders[16];
-  for (int i = 0; i < a.n_runs && i < 16; ++i) decoders[i].init(a.runs[i].channels, a.runs[i].bits);
+  Decoder decoders[kMaxRuns];
+  for (int i = 0; i < a.n_runs; ++i) decoders[i].init(a.runs[i].channels, a.runs[i].bits);
   // blocks before `unchecked_end` are followed by at least 64 bytes of every stream's
   // buffer, so their loads need no bounds test
   int64_t unchecked_end = a.n_blocks;
@@ -404,7 +404,7 @@ float rescore(const RescoreStream& s, int r) {
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{"avx512", kQueries, kQueries, 127, 0, 0, scan, rescore, kv256::kv_scores, kv_weighted_sum, kv_decode, matmul, nullptr};
+  static const Kernels k{"avx512", kQueries, kQueries, 127, 0, scan, rescore, kv256::kv_scores, kv_weighted_sum, kv_decode, matmul, nullptr};
   return k;
 }
 

@@ -53,15 +53,12 @@ inline uint8x16_t load16(const uint8_t* at, const uint8_t* end) {
 // Any layout: rows 4t..4t+3 of a group from the group's bytes, through 16-bit lanes.
 struct Decoder {
   static constexpr int kBits = 0;  // any (mca.h)
-  int channels, bits;
   int window[8];                // per quad: first byte of its 16-byte window (from the group)
   alignas(16) uint8_t pairs[8][2][16];   // per quad and half (codes 0..7, 8..15): TBL indices
   alignas(16) int16_t shifts[8][2][8];   // per quad, half and code: minus the bit offset
   uint16x8_t mask;
 
   void init(int c, int b) {
-    channels = c;
-    bits = b;
     mask = vdupq_n_u16(static_cast<uint16_t>((1u << b) - 1));
     for (int quad = 0; quad < 8; ++quad) {
       const int start = (4 * quad * c * b) >> 3;
@@ -256,17 +253,6 @@ inline void table_queries(const ScanRun& run, const uint8_t* first, const uint8_
   }
 }
 
-template <int Q>
-inline void table_groups(const ScanArgs& a, const ScanRun& run, int64_t block, int32_t (&sums)[Q][32]) {
-  const uint8_t* first = a.blocks[run.stream] + block * a.block_bytes[run.stream] + run.offset;
-  const uint8_t* tables = reinterpret_cast<const uint8_t*>(a.weights) + Q * run.weight_offset;
-  constexpr int Full = Q / kTableQueries * kTableQueries, Rest = Q - Full;
-  for (int q0 = 0; q0 < Full; q0 += kTableQueries) {
-    table_queries<Q, kTableQueries>(run, first, tables, q0, sums);
-  }
-  if constexpr (Rest > 0) table_queries<Q, Rest>(run, first, tables, Full, sums);
-}
-
 // A partial 2-bit group by its single-channel table: decoded codes (row r in 32-bit lane r,
 // channel j in byte j) + 4 j index entry 4 j + code; pairwise widening adds sum each lane.
 template <int Q>
@@ -281,31 +267,6 @@ inline void table_partial(const ScanArgs& a, const ScanRun& run, const Decoder& 
       const uint8x16_t entries = vqtbl1q_u8(vld1q_u8(tables + 16 * q), index);
       const uint32x4_t rows = vpaddlq_u16(vpaddlq_u8(entries));
       vst1q_s32(sums[q] + 4 * t, vaddq_s32(vld1q_s32(sums[q] + 4 * t), vreinterpretq_s32_u32(rows)));
-    }
-  }
-}
-
-template <int Q>
-inline void block_sums(const ScanArgs& a, const Decoder* decoders, int64_t block,
-                       int32_t (&sums)[kMaxClasses][Q][32]) {
-  std::memset(sums, 0, sizeof sums);
-  for (int i = 0; i < a.n_runs; ++i) {
-    const ScanRun& run = a.runs[i];
-    int32_t (&s)[Q][32] = sums[run.cls];
-    if (run.table) {
-      if (run.channels == 4) {
-        table_groups<Q>(a, run, block, s);
-      } else {
-        table_partial<Q>(a, run, decoders[i], block, s);
-      }
-    } else if (run.channels == 4 && run.bits == 4) {
-      run_groups<Q, NibbleCodes, SmallLevels>(a, run, NibbleCodes{}, block, s);
-    } else if (run.channels == 4 && run.bits == 3) {
-      run_groups<Q, TripleCodes, SmallLevels>(a, run, TripleCodes{}, block, s);
-    } else if (run.bits <= 4) {
-      run_groups<Q, Decoder, SmallLevels>(a, run, decoders[i], block, s);
-    } else {
-      run_groups<Q, Decoder, WideLevels>(a, run, decoders[i], block, s);
     }
   }
 }
@@ -336,25 +297,11 @@ struct Lanes {
     float up[4], lo[4];
     vst1q_f32(up, upper);
     vst1q_f32(lo, lower);
-    for (; pass; pass &= pass - 1) {
-      const int r = __builtin_ctz(pass);
-      const int n = a.counts[q]++;
-      a.rows[q][n] = row0 + r;
-      a.lower[q][n] = lo[r];
-      a.upper[q][n] = up[r];
-    }
+    append_stored(a, q, row0, pass, lo, up);
   }
 };
 
-void scan(ScanArgs& a) {
-  Decoder decoders[16];
-  for (int i = 0; i < a.n_runs && i < 16; ++i) decoders[i].init(a.runs[i].channels, a.runs[i].bits);
-  scan_with<Lanes, kQueries>(a, [&](int64_t b, auto& sums) { block_sums(a, decoders, b, sums); });
-}
-
-void matmul(const MatmulArgs& a) { matmul_with<Lanes>(a); }
-
-void pair_tables_of(const PairTableArgs& a) { fill_pair_tables_with(a); }
+#include "byte_variant.h"  // block_sums, scan, matmul, pair_tables_of
 
 // ------------------------------------------------------------------------- KV rows
 // 8 codes (one group of `bits` bytes) at a time: the group as one 64-bit word, the codes
@@ -452,7 +399,7 @@ void kv_decode(const KvDecodeArgs& a) {
 }  // namespace
 
 const Kernels& RQ_NEON_KERNELS() {
-  static const Kernels k{RQ_NEON_NAME, kQueries, kTableQueries, 127, 1, 1, scan, nullptr, kv_scores,
+  static const Kernels k{RQ_NEON_NAME, kQueries, kTableQueries, 127, 1, scan, nullptr, kv_scores,
                          kv_weighted_sum, kv_decode, matmul, pair_tables_of};
   return k;
 }

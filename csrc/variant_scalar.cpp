@@ -108,7 +108,7 @@ void kv_decode(const KvDecodeArgs& a) {
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{"scalar", kMaxQueries, kMaxQueries, 127, 0, 0, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode, matmul, nullptr};
+  static const Kernels k{"scalar", kMaxQueries, kMaxQueries, 127, 0, scan, nullptr, kv_scores, kv_weighted_sum, kv_decode, matmul, nullptr};
   return k;
 }
 

@@ -52,6 +52,18 @@ def test_readers_equal_numpy(bits, channels):
                 np.testing.assert_allclose(out, rows, rtol=1e-6, atol=1e-6)
 
 
+def test_scales_wider_than_the_rows_are_read_per_head():
+    """scales (heads, >= capacity): each head's scales start at its own row of the array."""
+    rng = np.random.default_rng(5)
+    packed, values, scales, decoded = stream(rng, 2, 40, 8, 4)
+    wide = np.zeros((2, 43), np.uint16)
+    wide[:, :40] = scales
+    ranges = np.array([[0, 40]], np.int64)
+    out = np.zeros((2, 40, 8), np.float32)
+    _core.kv_decode(packed, 4, values, wide, ranges, out, 1)
+    np.testing.assert_allclose(out, decoded, rtol=1e-6)
+
+
 def test_the_boundary_checks_every_array():
     rng = np.random.default_rng(0)
     packed, values, scales, _ = stream(rng, 2, 40, 16, 4)

@@ -29,6 +29,10 @@ def test_matmul_checks_shapes():
     with pytest.raises(ValueError, match="do not fit"):
         _core.matmul(np.zeros((2, 3), np.float32), np.zeros((4, 2), np.float32))
     assert _core.matmul(np.zeros((0, 3), np.float32), np.zeros((3, 2), np.float32)).shape == (0, 2)
+    # a result whose element count wraps around (2**44 * 2**20 = 2**64): refused, not written
+    rows = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (2**44, 0), (0, 4))
+    with pytest.raises(ValueError, match="too large"):
+        _core.matmul(rows, np.zeros((0, 2**20), np.float32))
 
 
 @pytest.mark.parametrize(
@@ -82,6 +86,8 @@ def test_searcher_refuses_what_does_not_fit():
         _core.Searcher(codec, 64, ("dense", bad), None, 1.0)
     with pytest.raises(ValueError, match="scale"):
         _core.Searcher(codec, 64, ("dense", dense), None, 0.0)
+    with pytest.raises(ValueError, match="projection goes with a projected"):  # no QJL stream
+        _core.Searcher(codec, 64, ("dense", dense), dense, 1.0)
     searcher = _core.Searcher(codec, 64, ("dense", dense), None, 1.0)
     with pytest.raises(ValueError, match="dimension"):
         searcher.search([], np.zeros((1, 63), np.float32), 5)
