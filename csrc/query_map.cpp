@@ -6,6 +6,7 @@
 
 #include "cpu.h"
 #include "pool.h"
+#include "scan.h"
 
 namespace rq {
 
@@ -52,7 +53,9 @@ void QueryMap::apply(const float* queries, int64_t m, float* rotated, float* pro
     } else {
       // per round: y = x * signs as (rows * a, b) @ F_b^T, each row's (a, b) block transposed
       // to (b, a), then (rows * b, a) @ F_a^T
-      std::vector<float> y(rows * d), z(rows * d);
+      thread_local std::vector<float> y, z;  // per pool thread, reused across calls
+      y.resize(rows * d);
+      z.resize(rows * d);
       const int rounds = static_cast<int>(signs.size() / d);
       for (int round = 0; round < rounds; ++round) {
         const float* s = signs.data() + int64_t(round) * d;
@@ -69,6 +72,10 @@ void QueryMap::apply(const float* queries, int64_t m, float* rotated, float* pro
           }
         }
         matmul(kern, y.data(), rows * b, a, fa_t.data(), a, out);
+      }
+      if (y.capacity() * sizeof(float) > kKeepBytes) {
+        std::vector<float>().swap(y);
+        std::vector<float>().swap(z);
       }
     }
     if (!projection.empty()) matmul(kern, out, rows, d, projection.data(), d, projected + first * d);

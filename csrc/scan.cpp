@@ -20,7 +20,6 @@ namespace {
 
 constexpr int64_t kTaskBytes = 256 << 10;  // codes per task: stays in L2 across query groups
 constexpr int64_t kChunkQueries = 4096;    // queries in flight (bounds the candidate pools)
-constexpr size_t kKeepBytes = 16 << 20;    // query data kept per calling thread between calls
 
 struct Task {
   int32_t segment;

@@ -8,12 +8,17 @@
 // errors of a true top-k row stay within the margin (scan_plan.cpp derives it).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
 #include "layout.h"
 
 namespace rq {
+
+// Query data (weights, tables, transformed queries) kept per calling thread between calls up
+// to this size: fresh megabytes would cost a page fault per 4 KiB on every call.
+constexpr size_t kKeepBytes = 16 << 20;
 
 // One stream of the codec, as the scan sees it.
 struct CodecStream {

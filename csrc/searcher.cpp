@@ -52,7 +52,7 @@ ScanStats Searcher::search(const std::vector<SegmentView>& segments, const float
   if (!finite) throw std::invalid_argument("queries: too large (not finite once rotated)");
   const ScanStats stats = scan(codec_, *plan, kern, segments, rotated.data(),
                                projects_ ? projected.data() : nullptr, m, map_.dim, k, out_rows, out_scores);
-  if (rotated.capacity() > (size_t(4) << 20)) {  // beyond 16 MiB: give it back
+  if (rotated.capacity() * sizeof(float) > kKeepBytes) {
     std::vector<float>().swap(rotated);
     std::vector<float>().swap(projected);
   }
