@@ -190,7 +190,7 @@ def _fifo_reader(fifo: Path) -> tuple[threading.Thread, list[bytes]]:
 def test_outputs_to_a_fifo_are_written_through_it(tmp_path):
     """Every -o over a node that is not a regular file writes into it, never renames over it
     (as root, `-o /dev/null` used to turn the device into a regular file)."""
-    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((50, 24)))
+    np.save(tmp_path / "x.npy", unit_gaussian(50, 24))
     fifo = tmp_path / "out"
     commands = [
         ["compress", str(tmp_path / "x.npy"), "-o", str(fifo), "--bits", "3"],
@@ -210,7 +210,7 @@ def test_outputs_to_a_fifo_are_written_through_it(tmp_path):
 
 
 def test_outputs_refuse_a_directory(tmp_path):
-    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((5, 8)))
+    np.save(tmp_path / "x.npy", unit_gaussian(5, 8))
     (tmp_path / "d").mkdir()
     with pytest.raises(SystemExit, match="directory"):
         main(["compress", str(tmp_path / "x.npy"), "-o", str(tmp_path / "d"), "--bits", "3"])
@@ -222,29 +222,27 @@ def test_saving_over_a_short_file_replaces_it(tmp_path, size):
     target = tmp_path / "short.rq"
     target.write_bytes(b"\1" * size)
     index = rq.VectorIndex(8, 3)
-    index.add(np.random.default_rng(0).standard_normal((5, 8)))
+    index.add(unit_gaussian(5, 8))
     index.save(target)
     assert len(rq.VectorIndex.load(target)) == 5
     target.write_bytes(b"\1" * size)  # and `index build -o short --force`
-    np.save(tmp_path / "x.npy", np.random.default_rng(1).standard_normal((7, 8)))
+    np.save(tmp_path / "x.npy", unit_gaussian(7, 8, seed=1))
     main(["index", "build", str(tmp_path / "x.npy"), "-o", str(target), "--force"])
     assert len(rq.VectorIndex.load(target)) == 7
 
 
-def test_a_failed_save_leaves_no_lock_file(tmp_path):
+def test_a_failed_save_leaves_no_lock_file(tmp_path, monkeypatch):
     index = rq.VectorIndex(8, 3)
-    index.add(np.random.default_rng(0).standard_normal((5, 8)))
+    index.add(unit_gaussian(5, 8))
     target = tmp_path / "new.rq"
 
     def fail(name):
         raise OSError("disk full")
 
-    atomic.crash_hook = fail
-    try:
+    with monkeypatch.context() as patched:
+        patched.setattr(atomic, "crash_hook", fail)
         with pytest.raises(OSError, match="disk full"):
             index.save(target)
-    finally:
-        atomic.crash_hook = None
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     index.save(target)
     assert len(rq.VectorIndex.load(target)) == 5

@@ -6,6 +6,7 @@ results are handed back as torch tensors on the input's device.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -85,14 +86,20 @@ def positive_int(value: Any, name: str) -> int:
 RESULT_BYTES_PER_HIT = 12  # a float32 score and an int64 id
 
 
+@functools.cache
+def _physical_memory() -> int:
+    """Bytes of physical memory (1 TiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 40
+
+
 def check_result_fits(rows: int, k: int) -> None:
     """Refuse (ValueError naming k) a search whose (rows, k) result alone would not fit in
     this machine's physical memory — before anything is allocated."""
     need = rows * k * RESULT_BYTES_PER_HIT
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # no sysconf: 1 TiB as the bound
-        memory = 1 << 40
+    memory = _physical_memory()
     if need > memory:
         raise ValueError(
             f"k={k} for {rows} queries asks for a {need / 2**30:,.1f} GiB result, more than "

@@ -95,6 +95,12 @@ def replace_directory(target: str | os.PathLike, write: Callable[[Path], None]) 
         shutil.rmtree(fresh, ignore_errors=True)
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file written by someone else (SQLite, say) to disk."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
 def fsync_directory(folder: Path) -> None:
     dir_fd = os.open(folder, os.O_RDONLY)
     try:

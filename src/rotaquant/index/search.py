@@ -77,15 +77,15 @@ class Searcher:
         rows, scores = self.scan(store, queries, pool, allowed)
         if rerank is not None and pool:
             rows, scores = self.rerank(store, queries, rows, want)
-        found = rows >= 0
-        ids = store.ids[np.where(found, rows, 0)] if store.n else np.zeros(rows.shape, np.int64)
-        ids[~found] = -1
+        missing = rows < 0
+        ids = store.ids[np.where(missing, 0, rows)]  # no rows (n = 0): an empty take
+        ids[missing] = -1
         if self.metric == "l2":
             if rerank is None:  # the scan ranks by 2⟨q, x̂⟩ − ‖x̂‖²
                 scores = np.einsum("ij,ij->i", queries, queries)[:, None] - scores
             else:
                 scores = -scores
-            scores[~found] = np.inf
+            scores[missing] = np.inf
         if want < k:
             pad = np.inf if self.metric == "l2" else -np.inf
             scores = np.pad(scores, ((0, 0), (0, k - want)), constant_values=pad)

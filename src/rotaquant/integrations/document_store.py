@@ -15,7 +15,7 @@ live; keys are never reused. It works like a small database:
   changed), so handles never write over each other.
 - **A write is durable in both files or in neither.** add / overwrite: the vectors are added
   under fresh keys and the index file is saved (an atomic append commit), *then* the SQLite
-  transaction that points the string ids at the new keys, and counts the commit, commits; the
+  transaction that points the string ids at the new keys commits; the
   keys they replace leave the index afterwards. delete: SQLite commits first, then the index
   drops the keys (and saves). A kill in between leaves index keys no document refers to; every
   open ignores them and the next write removes them from the file.
@@ -36,7 +36,6 @@ dimension, NaN/inf, repeated ids, metadata JSON cannot hold, unknown filter oper
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
@@ -51,9 +50,10 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import fsync_directory, previous_directory, replace_directory
+from .._atomic import fsync_directory, fsync_file, previous_directory, replace_directory
 from .._deprecation import keyword_only_after, warn
 from ..index import IndexConfig, VectorIndex
+from ..index.file_guard import flocked
 from . import filters
 
 INDEX_FILE = "index.rq"
@@ -111,7 +111,7 @@ class DocumentStore:
         self.config = _index_config(bits, metric, index_options)
         self.path = None if path is None else Path(path)
         self._init_handle()
-        meta = {"schema": SCHEMA, **_config_meta(self.config), "next_key": 0, "commit": 0}
+        meta = {"schema": SCHEMA, **_config_meta(self.config), "next_key": 0}
         if self.path is None:
             self._db = self._connect(None)
             self._set_meta(**meta)
@@ -130,7 +130,6 @@ class DocumentStore:
         self._lock = threading.RLock()
         self._filter_cache: dict = {}
         self.index: VectorIndex | None = None
-        self._commit = 0  # the store commit this handle's index matches
         self._index_seen: tuple | None = None  # the index file as this handle last saw it
         self._data_version = 0
 
@@ -285,13 +284,10 @@ class DocumentStore:
                         "INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?, ?, ?)",
                         zip(ids, keys.tolist(), texts, encoded, payloads, groups, strict=True),
                     )
-                    self._set_meta(
-                        next_key=start + n, dim=int(vectors.shape[1]), commit=self._commit + 1
-                    )
+                    self._set_meta(next_key=start + n, dim=int(vectors.shape[1]))
             except BaseException:
                 self.index.remove(keys)  # the file may hold them: every open ignores them
                 raise
-            self._commit += 1
             if replaced:
                 self.index.remove(np.array(replaced, np.int64))
         return ids
@@ -309,8 +305,6 @@ class DocumentStore:
             self._filter_cache.clear()
             with self._db:
                 self._db.executemany("DELETE FROM docs WHERE id = ?", [(r.id,) for r in found])
-                self._set_meta(commit=self._commit + 1)
-            self._commit += 1
             self.index.remove(np.array([r.key for r in found], np.int64))
             self._save_index()
             return len(found)
@@ -337,12 +331,7 @@ class DocumentStore:
         """Both files of the store, complete, into the empty ``folder``."""
         if self.index is not None:
             self.index.save(folder / INDEX_FILE)
-        copy = sqlite3.connect(folder / DOCS_FILE)
-        with copy:
-            self._db.backup(copy)
-        copy.close()
-        with open(folder / DOCS_FILE, "rb") as f:
-            os.fsync(f.fileno())
+        _write_database(folder / DOCS_FILE, self._db.backup)
 
     @classmethod
     @keyword_only_after(1, ("metric", "path"))  # the 0.1 positional order
@@ -356,12 +345,14 @@ class DocumentStore:
     ) -> DocumentStore:
         """A new store, or (``path`` holding one) the saved store — which must have been made
         with the same index configuration (ValueError otherwise)."""
-        if path is not None:
-            _drop_interrupted_creation(Path(path))
         if path is None or not (Path(path) / DOCS_FILE).exists():
             return cls(bits, metric=metric, path=path, **index_options)
         asked = _index_config(bits, metric, index_options)
-        store = cls.load(path)
+        try:
+            store = cls.load(path)
+        except InterruptedCreationError:  # left by an older rotaquant: create it again
+            _drop_interrupted_creation(Path(path))
+            return cls.open(bits, metric=metric, path=path, **index_options)
         if asked != store.config:
             store.close()
             raise ValueError(
@@ -373,8 +364,9 @@ class DocumentStore:
     @classmethod
     def load(cls, path: str | os.PathLike) -> DocumentStore:
         """Open a saved store; writes go to it from then on. Index keys no document refers
-        to (an interrupted write) are removed; documents whose vector is missing (an index
-        file recovered to an older commit) are dropped with a RuntimeWarning."""
+        to (an interrupted write) are ignored, and removed from the file by the next write;
+        documents whose vector is missing (an index file recovered to an older commit) are
+        reported with a RuntimeWarning, and deleted by the next write."""
         path = Path(path)
         previous = previous_directory(path)
         if not (path / DOCS_FILE).exists() and (previous / DOCS_FILE).exists():
@@ -392,12 +384,12 @@ class DocumentStore:
         with _store_lock(path, exclusive=False):  # no writer between the two files
             self._db = self._connect(path / DOCS_FILE)
             try:
-                schema = self._meta("schema")
-                if schema is None and _interrupted_creation(self._db, path):
-                    raise ValueError(
+                if _interrupted_creation(self._db, path):
+                    raise InterruptedCreationError(
                         f"{path}: a store whose creation was interrupted (empty, no schema); "
                         "DocumentStore.open() creates it again"
                     )
+                schema = self._meta("schema")
                 if schema != SCHEMA:
                     raise ValueError(f"{path}: unsupported store schema {schema!r}")
                 try:
@@ -508,9 +500,12 @@ class DocumentStore:
                 yield
                 return
             with _store_lock(self.path, exclusive=True):
-                if (self._meta("commit") or 0) != self._commit or _file_state(
-                    self.path / INDEX_FILE
-                ) != self._index_seen:
+                # another handle's SQLite commit, or an index save whose SQLite commit a
+                # kill prevented
+                if (
+                    self._version() != self._data_version
+                    or _file_state(self.path / INDEX_FILE) != self._index_seen
+                ):
                     self._reopen(writing=True, verify=False)
                 yield
 
@@ -530,7 +525,6 @@ class DocumentStore:
         writer. Called under the directory lock."""
         self._filter_cache.clear()
         self._data_version = self._version()
-        self._commit = self._meta("commit") or 0
         state = _file_state(self.path / INDEX_FILE)
         if state != self._index_seen or self.index is None:
             self.index = (
@@ -539,6 +533,9 @@ class DocumentStore:
             self._index_seen = state
         if self.index is None:
             return
+        documents = self._db.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
+        if self.index.recovered_from is None and len(self.index) == documents:
+            return  # unrecovered, the index holds every document's key: no orphan either
         live = {row[0] for row in self._db.execute("SELECT key FROM docs")}
         stored = set(self.index.ids.tolist())
         orphans = stored - live
@@ -558,15 +555,9 @@ class DocumentStore:
                     self._db.executemany("DELETE FROM docs WHERE key = ?", [(k,) for k in missing])
 
 
-@contextmanager
-def _store_lock(folder: Path, exclusive: bool) -> Iterator[None]:
+def _store_lock(folder: Path, exclusive: bool):
     """``flock`` on ``folder/store.lock``: exclusive for a write, shared for an open."""
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    return flocked(folder / LOCK_FILE, exclusive)
 
 
 def _file_state(file: Path) -> tuple | None:
@@ -584,46 +575,56 @@ def _create_database(folder: Path, meta: dict[str, Any]) -> None:
     for stale in folder.glob(f".{DOCS_FILE}.*.new"):
         stale.unlink()
     tmp = folder / f".{DOCS_FILE}.{os.getpid()}.new"
-    db = sqlite3.connect(tmp)
-    try:
+
+    def fill(db: sqlite3.Connection) -> None:
         db.executescript(_TABLES)
-        with db:
-            db.executemany(
-                "INSERT INTO meta VALUES (?, ?)",
-                [(name, json.dumps(value)) for name, value in meta.items()],
-            )
-    finally:
-        db.close()
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / DOCS_FILE)
+        rows = [(name, json.dumps(value)) for name, value in meta.items()]
+        db.executemany("INSERT INTO meta VALUES (?, ?)", rows)
+
+    try:
+        _write_database(tmp, fill)
+        os.replace(tmp, folder / DOCS_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_directory(folder)
 
 
+def _write_database(file: Path, fill: Callable[[sqlite3.Connection], None]) -> None:
+    """A new SQLite database at ``file``, filled by ``fill`` in one transaction, fsynced."""
+    db = sqlite3.connect(file)
+    try:
+        with db:
+            fill(db)
+    finally:
+        db.close()
+    fsync_file(file)
+
+
+class InterruptedCreationError(ValueError):
+    """The directory holds what a store creation killed midway left (older rotaquant
+    versions created ``docs.sqlite`` in place): ``DocumentStore.open`` creates it again."""
+
+
 def _interrupted_creation(db: sqlite3.Connection, folder: Path) -> bool:
-    """A ``docs.sqlite`` left by a creation killed midway (an older rotaquant created it in
-    place): no schema, no documents, no index file."""
+    """A ``docs.sqlite`` left by a creation killed midway: no schema row, no documents, no
+    index file."""
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    if "meta" in tables and db.execute("SELECT 1 FROM meta WHERE name = 'schema'").fetchone():
+        return False
     if "docs" in tables and db.execute("SELECT COUNT(*) FROM docs").fetchone()[0]:
         return False
     return not (folder / INDEX_FILE).exists()
 
 
 def _drop_interrupted_creation(folder: Path) -> None:
-    """Remove what an interrupted creation left, so that ``open`` creates the store anew."""
-    if not (folder / DOCS_FILE).exists():
-        return
+    """Remove what an interrupted creation left (checked again under the exclusive lock)."""
     with _store_lock(folder, exclusive=True):
         if not (folder / DOCS_FILE).exists():
             return
         db = sqlite3.connect(folder / DOCS_FILE)
         try:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-            schema = None
-            if "meta" in tables:
-                row = db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
-                schema = None if row is None else row[0]
-            interrupted = schema is None and _interrupted_creation(db, folder)
+            interrupted = _interrupted_creation(db, folder)
         finally:
             db.close()
         if interrupted:
