@@ -79,7 +79,7 @@ bench-all: setup bench-data
 	$(BIN)/python -m bench.scan --isa avx2
 	$(BIN)/python -m bench.index
 	$(BIN)/python -m bench.index --isa avx2 --sets MiniLM-384 MPNet-768
-	$(BIN)/python -m bench.speed
+	$(BIN)/python -m bench.speed --sizes 20000 200000 --out speed_native
 	$(BIN)/python -m bench.speed --isa avx2
 	$(BIN)/python -m bench.index_design
 	$(BIN)/python -m bench.integrations

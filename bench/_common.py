@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from rotaquant.contrib import data
+
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +25,34 @@ T = TypeVar("T")
 
 # A table column: (row key, header, format spec); missing / None values print blank.
 Column = tuple[str, str, str]
+
+
+HELD_OUT = 1000  # queries held out of the data sets below
+MPNET_TEXTS = 201_000  # WordNet texts embedded: 200,000 database rows + the held-out queries
+CLUSTERS = 1000
+
+
+def mpnet(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(database (n, 768), queries (1000, 768)) of MPNet embeddings; n <= 200,000."""
+    x = data.mpnet_embeddings(data.wordnet_texts(MPNET_TEXTS))
+    order = np.random.default_rng(0).permutation(x.shape[0])
+    queries, base = order[:HELD_OUT], order[HELD_OUT:]
+    return np.ascontiguousarray(x[np.sort(base[:n])]), np.ascontiguousarray(x[queries])
+
+
+def clustered(n: int, d: int = 768, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n + 1000 unit vectors: a cluster centre (one of 1,000, uniform on the sphere) plus
+    Gaussian noise of the same norm, normalized; (database, queries)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((CLUSTERS, d), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = np.empty((n + HELD_OUT, d), np.float32)
+    for start in range(0, out.shape[0], 100_000):
+        stop = min(out.shape[0], start + 100_000)
+        x = centres[rng.integers(0, CLUSTERS, stop - start)]
+        x += rng.standard_normal(x.shape, dtype=np.float32) / np.sqrt(d, dtype=np.float32)
+        out[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out[:n], out[n:]
 
 
 def unit_gaussian(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -132,29 +162,36 @@ def apply_isa(isa: str) -> None:
     AVX-512 to anything in the process: the peers choose their AVX2 kernels too, which
     ROTAQUANT_SIMD=avx2 alone would not make them do). No-op for ``native``, or where there
     is no AVX-512 to hide."""
-    if isa == "native" or os.environ.get(ISA_ENV) == isa:
-        return
-    from rotaquant import _core
-
-    if not _core.config()["avx512"]:
-        os.environ[ISA_ENV] = isa  # an AVX2 machine already: nothing to hide
-        return
+    if isa == "native" or os.environ.get(ISA_ENV) == isa or not cpu_has_avx512():
+        return  # (an AVX2 machine already: nothing to hide, nothing hidden)
     env = {**os.environ, ISA_ENV: isa}
     env["LD_PRELOAD"] = " ".join(filter(None, [str(hide_avx512_library()), env.get("LD_PRELOAD")]))
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
+def cpu_has_avx512() -> bool:
+    """Whether the CPU has AVX-512 Foundation (the kernel's view, /proc/cpuinfo: what hiding
+    it from CPUID does not change), whatever extensions rotaquant's own variant needs."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:
+        return False
+
+
 def peer_isa() -> str:
-    """The SIMD the peers (turbovec, FAISS) choose in this process: they read CPUID
+    """The SIMD the peers (turbovec, FAISS) can choose in this process: they read CPUID
     themselves, so it follows what this process sees, not ROTAQUANT_SIMD."""
     from rotaquant import _core
 
     config = _core.config()
-    if config["avx512"]:
-        return "avx512 (turbovec: VBMI/VNNI kernels)"
+    if os.environ.get(ISA_ENV) == "avx2":
+        return "avx2 (AVX-512 hidden)"
+    if cpu_has_avx512():
+        return "avx512" + (" with VBMI/VNNI" if config["avx512"] else "")
     if config["avx2"]:
-        return "avx2" + (" (AVX-512 hidden)" if os.environ.get(ISA_ENV) == "avx2" else "")
+        return "avx2"
     return "neon" if config["neon"] else "scalar"
 
 

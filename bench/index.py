@@ -39,6 +39,7 @@ from ._common import (
     best_of,
     format_table,
     metadata,
+    mpnet,
     publish,
     unit_gaussian,
 )
@@ -72,8 +73,6 @@ SETS = ("GloVe-50", "MiniLM-384", "MPNet-768", "Gaussian-1536")
 
 def datasets(quick: bool, names: Sequence[str] = SETS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (database, queries), float32, C-contiguous."""
-    from .speed import mpnet
-
     sets = {}
     for name in names:
         if name == "MPNet-768":
@@ -230,6 +229,11 @@ def rabitq(dim: int, bits: float) -> Method:
     return Faiss("faiss RaBitQ", bits, index, train=True, note=note)
 
 
+def rabitq_fastscan(dim: int, bits: float) -> Method:
+    index = faiss.IndexRaBitQFastScan(dim, faiss.METRIC_INNER_PRODUCT, 32, int(bits))
+    return Faiss("faiss RaBitQFastScan", bits, index, train=True, note=f"{int(bits)} bits")
+
+
 def methods(dim: int) -> Iterator[Callable[[], Method]]:
     """Constructors, so that one index at a time is held (method-major, then bits)."""
     yield lambda: exact(dim)
@@ -313,15 +317,15 @@ def persistence(method: Method, queries: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def measure(
+def search_row(
     method: Method, db: np.ndarray, queries: np.ndarray, truth: np.ndarray | None
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """One row of results, and the method's top-100 ids (the ground truth for exact)."""
+    """Build ``method`` on ``db``, then time and score its searches: the row's build, recall
+    and speed fields, and its top-100 ids (the ground truth, for the exact method)."""
     n = db.shape[0]
     start = time.perf_counter()
     method.build(db)
     build_s = time.perf_counter() - start
-    add_s = build_s - (method.train_s or 0.0)
     t10, ids10 = timed_search(method, queries, 10)
     t100, ids100 = timed_search(method, queries, 100)
     truth = ids100 if truth is None else truth
@@ -335,9 +339,20 @@ def measure(
         "qps_k10": queries.shape[0] / t10,
         "qps_k100": queries.shape[0] / t100,
         **single_latency(method, queries),
-        "add_vps": n / add_s,
+        "build_s": build_s,
+        "add_vps": n / (build_s - (method.train_s or 0.0)),
         "train_s": method.train_s,
     }
+    return row, ids100
+
+
+def measure(
+    method: Method, db: np.ndarray, queries: np.ndarray, truth: np.ndarray | None
+) -> tuple[dict[str, Any], np.ndarray]:
+    """One row of results (search_row, then memory and a save/load round trip), and the
+    method's top-100 ids."""
+    n = db.shape[0]
+    row, ids100 = search_row(method, db, queries, truth)
     memory = method.memory_bytes()
     saved = persistence(method, queries)
     row["bytes_per_vector"] = (memory if memory is not None else saved["file_bytes"]) / n
@@ -558,8 +573,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", help="JSON path or name in bench/results (index[_quick])")
     parser.add_argument(
         "--plot",
-        help="plot path ('' to skip; default docs/index_recall_qps.png, "
-        "or bench/results/index_quick.png with --quick)",
+        help="plot path ('' to skip; default docs/index_recall_qps.png for the full native run "
+        "of every set, else bench/results/<out>.png)",
     )
     args = parser.parse_args(argv)
     apply_isa(args.isa)
@@ -569,8 +584,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "_avx2" if args.isa == "avx2" else ""
     )
     plot_path = args.plot
-    if plot_path is None:
-        plot_path = str(RESULTS / "index_quick.png") if args.quick else "docs/index_recall_qps.png"
+    if plot_path is None:  # the docs' plot only from the full native run of every set
+        full = not args.quick and args.isa == "native" and tuple(args.sets) == SETS
+        plot_path = "docs/index_recall_qps.png" if full else str(RESULTS / f"{Path(out).stem}.png")
 
     start = time.perf_counter()
     sets = datasets(args.quick, args.sets)

@@ -26,89 +26,40 @@ from typing import Any
 
 import numpy as np
 
-from rotaquant.contrib import data
-
 from . import index as bi
-from ._common import Column, add_isa_argument, apply_isa, format_table, metadata, publish
+from ._common import (
+    HELD_OUT,
+    Column,
+    add_isa_argument,
+    apply_isa,
+    clustered,
+    format_table,
+    mpnet,
+    publish,
+)
 
 BITS = (2, 3, 4)
-N_QUERIES = 1000
-MPNET_TEXTS = 201_000
-SYNTHETIC_N, SYNTHETIC_D, CLUSTERS = 1_000_000, 768, 1000
-SINGLE = 200  # single queries timed (at most; or LATENCY_BUDGET_S)
+SYNTHETIC_N = 1_000_000
 
 
-def mpnet(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(database (n, 768), queries (1000, 768)) of MPNet embeddings; n <= 200,000."""
-    x = data.mpnet_embeddings(data.wordnet_texts(MPNET_TEXTS))
-    order = np.random.default_rng(0).permutation(x.shape[0])
-    queries, base = order[:N_QUERIES], order[N_QUERIES:]
-    return np.ascontiguousarray(x[np.sort(base[:n])]), np.ascontiguousarray(x[queries])
-
-
-def clustered(n: int, d: int = SYNTHETIC_D, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """n + 1000 unit vectors: a cluster centre (one of 1,000, uniform on the sphere) plus
-    Gaussian noise of the same norm, normalized; (database, queries)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((CLUSTERS, d), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    out = np.empty((n + N_QUERIES, d), np.float32)
-    for start in range(0, out.shape[0], 100_000):
-        stop = min(out.shape[0], start + 100_000)
-        x = centres[rng.integers(0, CLUSTERS, stop - start)]
-        x += rng.standard_normal(x.shape, dtype=np.float32) / np.sqrt(d, dtype=np.float32)
-        out[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out[:n], out[n:]
-
-
-def rabitq_fastscan(dim: int, bits: float) -> bi.Method:
-    index = bi.faiss.IndexRaBitQFastScan(dim, bi.faiss.METRIC_INNER_PRODUCT, 32, int(bits))
-    return bi.Faiss("faiss RaBitQFastScan", bits, index, train=True, note=f"{int(bits)} bits")
-
-
-def makers(dim: int) -> list[tuple[str, Callable[[float], bi.Method]]]:
-    out: list[tuple[str, Callable[[float], bi.Method]]] = [
-        ("rotaquant", lambda b: bi.Rotaquant(dim, b))
-    ]
+def makers(dim: int) -> list[Callable[[float], bi.Method]]:
+    """rotaquant and the peers, per width."""
+    out: list[Callable[[float], bi.Method]] = [lambda b: bi.Rotaquant(dim, b)]
     if bi.turbovec is not None:
-        out.append(("turbovec", lambda b: bi.Turbovec(dim, b)))
-    out += [
-        ("faiss RaBitQFastScan", lambda b: rabitq_fastscan(dim, b)),
-        ("faiss PQFastScan", lambda b: bi.pq_fastscan(dim, b)),
-    ]
+        out.append(lambda b: bi.Turbovec(dim, b))
+    out += [lambda b: bi.rabitq_fastscan(dim, b), lambda b: bi.pq_fastscan(dim, b)]
     return out
-
-
-def measure(
-    name: str, method: bi.Method, db: np.ndarray, queries: np.ndarray, truth: np.ndarray | None
-) -> tuple[dict[str, Any], np.ndarray]:
-    """One row, and the top-10 ids found (the ground truth, for the exact index)."""
-    start = time.perf_counter()
-    method.build(db)
-    build_s = time.perf_counter() - start
-    t10, ids10 = bi.timed_search(method, queries, 10)
-    t100, _ = bi.timed_search(method, queries, 100)
-    row = {
-        "method": name,
-        "bits": method.bits,
-        "recall@10": bi.recall(ids10, ids10 if truth is None else truth, 10),
-        "qps_k10": queries.shape[0] / t10,
-        "qps_k100": queries.shape[0] / t100,
-        **bi.single_latency(method, queries),
-        "build_s": build_s,
-    }
-    return row, ids10
 
 
 def run(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
     rows = []
     for name, (db, queries) in sets.items():
-        row, truth = measure("exact (IndexFlatIP)", bi.exact(db.shape[1]), db, queries, None)
+        row, truth = bi.search_row(bi.exact(db.shape[1]), db, queries, None)
         rows.append({"data": name, "n": db.shape[0], **row})
         print(rows[-1], flush=True)
-        for method_name, make in makers(db.shape[1]):
+        for make in makers(db.shape[1]):
             for bits in BITS:
-                row, _ = measure(method_name, make(bits), db, queries, truth)
+                row, _ = bi.search_row(make(bits), db, queries, truth)
                 rows.append({"data": name, "n": db.shape[0], **row})
                 print(rows[-1], flush=True)
     return rows
@@ -146,6 +97,7 @@ COLUMNS: Sequence[Column] = [
     ("qps_k100", "q/s k=100", ",.0f"),
     ("p50_ms", "p50 ms", ".3f"),
     ("p99_ms", "p99 ms", ".3f"),
+    ("single_n", "n1", "d"),
     ("build_s", "build s", ".1f"),
 ]
 RATIO_COLUMNS: Sequence[Column] = [
@@ -191,14 +143,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             format_table(rows, COLUMNS),
             "rotaquant / turbovec (> 1: rotaquant faster; same process, same ISA):\n"
             + format_table(ratio_rows, RATIO_COLUMNS),
-            f"Batched: {N_QUERIES} queries, best of 3. p50/p99: up to {SINGLE} single queries "
-            f"(k=10). Recall@10 against FAISS IndexFlatIP. turbovec uncalibrated; RaBitQFastScan "
-            f"b bits per value (1 sign + b-1), PQFastScan M = b·d/4 4-bit sub-quantizers (both "
-            f"trained on up to {bi.TRAIN_N:,} rows). Wall time {elapsed:.0f} s.",
+            f"Batched: {HELD_OUT} queries, best of 3. p50/p99: n1 single queries (k=10; "
+            f"at most {bi.SINGLE_QUERIES}). Recall@10 against FAISS IndexFlatIP. turbovec "
+            f"uncalibrated; RaBitQFastScan b bits per value (1 sign + b-1), PQFastScan "
+            f"M = b·d/4 4-bit sub-quantizers (both trained on up to {bi.TRAIN_N:,} rows). "
+            f"Wall time {elapsed:.0f} s.",
         ]
     )
     print("\n" + text)
-    meta = metadata(
+    meta = dict(
         faiss=bi.faiss.__version__,
         turbovec=getattr(bi.turbovec, "__version__", None),
         sizes={name: db.shape[0] for name, (db, _) in sets.items()},

@@ -3,13 +3,14 @@
     git worktree add /tmp/base <commit> && cmake -S /tmp/base -B /tmp/base/build \\
         -DPython_EXECUTABLE=$PWD/.venv/bin/python && cmake --build /tmp/base/build
     .venv/bin/python tools/compare_cores.py /tmp/base/build/_core*.so \\
-        [--data mpnet|gaussian] [--n N]
+        [--data mpnet|gaussian] [--n N] [--isa native|avx2] [--out NAME]
 
 The installed core (``rotaquant._core``) builds the index; the other build is loaded beside it
 (as ``baseline._core``) and both scan the same segments with the same rotated queries through
 the stateless ``_core.scan`` (which both versions have), interleaved, best of 3: batched
 (1,000 queries, k=10) and single queries (p50 of 200). Both run their best variant, or the one
-``ROTAQUANT_SIMD`` names; preload tools/hide_avx512.c (bench/_common.py) for the AVX2 picture.
+``ROTAQUANT_SIMD`` names; ``--isa avx2`` hides AVX-512 from the process (tools/hide_avx512.c).
+``--out``: the table and JSON into bench/results.
 """
 
 from __future__ import annotations
@@ -25,7 +26,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rotaquant as rq  # noqa: E402
+from bench._common import (  # noqa: E402
+    add_isa_argument,
+    apply_isa,
+    format_table,
+    publish,
+)
 from rotaquant import _core  # noqa: E402
+
+COLUMNS = [
+    ("bits", "bits", "d"),
+    ("qps_new", "batch q/s new", ",.0f"),
+    ("qps_old", "baseline", ",.0f"),
+    ("qps_ratio", "ratio", ".2f"),
+    ("p50_new_ms", "p50 ms new", ".3f"),
+    ("p50_old_ms", "baseline", ".3f"),
+    ("p50_ratio", "ratio", ".2f"),
+]
 
 
 def load_core(path: str):
@@ -37,7 +54,7 @@ def load_core(path: str):
 
 def data(kind: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     if kind == "mpnet":
-        from bench.speed import mpnet
+        from bench._common import mpnet
 
         return mpnet(n)
     rng = np.random.default_rng(0)
@@ -51,14 +68,13 @@ def main() -> None:
     parser.add_argument("baseline", help="path of the other build's _core*.so")
     parser.add_argument("--data", choices=("mpnet", "gaussian"), default="mpnet")
     parser.add_argument("--n", type=int, default=200_000, help="database rows (<= 200,000)")
+    parser.add_argument("--out", help="JSON path or name in bench/results (table beside it)")
+    add_isa_argument(parser)
     args = parser.parse_args()
+    apply_isa(args.isa)
     old = load_core(args.baseline)
     db, queries = data(args.data, args.n)
-    print(f"new core: {_core.config()['active']}, baseline: {old.config()['active']}")
-    print(
-        f"{'bits':>4} {'batch q/s new':>14} {'baseline':>9} {'ratio':>6} "
-        f"{'p50 ms new':>11} {'baseline':>9} {'ratio':>6}"
-    )
+    rows = []
     for bits in (2, 3, 4):
         index = rq.VectorIndex(db.shape[1], bits)
         index.add(db)
@@ -80,8 +96,28 @@ def main() -> None:
                 single[name].append(time.perf_counter() - start)
         qn, qo = queries.shape[0] / batch["new"], queries.shape[0] / batch["old"]
         pn, po = (1e3 * float(np.median(single[k])) for k in ("new", "old"))
-        line = f"{bits:>4} {qn:>14,.0f} {qo:>9,.0f} {qn / qo:>6.2f} "
-        print(line + f"{pn:>11.3f} {po:>9.3f} {po / pn:>6.2f}")
+        rows.append(
+            {
+                "bits": bits,
+                "qps_new": qn,
+                "qps_old": qo,
+                "qps_ratio": qn / qo,
+                "p50_new_ms": pn,
+                "p50_old_ms": po,
+                "p50_ratio": po / pn,
+            }
+        )
+        print(rows[-1], flush=True)
+    text = (
+        f"new core: {_core.config()['active']}, baseline ({args.baseline}): "
+        f"{old.config()['active']}; {args.data} {db.shape[0]:,} rows, "
+        f"{queries.shape[0]} queries\n\n"
+        + format_table(rows, COLUMNS)
+        + "\n\nBatched: best of 3, k=10; p50: 200 single queries; ratio > 1: new faster."
+    )
+    print("\n" + text)
+    if args.out:
+        publish(args.out, {"rows": rows, "baseline": args.baseline}, text)
 
 
 if __name__ == "__main__":

@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['cycles_per_block_per_query']:12.1f} {r['cycles_per_code_query']:11.4f}"
         )
     version = subprocess.run([LLVM_MCA, "--version"], capture_output=True, text=True).stdout
-    meta = {"dim": DIM, "llvm_mca": version.split("\n")[1].strip()}
+    found = re.search(r"LLVM version (\S+)", version)
+    meta = {"dim": DIM, "llvm_mca": found.group(1) if found else version.strip()}
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 
