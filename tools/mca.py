@@ -49,7 +49,6 @@ TARGETS = {
         ["apple-m1", "neoverse-v1", "neoverse-n1"],
     ),
 }
-SOURCES = {"avx2": "avx2", "avx512": "avx512", "neon": "neon", "neon_dotprod": "neon"}
 
 
 def iteration_shape(variant: str, bits: int, queries: int) -> tuple[int, int]:
@@ -68,7 +67,7 @@ def iteration_shape(variant: str, bits: int, queries: int) -> tuple[int, int]:
 def compile_asm(variant: str, workdir: Path) -> Path:
     compiler, flags, _ = TARGETS[variant]
     out = workdir / f"{variant}.s"
-    source = ROOT / "csrc" / f"variant_{SOURCES[variant]}.cpp"
+    source = ROOT / "csrc" / f"variant_{variant.split('_')[0]}.cpp"  # neon_dotprod: neon
     command = [compiler, "-std=c++17", "-O3", "-fno-math-errno", "-DROTAQUANT_MCA=1"]
     command += [*flags, f"-I{ROOT / 'csrc'}", "-S", str(source), "-o", str(out)]
     subprocess.run(command, check=True)
@@ -106,6 +105,7 @@ def regions(asm: Path) -> dict[str, str]:
             continue
         before = [i for i in ends if i < begin]
         if not before:
+            print(f"mca: region {name}: no END marker found, left out", file=sys.stderr)
             continue
         end = before[-1]
         for j in range(begin + 1, len(lines)):  # the branch back to the loop's top
