@@ -28,6 +28,40 @@ MALFORMED = (
 )
 
 
+_JSON_KINDS = (
+    (bool, "true or false"),
+    (dict, "an object"),
+    (list, "a list"),
+    (str, "a string"),
+    (int, "an integer"),
+    (float, "a number"),
+    (type(None), "null"),
+)
+
+
+def json_kind(value: Any) -> str:
+    """What a parsed JSON value is, in words (``"an object"``, ``"a list"``, ...), with the
+    value itself when it is short."""
+    words = next((w for kind, w in _JSON_KINDS if isinstance(value, kind)), type(value).__name__)
+    shown = repr(value)
+    return f"{words} ({shown})" if len(shown) <= 40 and not isinstance(value, dict) else words
+
+
+def json_field(mapping: dict, key: str, where: str, kind: type | None = None) -> Any:
+    """``mapping[key]`` of a parsed header, else ValueError ``"<where> field '<key>' is
+    missing"``; with ``kind`` (dict, list, str or int; bools are not ints), of that kind,
+    else ValueError saying what it is instead."""
+    if key not in mapping:
+        raise ValueError(f"{where} field {key!r} is missing")
+    value = mapping[key]
+    if kind is not None and (
+        not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+    ):
+        wanted = next(w for k, w in _JSON_KINDS if k is kind)
+        raise ValueError(f"{where} field {key!r} must be {wanted}, got {json_kind(value)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Origin:
     """Where an input came from, so the output can go back there."""

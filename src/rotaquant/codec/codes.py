@@ -22,11 +22,12 @@ import json
 import math
 import struct
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
-from .._arrays import MALFORMED, Origin
+from .._arrays import MALFORMED, Origin, json_field, json_kind
 from .codebook import MAX_BITS
 from .packing import packed_nbytes
 from .rotation import ROTATIONS
@@ -108,8 +109,24 @@ class CodecConfig:
             raise ValueError(f"norm_correction must be True or False, got {norm_correction!r}")
         if isinstance(bits, bool) or not isinstance(bits, (int, float, np.integer, np.floating)):
             raise ValueError(f"bits must be a number in [1, {MAX_BITS}], got {bits!r}")
-        if not (math.isfinite(bits) and 1 <= bits <= MAX_BITS):
+        if not (1 <= bits <= MAX_BITS and math.isfinite(bits)):  # no float() of a huge int
             raise ValueError(f"bits must be in [1, {MAX_BITS}], got {bits}")
+
+    @classmethod
+    def from_dict(cls, options: Any) -> CodecConfig:
+        """A config from its ``to_dict`` form (a file's header): every field present, no
+        other; ValueError saying which field is missing, unknown or wrong."""
+        if not isinstance(options, dict):
+            raise ValueError(f"the codec config must be an object, got {json_kind(options)}")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise ValueError(
+                f"unknown config field {', '.join(map(repr, unknown))} (known: {', '.join(names)})"
+            )
+        for name in names:
+            json_field(options, name, "config")
+        return cls(**options)
 
     @property
     def mse_bits(self) -> float:

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .._arrays import MALFORMED
+from .._arrays import MALFORMED, json_field, json_kind
 from .._atomic import atomic_write, crash_point
 from .file_guard import FileChangedError, MappedSource
 
@@ -262,15 +262,16 @@ def _parse_manifest(
 ) -> tuple[dict, list[dict], list[dict[str, np.ndarray]]]:
     try:
         manifest = json.loads(manifest_bytes)
-        header, entries = manifest["header"], manifest["segments"]
-        if not isinstance(header, dict) or not isinstance(entries, list):
-            raise TypeError("manifest header or segment list of the wrong type")
-        segments = [_segment_views(data, entry, length, verify) for entry in entries]
+        if not isinstance(manifest, dict):
+            raise ValueError(f"the manifest must be an object, got {json_kind(manifest)}")
+        header = json_field(manifest, "header", "manifest", dict)
+        entries = json_field(manifest, "segments", "manifest", list)
+        segments = [
+            _segment_views(data, entry, number, length, verify)
+            for number, entry in enumerate(entries)
+        ]
         spans = sorted(
-            (int(a["offset"]), int(a["nbytes"]))
-            for e in entries
-            for a in e["arrays"]
-            if a["nbytes"]
+            (a["offset"], a["nbytes"]) for e in entries for a in e["arrays"] if a["nbytes"]
         )
         for (start, size), (following, _) in zip(spans, spans[1:], strict=False):
             if start + size > following:  # e.g. one segment listed twice
@@ -321,31 +322,50 @@ def _manifest(header: dict, entries: list[dict]) -> bytes:
 _PLAIN_DTYPE = re.compile(r"[<>|=]?[biuf][1248]")
 
 
-def _plain_dtype(section: dict) -> np.dtype:
+def _plain_dtype(section: dict, where: str) -> np.dtype:
     """The section's dtype, refused unless a plain number type (numpy would parse anything)."""
-    spec = section["dtype"]
+    spec = json_field(section, "dtype", where)
     if not isinstance(spec, str) or not _PLAIN_DTYPE.fullmatch(spec):
-        raise ValueError(f"section {section['name']!r} has an unusable dtype {spec!r}")
+        raise ValueError(f"{where} has an unusable dtype {spec!r}")
     return np.dtype(spec)
 
 
-def _segment_views(data, entry: dict, length: int, verify: bool) -> dict[str, np.ndarray]:
+def _section_shape(section: dict, where: str) -> tuple[int, ...]:
+    shape = json_field(section, "shape", where, list)
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+        raise ValueError(f"{where} field 'shape' must be a list of integers, got {shape!r:.60}")
+    return tuple(shape)
+
+
+def _segment_views(
+    data, entry: Any, number: int, length: int, verify: bool
+) -> dict[str, np.ndarray]:
+    if not isinstance(entry, dict):
+        raise ValueError(f"segment {number} must be an object, got {json_kind(entry)}")
     views = {}
-    for section in entry["arrays"]:
-        if section["name"] in views:
-            raise ValueError(f"section {section['name']!r} is listed twice")
-        dtype = _plain_dtype(section)
-        shape = tuple(int(s) for s in section["shape"])
-        offset, nbytes = int(section["offset"]), int(section["nbytes"])
+    for position, section in enumerate(json_field(entry, "arrays", f"segment {number}", list)):
+        where = f"segment {number} section {position}"
+        if not isinstance(section, dict):
+            raise ValueError(f"{where} must be an object, got {json_kind(section)}")
+        name = json_field(section, "name", where, str)
+        where = f"segment {number} section {name!r}"
+        if name in views:
+            raise ValueError(f"{where} is listed twice")
+        dtype = _plain_dtype(section, where)
+        shape = _section_shape(section, where)
+        offset, nbytes, crc = (json_field(section, key, where, int) for key in _NUMBERS)
         count = 1
         for extent in shape:
             if extent < 0:
-                raise ValueError(f"section {section['name']!r} has a negative extent")
+                raise ValueError(f"{where} has a negative extent")
             count *= extent  # Python ints: no overflow on crafted shapes
         if offset < DATA_START or offset + nbytes > length or nbytes != dtype.itemsize * count:
-            raise ValueError(f"section {section['name']!r} lies outside the committed file")
+            raise ValueError(f"{where} lies outside the committed file")
         view = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-        if verify and zlib.crc32(view) != section["crc32"]:
-            raise ValueError(f"section {section['name']!r} is corrupted (checksum mismatch)")
-        views[section["name"]] = view.reshape(shape)
+        if verify and zlib.crc32(view) != crc:
+            raise ValueError(f"{where} is corrupted (checksum mismatch)")
+        views[name] = view.reshape(shape)
     return views
+
+
+_NUMBERS = ("offset", "nbytes", "crc32")  # the integer fields of a section entry

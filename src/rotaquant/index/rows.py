@@ -53,7 +53,8 @@ class RowStore:
         ``ids``; sizes checked: see ``validate`` for the contents)."""
         store = cls(config, keep_vectors, keep_l2_shift)
         loaded = [
-            Segment.from_arrays(config, arrays, keep_vectors, keep_l2_shift) for arrays in segments
+            Segment.from_arrays(config, arrays, keep_vectors, keep_l2_shift, number)
+            for number, arrays in enumerate(segments)
         ]
         store.segments = [segment for segment in loaded if segment.count]
         if segments:

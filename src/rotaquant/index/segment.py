@@ -53,6 +53,29 @@ def stream_specs(config: CodecConfig) -> tuple[StreamSpec, ...]:
     return tuple(specs)
 
 
+def check_sections(
+    arrays: dict[str, np.ndarray],
+    number: int,
+    config: CodecConfig,
+    keep_vectors: bool,
+    keep_l2_shift: bool,
+) -> None:
+    """Refuse (ValueError naming it and why it belongs) a section missing from file segment
+    ``number`` that an index of these options stores."""
+    streams = [spec.name for spec in stream_specs(config) if spec.name != "qjl_signs"]
+    why = dict.fromkeys(["ids", "norms"], "every segment stores one")
+    why.update(dict.fromkeys(streams, f"this codec's codes are stored in {', '.join(streams)}"))
+    if config.mode == "prod":
+        why.update(dict.fromkeys(["qjl_signs", "residual_norms"], "mode='prod' files store one"))
+    if keep_l2_shift:
+        why["l2_shift"] = "metric='l2' files store one"
+    if keep_vectors:
+        why["vectors"] = "keep_vectors=True files store one"
+    for name, reason in why.items():
+        if name not in arrays:
+            raise ValueError(f"segment {number} has no {name!r} section ({reason})")
+
+
 class Rows(NamedTuple):
     """Unpacked rows to store: codes per stream (n, channels) uint8 and the per-row arrays."""
 
@@ -124,18 +147,24 @@ class Segment:
         arrays: dict[str, np.ndarray],
         keep_vectors: bool,
         keep_l2_shift: bool,
+        number: int = 0,
     ) -> Segment:
-        """A segment read back from a file (memory-mapped arrays); sizes are checked."""
+        """Segment ``number`` of a file (memory-mapped arrays); sections and sizes checked."""
+        check_sections(arrays, number, config, keep_vectors, keep_l2_shift)
+        where = f"segment {number} section"
         ids = arrays["ids"]
         if ids.dtype != np.int64 or ids.ndim != 1:
-            raise ValueError(f"array 'ids' should be int64 (n,), not {ids.dtype} {ids.shape}")
+            raise ValueError(
+                f"{where} 'ids' should be int64 of shape (n,), got {ids.dtype} of shape {ids.shape}"
+            )
         count = int(ids.shape[0])
         streams = []
         for spec in stream_specs(config):
             stream = arrays[spec.name]
             if stream.dtype != np.uint8 or stream.shape != (spec.nbytes(count),):
                 raise ValueError(
-                    f"array {spec.name!r} should hold {spec.nbytes(count)} bytes for {count} rows"
+                    f"{where} {spec.name!r} should hold {spec.nbytes(count)} bytes for {count} "
+                    f"rows, got {stream.dtype} of shape {stream.shape}"
                 )
             streams.append(stream)
         expected = {"norms": (np.dtype(config.norm_dtype), (count,))}
@@ -147,12 +176,18 @@ class Segment:
             expected["vectors"] = (np.dtype(np.float16), (count, config.dim))
         unexpected = set(arrays) - {"ids", *(spec.name for spec in stream_specs(config)), *expected}
         if unexpected:  # e.g. a keep_vectors or metric flag that disagrees with the arrays
-            raise ValueError(f"arrays {sorted(unexpected)} do not belong to this index's layout")
+            raise ValueError(
+                f"segment {number} sections {sorted(unexpected)} do not belong to this index's "
+                "layout"
+            )
         rows = {}
         for name, (dtype, shape) in expected.items():
             arr = arrays[name]
             if arr.dtype != dtype or arr.shape != shape:
-                raise ValueError(f"array {name!r} should be {dtype} of shape {shape}")
+                raise ValueError(
+                    f"{where} {name!r} should be {dtype} of shape {shape}, got {arr.dtype} of "
+                    f"shape {arr.shape}"
+                )
             rows[name] = arr
         return cls(config, tuple(streams), rows, count, in_memory=False)
 

@@ -35,7 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from .._arrays import MALFORMED, check_matrix, check_result_fits, positive_int, to_numpy
+from .._arrays import (
+    MALFORMED,
+    check_matrix,
+    check_result_fits,
+    json_field,
+    positive_int,
+    to_numpy,
+)
 from .._atomic import special_file
 from .._deprecation import keyword_only_after
 from ..codec.codes import CodecConfig
@@ -48,7 +55,7 @@ from .locking import ReadWriteLock
 from .result import SearchResult
 from .rows import RowStore
 from .search import Searcher
-from .segment import Rows
+from .segment import Rows, check_sections
 from .validation import (
     MAX_ID,
     as_ids,
@@ -61,6 +68,7 @@ from .validation import (
 
 _ADD_CHUNK_FLOATS = 1 << 22  # rows encoded per add step: about 16 MiB of float32
 _FORMAT = "rotaquant.VectorIndex"
+_FIELDS = ("metric", "keep_vectors", "next_id")  # the header's fields beside format and config
 
 
 class VectorIndex:
@@ -356,11 +364,16 @@ class VectorIndex:
         loaded = file_format.read(path, verify=verify, mmap_file=mmap)
         header, segments, commit = loaded.header, loaded.segments, loaded.commit
         try:
-            if header.get("format") != _FORMAT:
-                raise ValueError("not a rotaquant VectorIndex file")
-            config = IndexConfig.from_codec(
-                CodecConfig(**header["config"]), header["metric"], header["keep_vectors"]
-            )
+            kind = json_field(header, "format", "header")
+            if kind != _FORMAT:
+                raise ValueError(f"not a rotaquant VectorIndex file (format {kind!r:.60})")
+            codec = CodecConfig.from_dict(json_field(header, "config", "header", dict))
+            metric, keep_vectors, next_id = (json_field(header, key, "header") for key in _FIELDS)
+            config = IndexConfig.from_codec(codec, metric, keep_vectors)
+            if type(next_id) is not int or not 0 <= next_id <= MAX_ID + 1:
+                raise ValueError(
+                    f"header field 'next_id' must be an integer in [0, 2**63], got {next_id!r:.60}"
+                )
             rows = None
             if commit.version != 1:  # sizes checked against the codec before anything is built
                 rows = RowStore.from_arrays(
@@ -370,14 +383,12 @@ class VectorIndex:
             if rows is not None:
                 index._rows = rows
             else:  # format 1, row-major streams: converted, saved as version 2
-                for arrays in segments:
+                for number, arrays in enumerate(segments):
+                    check_sections(arrays, number, config.codec, config.keep_vectors, False)
                     index._rows.append([index._rows_from_v1(arrays)], arrays["ids"])
             index._rows.validate(thorough=verify)
-            next_id = header["next_id"]
-            if not isinstance(next_id, int) or not 0 <= next_id <= MAX_ID + 1:
-                raise ValueError(f"next id {next_id!r} outside [0, 2**63]")
             if len(index) and next_id <= int(index._rows.ids.max()):
-                raise ValueError(f"next id {next_id} is not above every stored id")
+                raise ValueError(f"header field 'next_id' ({next_id}) is not above every stored id")
         except MALFORMED as exc:
             raise ValueError(f"{path}: invalid index file: {exc}") from exc
         index._next_id = next_id
@@ -447,8 +458,6 @@ class VectorIndex:
     def _rows_from_v1(self, arrays: dict[str, np.ndarray]) -> Rows:
         """Rows of a segment of a format-1 file (row-major streams, see ``legacy``)."""
         quantized, vectors = rows_from_v1(self.codec_config, arrays)
-        if self.keep_vectors and vectors is None:
-            raise ValueError("segment lacks its float16 vectors")
         return self._rows_of(quantized, vectors if self.keep_vectors else None)
 
     def _append(self, encoded: list[Rows], keys: np.ndarray) -> None:
