@@ -198,3 +198,196 @@ def test_options_are_checked_before_actors_start_and_0_1_positions_warn(cluster,
     assert type(result) is SearchResult and result.missing == ()
     old.save()
     assert ShardedIndex.load(tmp_path / "idx").config == old.config
+
+
+# ---------------------------------------------------------------------- saved files
+def _saved(tmp_path, shards=3, n=900):
+    """A saved ShardedIndex under ``tmp_path / "idx"``, its vectors and a query batch."""
+    sharded, single = _pair(tmp_path / "idx", shards=shards)
+    x = unit_gaussian(n, DIM, seed=21)
+    sharded.add(x)
+    single.add(x)
+    sharded.save()
+    return sharded, single, unit_gaussian(6, DIM, seed=22)
+
+
+def _rewrite_manifest(directory, change, rechecksum=True):
+    """Apply ``change`` to the manifest's JSON object; recompute its checksum, as an attacker
+    (or a careless script) would, when ``rechecksum``."""
+    import json
+
+    from rotaquant.distributed import manifest
+
+    file = directory / "manifest.json"
+    body = json.loads(file.read_text())
+    body.pop("checksum")
+    change(body)
+    if rechecksum:
+        body["checksum"] = manifest._checksum(body)
+    else:
+        body["checksum"] = json.loads(file.read_text())["checksum"]
+    file.write_text(json.dumps(body))
+
+
+def _set(key, value):
+    return lambda body: body.__setitem__(key, value)
+
+
+@pytest.mark.parametrize(
+    ("change", "rechecksum", "message"),
+    [
+        (_set("shards", 2), False, "checksum mismatch"),
+        (_set("metric", "ip"), False, "checksum mismatch"),
+        (_set("shards", 2), True, "'files' must list 2 shards"),
+        (_set("shards", 0), True, r"'shards' must be an integer in \[1"),
+        (_set("shards", "3"), True, "'shards' must be an integer"),
+        (_set("shards", True), True, "'shards' must be an integer"),
+        (_set("next_id", None), True, "'next_id' must be an integer"),
+        (_set("next_id", 5), True, "next id 5 is not above"),
+        (_set("generation", -1), True, "'generation' must be an integer"),
+        (_set("index_options", []), True, "'index_options' must be an object"),
+        (_set("dim", "48"), True, "invalid configuration"),
+        (_set("files", [1, 2, 3]), True, r"files\[0\] must be an object"),
+        (lambda b: b.pop("files"), True, "'files' is missing"),
+        (lambda b: b["files"][1].__setitem__("file", "../x.rq"), True, "must name a file"),
+        (lambda b: b["files"][1].__setitem__("commit", [1]), True, "commit must be"),
+        (lambda b: b["files"][1].__setitem__("count", 1.5), True, "count' must be"),
+        (_set("metric", "ip"), True, "was written for"),
+        (_set("seed", 8), True, "accepted"),  # not an index option at the top level
+        (lambda b: b["index_options"].__setitem__("seed", 8), True, "was written for"),
+        (lambda b: b["files"][2].__setitem__("count", 5), True, "the manifest says 5"),
+        (lambda b: b["files"][0]["commit"].__setitem__(1, 7), True, "damaged shard file"),
+        (_set("version", 3), True, "version 3 is not supported"),
+    ],
+)
+def test_a_changed_or_damaged_manifest_is_refused_with_a_value_error(
+    cluster, tmp_path, change, rechecksum, message
+):
+    _saved(tmp_path, n=300)
+    _rewrite_manifest(tmp_path / "idx", change, rechecksum)
+    with pytest.raises(ValueError, match=message):
+        ShardedIndex.load(tmp_path / "idx", timeout=30)
+
+
+def test_swapped_or_missing_shard_files_are_refused(cluster, tmp_path):
+    """Every file is bound to its shard number: swapping two (names fixed up in the manifest
+    and its checksum recomputed) would return duplicate ids and lose others."""
+    _saved(tmp_path, n=300)
+    directory = tmp_path / "idx"
+
+    def swap(body):
+        files = body["files"]
+        files[0], files[1] = files[1], files[0]
+        for shard in (0, 1):
+            name = files[shard]["file"]
+            (directory / name).rename(directory / f"swap-{shard}")
+            files[shard]["file"] = f"shard-{shard:04d}{name[10:]}"
+        for shard in (0, 1):
+            (directory / f"swap-{shard}").rename(directory / files[shard]["file"])
+
+    _rewrite_manifest(directory, swap)
+    with pytest.raises(ValueError, match="holds ids of other shards"):
+        ShardedIndex.load(directory, timeout=30)
+    _saved(tmp_path / "other", n=300)
+    for file in (tmp_path / "other" / "idx").glob("shard-0002*.rq"):
+        file.unlink()
+    with pytest.raises(ValueError, match="shard 2: its file .* is missing"):
+        ShardedIndex.load(tmp_path / "other" / "idx", timeout=30)
+
+
+def test_a_save_interrupted_before_the_manifest_leaves_the_previous_save(
+    cluster, tmp_path, monkeypatch
+):
+    """Shard files committed, manifest not yet written (the driver killed there): loading
+    gives exactly the previous save, adds continue from its next id, and the next save
+    removes the files no manifest names."""
+    from rotaquant.distributed import sharded as module
+
+    sharded, single, queries = _saved(tmp_path)
+    directory = tmp_path / "idx"
+    saved_files = sorted(p.name for p in directory.glob("shard-*.rq"))
+    extra = unit_gaussian(120, DIM, seed=23)
+    sharded.add(extra)  # adds only: shards append to their files in place
+    sharded.remove([0, 1, 2, 3, 4, 5])  # and removals: those shards write new files
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed before the manifest")
+
+    monkeypatch.setattr(module, "atomic_write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sharded.save()
+    monkeypatch.undo()
+    assert len(list(directory.glob("shard-*.rq"))) > len(saved_files)  # newer files exist
+    loaded = ShardedIndex.load(directory)
+    assert len(loaded) == len(single)
+    _same(loaded, single, queries)
+    assert np.array_equal(loaded.add(extra[:2]), [900, 901])  # the next id advances
+    single.add(extra[:2])
+    loaded.save()
+    kept = {p.name for p in directory.glob("shard-*.rq")}
+    assert len(kept) == 3
+    locks = {p.name.removesuffix(".lock") for p in directory.glob("shard-*.lock")}
+    assert locks <= kept  # no lock file of a removed file either
+    _same(ShardedIndex.load(directory), single, queries)
+
+
+def test_appends_and_rewrites_commit_and_reload_exactly(cluster, tmp_path):
+    sharded, single, queries = _saved(tmp_path)
+    directory = tmp_path / "idx"
+    first = sorted(p.name for p in directory.glob("shard-*.rq"))
+    more = unit_gaussian(90, DIM, seed=24)
+    for target in (sharded, single):
+        target.add(more)
+    sharded.save()  # adds only: appended in place, same files
+    assert sorted(p.name for p in directory.glob("shard-*.rq")) == first
+    for target in (sharded, single):
+        target.remove(np.arange(0, 900, 4))
+    sharded.save()  # removals: new files, the old ones removed after the manifest
+    assert not set(first) & {p.name for p in directory.glob("shard-*.rq")}
+    _same(ShardedIndex.load(directory), single, queries)
+
+
+def test_a_restart_that_lost_nothing_answers_with_a_warning(cluster, tmp_path):
+    sharded, single, queries = _saved(tmp_path)
+    ray.kill(sharded.actors[1], no_restart=False)
+    time.sleep(0.5)  # the kill lands; the search waits for the restart
+    with pytest.warns(RuntimeWarning, match="shard 1 restarted .* nothing was lost"):
+        result = sharded.search(queries, 10)
+    assert result.restarted == (1,) and not result.partial
+    _same(sharded, single, queries)  # no second warning, same answers
+
+
+def test_a_damaged_shard_file_says_so_at_load_and_at_restart(cluster, tmp_path):
+    sharded, _, queries = _saved(tmp_path)
+    directory = tmp_path / "idx"
+    victim = sorted(directory.glob("shard-0001*.rq"))[0]
+    data = bytearray(victim.read_bytes())
+    data[5000] ^= 0xFF  # a code byte: the section's checksum fails
+    victim.write_bytes(bytes(data))
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="shard 1: damaged shard file"):
+        ShardedIndex.load(directory, timeout=30)
+    assert time.monotonic() - start < 20  # no restart loop before the answer
+    ray.kill(sharded.actors[1], no_restart=False)  # the live index's shard reloads it
+    time.sleep(0.5)
+    with pytest.raises(ValueError, match="shard 1: damaged shard file") as caught:
+        sharded.search(queries, 10)
+    assert "raised by shard 1" in "".join(caught.value.__notes__)
+
+
+def test_live_shards_are_saved_when_one_is_out_of_restarts(cluster, tmp_path):
+    sharded, single = _pair(tmp_path / "idx", shards=3, max_restarts=0)
+    x = unit_gaussian(600, DIM, seed=25)
+    sharded.add(x)
+    single.add(x)
+    sharded.save()
+    ray.kill(sharded.actors[2], no_restart=True)
+    with pytest.warns(RuntimeWarning, match="shard 2 is unavailable.*nothing unsaved"):
+        sharded.save()  # nothing unsaved on shard 2: its saved file stays named
+    more = unit_gaussian(60, DIM, seed=26)
+    live = np.arange(600, 660)[shard_of(np.arange(600, 660), 3) != 2]
+    sharded.add(more[live - 600], ids=live)
+    single.add(more[live - 600], ids=live)
+    with pytest.warns(RuntimeWarning, match="shard 2 is unavailable"):
+        sharded.save()
+    _same(ShardedIndex.load(tmp_path / "idx"), single, unit_gaussian(5, DIM, seed=27))

@@ -1,12 +1,12 @@
 """Past one machine: ``ShardedIndex``, a VectorIndex sharded over Ray actors (the
 ``[distributed]`` extra)."""
 
+from .manifest import shard_of
 from .sharded import (
     SearchResult,
     ShardedIndex,
     ShardRestartedError,
     ShardUnavailableError,
-    shard_of,
 )
 
 __all__ = [

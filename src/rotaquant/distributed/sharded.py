@@ -7,26 +7,30 @@ once, every shard searches it (``allow`` split by the same hash), and the per-sh
 merge exactly: every shard holds the same codec (same ``seed``), so each vector gets the score
 one VectorIndex holding everything would give it, and the merged top-k is that index's.
 
-Persistence: ``save()`` has every shard save its own file ``shard-0000.rq`` … under ``path``
-(local disk, or any path all actors see), then writes ``manifest.json`` (shard count, codec
-configuration, next id, generation) atomically. ``ShardedIndex.load(path)`` starts the actors on
-those files.
+Persistence (``manifest``): ``save()`` is one commit across shards — every shard commits its
+file, then ``manifest.json`` (checksummed) names each file at that commit; ``load`` opens
+each shard at the commit its manifest names, so a save interrupted anywhere leaves the
+previous one whole.
 
-Faults: shard actors are restarted by Ray (``max_restarts``) and reload their last saved file.
-The driver counts what it sent each shard since that shard's last save; the first call that
-meets a restarted shard raises :class:`ShardRestartedError` naming the shard and exactly what
-was lost (adds, upserts, removals since its save) — never a silent drop — and later calls go
-on with the reloaded shard. A shard that does not answer (dead, restarting past ``timeout``)
-makes a search raise :class:`ShardUnavailableError`, or, with ``partial_ok=True``, return the
-live shards' results with ``result.missing`` naming the absent shards.
+Faults: shard actors are restarted by Ray (``max_restarts``) and reload the commit the
+manifest names. Calls that only read (search, counts) wait for a restarting shard until
+``timeout``. The driver counts what it sent each shard since the last save: the first call
+that meets a restarted shard that lost nothing answers, with a ``RuntimeWarning`` and the
+shard in ``result.restarted``; one that lost changes raises :class:`ShardRestartedError`
+naming exactly what (adds, upserts, removals) — never a silent drop — and later calls go on
+with the reloaded shard. A shard that does not answer (dead, or restarting past
+``timeout``) makes a search raise :class:`ShardUnavailableError`, or, with
+``partial_ok=True``, return the live shards' results with ``result.missing`` naming the
+absent shards. Errors raised inside a shard (a ValueError, KeyError, ...) reach the caller as
+themselves, with a note naming the shard.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +38,7 @@ import numpy as np
 
 try:
     import ray
-    from ray.exceptions import GetTimeoutError, RayActorError
+    from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
 except ImportError as error:  # pragma: no cover - exercised without the extra
     raise ImportError(
         "rotaquant.distributed needs Ray: pip install 'rotaquant[distributed]'"
@@ -45,11 +49,11 @@ from .._atomic import atomic_write
 from .._deprecation import keyword_only_after
 from ..index import IndexConfig, SearchResult, VectorIndex
 from ..index.validation import MAX_ID, as_ids, as_matrix, float16_copy, id_set, normalized
+from . import manifest
+from .manifest import MANIFEST, shard_of
 
-MANIFEST = "manifest.json"
-FORMAT = "rotaquant.ShardedIndex"
-VERSION = 1
 INLINE_BYTES = 100_000  # Ray's own inline limit for task arguments
+_RETRY_PAUSE = 0.05  # seconds between asks of a restarting shard
 
 
 class ShardRestartedError(RuntimeError):
@@ -57,7 +61,7 @@ class ShardRestartedError(RuntimeError):
 
     def __init__(self, shard: int, lost: dict[str, int]):
         self.shard, self.lost = shard, dict(lost)
-        parts = ", ".join(f"{count} {kind}" for kind, count in lost.items() if count) or "nothing"
+        parts = ", ".join(f"{count} {kind}" for kind, count in lost.items() if count)
         super().__init__(
             f"shard {shard} restarted and reloaded its last saved file: lost since that save: "
             f"{parts} (re-apply them; the shard works again from now on)"
@@ -90,68 +94,105 @@ def _no_changes() -> dict[str, int]:
     return {"adds": 0, "upserts": 0, "removals": 0}
 
 
-def _shard_file(shard: int) -> str:
-    return f"shard-{shard:04d}.rq"
-
-
-def shard_of(ids: np.ndarray, shards: int) -> np.ndarray:
-    """The shard of each int64 id: splitmix64(id) mod ``shards`` (stable everywhere)."""
-    z = ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return (z % np.uint64(shards)).astype(np.int64)
-
-
 class _Shard:
-    """One shard: a VectorIndex, loaded from ``file`` when it exists (also after a restart)."""
+    """One shard: a VectorIndex, opened at the commit the manifest under ``home`` names
+    (also after a restart), or empty when ``home`` is None or holds no manifest yet. A shard
+    whose file cannot be opened stays up and answers every call with that ValueError."""
 
-    def __init__(self, file: str | None, config: dict):
-        self.file = file
-        if file is not None and os.path.exists(file):
-            self.index = VectorIndex.load(file, mmap=False)
-        else:
-            self.index = VectorIndex.from_config(IndexConfig.from_dict(config))
+    def __init__(self, home: str | None, shard: int, shards: int, config: dict):
+        self.home, self.shard, self.shards = home, shard, shards
         self.incarnation = uuid.uuid4().hex  # a new value each time Ray (re)starts the actor
+        self.generation, self.error = 0, None  # the manifest generation opened
+        config = IndexConfig.from_dict(config)
+        try:
+            self.index = self._open(config)
+        except (OSError, ValueError) as error:
+            self.index, self.error = None, str(error)
 
-    def hello(self) -> str:
-        return self.incarnation
+    def _open(self, config: IndexConfig) -> VectorIndex:
+        if self.home is None or not os.path.exists(os.path.join(self.home, MANIFEST)):
+            return VectorIndex.from_config(config)
+        saved = manifest.read(Path(self.home))
+        if saved["shards"] != self.shards or saved["config"] != config:
+            raise ValueError(
+                f"shard {self.shard}: {self.home}'s manifest now describes another index "
+                f"({saved['shards']} shards, {saved['config']})"
+            )
+        self.generation = saved["generation"]
+        return manifest.open_shard(Path(self.home), saved, self.shard)
+
+    def _usable(self) -> VectorIndex:
+        if self.error is not None:
+            raise ValueError(self.error)
+        return self.index
+
+    def hello(self) -> tuple[str, str | None, int]:
+        return self.incarnation, self.error, self.generation
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> str:
-        self.index.add(vectors, ids)
+        self._usable().add(vectors, ids)
         return self.incarnation
 
     def upsert(self, vectors: np.ndarray, ids: np.ndarray) -> str:
-        self.index.upsert(vectors, ids)
+        self._usable().upsert(vectors, ids)
         return self.incarnation
 
     def remove(self, ids: np.ndarray) -> str:
-        self.index.remove(ids)
+        self._usable().remove(ids)
         return self.incarnation
 
     def present(self, ids: np.ndarray) -> tuple[str, np.ndarray]:
-        return self.incarnation, np.isin(ids, self.index.ids)
+        return self.incarnation, np.isin(ids, self._usable().ids)
 
     def search(self, queries: np.ndarray, k: int, allow, rerank, deny) -> tuple:
-        scores, ids = self.index.search(queries, k, allow=allow, deny=deny, rerank=rerank)
+        index = self._usable()
+        k = min(k, max(len(index), 1))  # no shard returns more rows than it holds
+        scores, ids = index.search(queries, k, allow=allow, deny=deny, rerank=rerank)
         return self.incarnation, scores, ids
 
     def timed_search(self, queries: np.ndarray, k: int) -> float:
         """Seconds of the fastest of three searches inside the actor (no transport):
         the scan cost the benchmarks separate from Ray's."""
-        best = float("inf")
+        index, best = self._usable(), float("inf")
         for _ in range(3):
             start = time.perf_counter()
-            self.index.search(queries, k)
+            index.search(queries, k)
             best = min(best, time.perf_counter() - start)
         return best
 
-    def save(self, file: str) -> str:
-        self.index.save(file, overwrite=file != self.file)
-        return self.incarnation
+    def save(self, directory: str, generation: int) -> tuple[str, dict]:
+        """Commit this shard's rows to a file under ``directory`` for the manifest of
+        ``generation``; returns the manifest entry. Appends in place to the file the
+        directory's manifest names when it is exactly that commit plus adds; otherwise writes
+        a new file, never one a manifest names."""
+        index = self._usable()
+        name = manifest.shard_file(self.shard, generation)
+        try:
+            committed = manifest.read(Path(directory))["files"][self.shard]
+        except (OSError, ValueError, IndexError):
+            committed = None
+        if committed is not None and committed["commit"] == index.commit:
+            current = os.path.join(directory, committed["file"])
+            if index.appends_on_save(current):
+                name = committed["file"]
+        index.save(os.path.join(directory, name), overwrite=True)
+        return self.incarnation, manifest.entry_of(name, index)
+
+    def collect(self, directory: str) -> None:
+        """Remove this shard's files under ``directory`` that its manifest no longer names
+        (replaced by a save, or left by an interrupted one), with their lock files."""
+        saved = manifest.read(Path(directory))
+        keep = saved["files"][self.shard]["file"]
+        for name in os.listdir(directory):
+            stem = name.removesuffix(".lock")
+            if stem != keep and manifest.is_shard_file(stem, self.shard):
+                os.unlink(os.path.join(directory, name))
+        if directory == self.home:
+            self.generation = saved["generation"]
 
     def stats(self) -> tuple[str, int, int]:
-        return self.incarnation, len(self.index), self.index.nbytes
+        index = self._usable()
+        return self.incarnation, len(index), index.nbytes
 
 
 class ShardedIndex:
@@ -215,26 +256,37 @@ class ShardedIndex:
                 )
         self.timeout = float(timeout)
         self._next_id, self._generation = 0, 0
-        self._start(shards, max_restarts, _with_threads(actor_options, threads_per_shard), False)
+        self._start(shards, max_restarts, _with_threads(actor_options, threads_per_shard), 0)
 
-    def _start(self, shards: int, max_restarts: int, actor_options, load: bool) -> None:
+    def _start(self, shards: int, max_restarts: int, actor_options, generation: int) -> None:
+        """Start the shard actors (on the manifest of ``generation`` under ``path``, if
+        any); a shard that cannot open its file stops the start with its ValueError."""
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)
         options = {"num_cpus": 0, "scheduling_strategy": "SPREAD", **(actor_options or {})}
         actor = ray.remote(_Shard).options(max_restarts=max_restarts, max_task_retries=0, **options)
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
-        files = [
-            None if self.path is None else str(self.path / _shard_file(i)) for i in range(shards)
-        ]
-        if load:
-            missing = [f for f in files if not os.path.exists(f)]
-            if missing:
-                raise FileNotFoundError(f"shard files missing: {missing}")
+        home = None if self.path is None else str(self.path)
         config = self.config.to_dict()
-        self.actors = [actor.remote(file, config) for file in files]
-        self._incarnations = self._gather([a.hello.remote() for a in self.actors])
+        self.actors = [actor.remote(home, s, shards, config) for s in range(shards)]
         self._unsaved = [_no_changes() for _ in self.actors]
+        self._incarnations = [None] * shards
+        try:
+            hellos = self._ask("hello", [()] * shards)
+            for _, error, opened in hellos:
+                if error is not None:
+                    raise ValueError(error)
+                if opened != generation:
+                    raise ValueError(
+                        f"{self.path} was saved again while loading (generation {generation} "
+                        f"-> {opened}); load it again"
+                    )
+        except BaseException:
+            for handle in self.actors:
+                ray.kill(handle, no_restart=True)
+            raise
+        self._incarnations = [incarnation for incarnation, _, _ in hellos]
 
     # ------------------------------------------------------------------ properties
     @property
@@ -305,30 +357,69 @@ class ShardedIndex:
         self._scatter("remove", keys)
 
     def save(self, path: str | os.PathLike | None = None) -> None:
-        """Every shard saves its file, then the manifest is replaced atomically. ``path``:
-        the construction ``path`` by default — the files restarted shards reload; another
-        directory receives a copy (restarts still reload the construction path's files)."""
+        """One commit across shards: every shard commits its file (appended in place when
+        only adds happened since the last save, else written whole to a new name), then the
+        manifest naming each file at that commit replaces the old one atomically; a save
+        interrupted anywhere leaves the previous one whole, and files no manifest names are
+        removed after. ``path``: the construction ``path`` by default — what restarted shards
+        reload; another directory receives a copy.
+
+        A shard that does not answer keeps its last saved file in the new manifest while the
+        live shards are saved: a ``RuntimeWarning`` says so when it had nothing unsaved,
+        :class:`ShardUnavailableError` (after the commit) when its unsaved changes are lost.
+        """
         target = self.path if path is None else Path(path)
         if target is None:
             raise ValueError("this index has no path: save(path) or construct it with path=")
         target.mkdir(parents=True, exist_ok=True)
-        files = [str(target / _shard_file(i)) for i in range(self.shards)]
-        self._gather([a.save.remote(f) for a, f in zip(self.actors, files, strict=True)])
-        if target == self.path:
-            self._unsaved = [_no_changes() for _ in self.actors]
-        self._generation += 1
-        manifest = {
-            "format": FORMAT,
-            "version": VERSION,
-            "shards": self.shards,
-            "dim": self.dim,
-            "bits": self.bits,
-            "metric": self.metric,
-            "index_options": {k: v for k, v in self.config.options().items() if k != "metric"},
-            "next_id": self._next_id,
-            "generation": self._generation,
-        }
-        atomic_write(target / MANIFEST, [json.dumps(manifest, indent=2).encode()])
+        home, generation = target == self.path, self._generation + 1
+        answers = self._ask("save", [(str(target), generation)] * self.shards, failures=True)
+        down = [a for a in answers if isinstance(a, ShardUnavailableError)]
+        for answer in answers:
+            if isinstance(answer, BaseException) and answer not in down:
+                raise answer
+        previous = self._committed_entries() if down and home else None
+        if down and previous is None:
+            raise down[0]  # no earlier commit of that shard to keep: nothing was saved
+        entries = [
+            previous[s] if isinstance(a, BaseException) else a[1] for s, a in enumerate(answers)
+        ]
+        body = manifest.encode(self.config, self._next_id, generation, entries)
+        atomic_write(target / MANIFEST, [body])
+        self._generation = generation
+        problems = []
+        for shard, answer in enumerate(answers):
+            if isinstance(answer, BaseException):
+                continue
+            try:
+                self._check_incarnation(shard, answer[0])
+            except ShardRestartedError as restarted:
+                problems.append(restarted)
+            if home:
+                self._unsaved[shard] = _no_changes()
+        self._ask("collect", [(str(target),)] * self.shards, failures=True)
+        for error in down:
+            if any(self._unsaved[error.shard].values()):
+                problems.append(error)
+            else:
+                warnings.warn(
+                    f"{error}: it had nothing unsaved, so its last saved file stays in the "
+                    "manifest; the other shards were saved",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        if problems:
+            raise problems[0]
+
+    def _committed_entries(self) -> list[dict] | None:
+        """The shard entries of the manifest under ``path`` (None: none, or version 1)."""
+        try:
+            files = manifest.read(self.path)["files"]
+        except FileNotFoundError:
+            return None
+        if any(entry["commit"] is None for entry in files):
+            return None
+        return [{**entry, "commit": list(entry["commit"])} for entry in files]
 
     @classmethod
     @keyword_only_after(1, ("max_restarts", "timeout", "threads_per_shard", "actor_options"))
@@ -341,32 +432,16 @@ class ShardedIndex:
         threads_per_shard: int | None = None,
         actor_options: dict | None = None,
     ) -> ShardedIndex:
-        """Start shard actors on the files a :meth:`save` wrote under ``path``."""
+        """Start shard actors on the files the manifest under ``path`` names, each at the
+        commit it names and checked against it (ValueError naming the shard and what does
+        not match: a missing, damaged, swapped or foreign file, or a changed manifest)."""
         path = Path(path)
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no ShardedIndex at {path} (missing {MANIFEST})") from None
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path / MANIFEST} is not valid JSON: {error}") from None
-        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise ValueError(f"{path / MANIFEST} is not a ShardedIndex manifest of version 1")
+        saved = manifest.read(path)
         self = cls.__new__(cls)
-        try:
-            self.config = IndexConfig.from_dict(
-                {
-                    "dim": manifest["dim"],
-                    "bits": manifest["bits"],
-                    "metric": manifest["metric"],
-                    **manifest["index_options"],
-                }
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{path / MANIFEST}: invalid configuration: {error!r}") from None
-        self.path, self.timeout = path, float(timeout)
-        self._next_id, self._generation = manifest["next_id"], manifest["generation"]
+        self.config, self.path, self.timeout = saved["config"], path, float(timeout)
+        self._next_id, self._generation = saved["next_id"], saved["generation"]
         actor_options = _with_threads(actor_options, threads_per_shard)
-        self._start(manifest["shards"], max_restarts, actor_options, load=True)
+        self._start(saved["shards"], max_restarts, actor_options, saved["generation"])
         return self
 
     # ------------------------------------------------------------------ search
@@ -384,7 +459,8 @@ class ShardedIndex:
         """As :meth:`VectorIndex.search` (the scores and ids one index holding every vector
         returns; among exactly equal scores the smaller id comes first, where one index
         follows its storage order), as a :class:`SearchResult`. With ``rerank``, each shard
-        re-scores its own ``rerank`` best candidates: at least as good as one index's."""
+        re-scores its own ``rerank`` best candidates: at least as good as one index's.
+        A restarting shard is waited for until ``timeout``."""
         matrix = self._matrix(queries, "queries")
         k = positive_int(k, "k")
         check_result_fits(matrix.shape[0], k)
@@ -392,22 +468,20 @@ class ShardedIndex:
         # a large batch goes to the object store once (every shard reads it zero-copy); a
         # small one travels inline with each call (a put costs more than it saves)
         shared = matrix if matrix.nbytes < INLINE_BYTES else ray.put(matrix)
-        refs = [
-            actor.search.remote(shared, int(k), allowed[s], rerank, denied[s])
-            for s, actor in enumerate(self.actors)
-        ]
-        answers, missing = [], []
-        for shard, ref in enumerate(refs):
-            try:
-                incarnation, scores, ids = ray.get(ref, timeout=self.timeout)
-            except (RayActorError, GetTimeoutError) as error:
-                if not partial_ok:
-                    raise ShardUnavailableError(shard, type(error).__name__) from error
+        calls = [(shared, int(k), allowed[s], rerank, denied[s]) for s in range(self.shards)]
+        answers, missing, restarted = [], [], []
+        for shard, answer in enumerate(self._ask("search", calls, failures=partial_ok)):
+            if isinstance(answer, ShardUnavailableError):
                 missing.append(shard)
                 continue
-            self._check_incarnation(shard, incarnation)
+            if isinstance(answer, BaseException):
+                raise answer
+            incarnation, scores, ids = answer
+            if self._check_incarnation(shard, incarnation):
+                restarted.append(shard)
             answers.append((scores, ids))
-        return SearchResult(*self._merge(answers, matrix.shape[0], int(k)), missing)
+        scores, ids = self._merge(answers, matrix.shape[0], int(k))
+        return SearchResult(scores, ids, missing, restarted)
 
     def _split(self, ids: Any, name: str) -> list:
         """``allow``/``deny`` (as VectorIndex.search takes them) split by shard."""
@@ -418,18 +492,21 @@ class ShardedIndex:
         return [keys[owner == shard] for shard in range(self.shards)]
 
     def _merge(self, answers, m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``k`` of the shards' lists per query (each holds at most its shard's
+        size), padded with id -1 and the worst score."""
         worst = np.inf if self.metric == "l2" else -np.inf
+        scores = np.full((m, k), worst, np.float32)
+        ids = np.full((m, k), -1, np.int64)
         if not answers:
-            return np.full((m, k), worst, np.float32), np.full((m, k), -1, np.int64)
-        scores = np.concatenate([s for s, _ in answers], axis=1)
-        ids = np.concatenate([i for _, i in answers], axis=1)
-        key = scores if self.metric == "l2" else -scores
-        key = np.where(ids < 0, np.inf, key)  # padding last
-        order = np.lexsort((ids, key), axis=-1)[:, :k]  # equal scores: the smaller id first
-        return (
-            np.take_along_axis(scores, order, axis=1).astype(np.float32),
-            np.take_along_axis(ids, order, axis=1).astype(np.int64),
-        )
+            return scores, ids
+        every = np.concatenate([s for s, _ in answers], axis=1)
+        owners = np.concatenate([i for _, i in answers], axis=1)
+        key = np.where(owners < 0, np.inf, every if self.metric == "l2" else -every)
+        order = np.lexsort((owners, key), axis=-1)[:, :k]  # equal scores: the smaller id first
+        width = order.shape[1]
+        scores[:, :width] = np.take_along_axis(every, order, axis=1)
+        ids[:, :width] = np.take_along_axis(owners, order, axis=1)
+        return scores, ids
 
     # ------------------------------------------------------------------ internals
     def _matrix(self, vectors: Any, name: str) -> np.ndarray:
@@ -446,27 +523,23 @@ class ShardedIndex:
         """Send each shard its part; every shard's answer is accounted for before the first
         failure is raised (a shard that restarted meanwhile counts this batch as unsaved)."""
         owner = shard_of(keys, self.shards)
-        refs, parts = [], []
-        for shard, actor in enumerate(self.actors):
+        calls = {}
+        for shard in range(self.shards):
             chosen = np.flatnonzero(owner == shard)
-            if not chosen.size:
-                continue
-            args = (keys[chosen],) if matrix is None else (matrix[chosen], keys[chosen])
-            refs.append(getattr(actor, method).remote(*args))
-            parts.append((shard, chosen.size))
+            if chosen.size:
+                calls[shard] = (keys[chosen],) if matrix is None else (matrix[chosen], keys[chosen])
+        answers = self._ask(method, list(calls.values()), shards=list(calls), failures=True)
         counter = {"add": "adds", "upsert": "upserts", "remove": "removals"}[method]
         failures = []
-        for (shard, count), ref in zip(parts, refs, strict=True):
-            try:
-                incarnation = ray.get(ref, timeout=self.timeout)
-            except (RayActorError, GetTimeoutError) as error:
-                failures.append(ShardUnavailableError(shard, type(error).__name__))
+        for shard, answer in zip(calls, answers, strict=True):
+            if isinstance(answer, BaseException):
+                failures.append(answer)
                 continue
             try:
-                self._check_incarnation(shard, incarnation)
+                self._check_incarnation(shard, answer)
             except ShardRestartedError as restarted:
                 failures.append(restarted)
-            self._unsaved[shard][counter] += count  # applied (to the reloaded shard, if so)
+            self._unsaved[shard][counter] += calls[shard][-1].size  # applied (maybe reloaded)
         if keys.size and method != "remove":
             self._next_id = max(self._next_id, int(keys.max()) + 1)
         if failures:
@@ -475,38 +548,74 @@ class ShardedIndex:
     def _present(self, keys: np.ndarray) -> np.ndarray:
         owner = shard_of(keys, self.shards)
         present = np.zeros(keys.size, bool)
-        parts = [(s, np.flatnonzero(owner == s)) for s in range(self.shards)]
-        parts = [(s, rows) for s, rows in parts if rows.size]
-        refs = [self.actors[s].present.remote(keys[rows]) for s, rows in parts]
-        for (shard, rows), (incarnation, found) in zip(
-            parts, self._gather(refs, parts), strict=True
-        ):
+        parts = {s: np.flatnonzero(owner == s) for s in range(self.shards)}
+        parts = {s: rows for s, rows in parts.items() if rows.size}
+        calls = [(keys[rows],) for rows in parts.values()]
+        answers = self._ask("present", calls, shards=list(parts))
+        for (shard, rows), (incarnation, found) in zip(parts.items(), answers, strict=True):
             self._check_incarnation(shard, incarnation)
             present[rows] = found
         return present
 
     def _stats(self):
-        answers = self._gather([a.stats.remote() for a in self.actors])
+        answers = self._ask("stats", [()] * self.shards)
         for shard, (incarnation, _, _) in enumerate(answers):
             self._check_incarnation(shard, incarnation)
         return answers
 
-    def _gather(self, refs, shards=None) -> list:
-        """ray.get of every ref; a shard that fails to answer is a ShardUnavailableError."""
-        out = []
-        for position, ref in enumerate(refs):
-            shard = position if shards is None else shards[position][0]
-            try:
-                out.append(ray.get(ref, timeout=self.timeout))
-            except (RayActorError, GetTimeoutError) as error:
-                raise ShardUnavailableError(shard, type(error).__name__) from error
-        return out
+    def _ask(
+        self, method: str, calls: list[tuple], shards: list[int] | None = None, failures=False
+    ) -> list:
+        """Call ``method`` on each shard (``shards``: which, default all in order) with its
+        arguments, in parallel, and gather the answers. Calls that only read are asked again
+        while a shard restarts, until ``timeout``. A shard that does not answer is a
+        :class:`ShardUnavailableError`; an error raised inside a shard is itself (with a note
+        naming the shard). ``failures``: return those errors in the shard's place instead of
+        raising the first."""
+        shards = list(range(self.shards)) if shards is None else shards
+        retry = method in ("hello", "present", "search", "stats")
+        deadline = time.monotonic() + self.timeout
 
-    def _check_incarnation(self, shard: int, incarnation: str) -> None:
-        """Raise (once) if ``shard`` restarted since the driver last heard from it."""
+        def send(shard, args):
+            return getattr(self.actors[shard], method).remote(*args)
+
+        refs = [send(s, args) for s, args in zip(shards, calls, strict=True)]
+        answers = []
+        for shard, args, ref in zip(shards, calls, refs, strict=True):
+            while True:
+                try:
+                    answer = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+                except RayTaskError as error:
+                    answer = error.cause if isinstance(error.cause, Exception) else error
+                    answer.add_note(f"(raised by shard {shard})")
+                except ActorUnavailableError as error:
+                    if retry and time.monotonic() < deadline:
+                        time.sleep(_RETRY_PAUSE)
+                        ref = send(shard, args)
+                        continue
+                    answer = ShardUnavailableError(shard, type(error).__name__)
+                except (RayActorError, GetTimeoutError) as error:
+                    answer = ShardUnavailableError(shard, type(error).__name__)
+                break
+            if isinstance(answer, BaseException) and not failures:
+                raise answer
+            answers.append(answer)
+        return answers
+
+    def _check_incarnation(self, shard: int, incarnation: str) -> bool:
+        """Whether ``shard`` restarted since the driver last heard from it (told once): a
+        restart that lost nothing warns; one that lost changes raises ShardRestartedError."""
         if incarnation == self._incarnations[shard]:
-            return
+            return False
         lost = self._unsaved[shard]
         self._incarnations[shard] = incarnation
         self._unsaved[shard] = _no_changes()
-        raise ShardRestartedError(shard, lost)
+        if any(lost.values()):
+            raise ShardRestartedError(shard, lost)
+        warnings.warn(
+            f"shard {shard} restarted and reloaded its last saved file, which holds "
+            "everything it was sent: nothing was lost",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return True

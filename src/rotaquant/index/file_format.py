@@ -70,6 +70,7 @@ class Commit:
     segments: tuple[dict, ...]
     version: int = VERSION
     observed: int = 0  # the newest generation any valid slot named when this was made
+    manifest_crc: int = 0  # CRC-32 of the commit's manifest: names this commit's contents
 
 
 @dataclass
@@ -100,7 +101,17 @@ def write_new(
     chunks.insert(1, bytes(slots))
     atomic_write(path, chunks)
     stat = os.stat(path)
-    return Commit(_real(path), stat.st_dev, stat.st_ino, 1, 0, length, tuple(entries), observed=1)
+    return Commit(
+        _real(path),
+        stat.st_dev,
+        stat.st_ino,
+        1,
+        0,
+        length,
+        tuple(entries),
+        observed=1,
+        manifest_crc=zlib.crc32(manifest),
+    )
 
 
 def append(commit: Commit, header: dict, segments: list[dict[str, np.ndarray]]) -> Commit:
@@ -151,6 +162,7 @@ def append(commit: Commit, header: dict, segments: list[dict[str, np.ndarray]]) 
         length,
         segments_all,
         observed=generation,
+        manifest_crc=zlib.crc32(manifest),
     )
 
 
@@ -166,11 +178,19 @@ def newest_generation(path: str | os.PathLike) -> tuple[int, int, int] | None:
     return stat.st_dev, stat.st_ino, slots[0][0] if slots else 0
 
 
-def read(path: str | os.PathLike, verify: bool = True, mmap_file: bool = True) -> Loaded:
+def read(
+    path: str | os.PathLike,
+    verify: bool = True,
+    mmap_file: bool = True,
+    pinned: tuple[int, int] | None = None,
+) -> Loaded:
     """The newest intact commit of the file at ``path``, as array views of a copy-on-write
-    memory map (``mmap_file=True``) or of a private copy read into memory.
+    memory map (``mmap_file=True``) or of a private copy read into memory. ``pinned``:
+    (generation, manifest CRC-32) — that commit only, none newer or older (a file holds its
+    last two commits).
 
-    Raises ValueError for anything that is not an intact rotaquant index file.
+    Raises ValueError for anything that is not an intact rotaquant index file, or that no
+    longer holds the ``pinned`` commit.
     """
     with open(path, "rb") as f:
         stat = os.fstat(f.fileno())
@@ -195,8 +215,17 @@ def read(path: str | os.PathLike, verify: bool = True, mmap_file: bool = True) -
     slots = _valid_slots(bytes(data[:DATA_START]), None)
     if not slots:
         raise ValueError(f"{path}: both commit records are corrupted")
+    candidates = slots
+    if pinned is not None:
+        candidates = [s for s in slots if (s[0], s[5]) == tuple(pinned)]
+        if not candidates:
+            held = ", ".join(f"generation {s[0]} (manifest CRC {s[5]:#010x})" for s in slots)
+            raise ValueError(
+                f"{path}: does not hold generation {pinned[0]} with manifest CRC "
+                f"{pinned[1]:#010x} (it holds {held})"
+            )
     skipped = []
-    for generation, slot, manifest_offset, manifest_length, length, manifest_crc in slots:
+    for generation, slot, manifest_offset, manifest_length, length, manifest_crc in candidates:
         try:
             if size < length:
                 raise ValueError(f"file is truncated ({size} bytes, {length} committed)")
@@ -220,6 +249,7 @@ def read(path: str | os.PathLike, verify: bool = True, mmap_file: bool = True) -
             tuple(entries),
             version,
             observed=slots[0][0],
+            manifest_crc=manifest_crc,
         )
         if source is not None:
             source.watch(length, commit.segments)

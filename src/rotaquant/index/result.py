@@ -14,17 +14,26 @@ class SearchResult(tuple):
 
     ``missing``: the shards that did not answer a ``ShardedIndex`` search with
     ``partial_ok=True`` (always empty on one machine); ``partial`` is True when any did not.
+    ``restarted``: the shards that answered after a restart that lost nothing (they reloaded
+    their saved file, which held all they had been sent; a ``RuntimeWarning`` says so too).
     """
 
     missing: tuple[int, ...]
+    restarted: tuple[int, ...]
 
-    def __new__(cls, scores: np.ndarray, ids: np.ndarray, missing: Iterable[int] = ()):
+    def __new__(
+        cls,
+        scores: np.ndarray,
+        ids: np.ndarray,
+        missing: Iterable[int] = (),
+        restarted: Iterable[int] = (),
+    ):
         result = super().__new__(cls, (scores, ids))
-        result.missing = tuple(missing)
+        result.missing, result.restarted = tuple(missing), tuple(restarted)
         return result
 
-    def __getnewargs__(self):  # pickling (Ray, multiprocessing) keeps ``missing``
-        return (self[0], self[1], self.missing)
+    def __getnewargs__(self):  # pickling (Ray, multiprocessing) keeps the shard fields
+        return (self[0], self[1], self.missing, self.restarted)
 
     @property
     def scores(self) -> np.ndarray:
@@ -40,4 +49,5 @@ class SearchResult(tuple):
 
     def __repr__(self) -> str:
         extra = f", missing={self.missing}" if self.missing else ""
+        extra += f", restarted={self.restarted}" if self.restarted else ""
         return f"SearchResult(scores={self[0]!r}, ids={self[1]!r}{extra})"

@@ -349,7 +349,14 @@ class VectorIndex:
             self._synced, self._dirty = len(self), False
 
     @classmethod
-    def load(cls, path: str | os.PathLike, verify: bool = True, mmap: bool = True) -> VectorIndex:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        verify: bool = True,
+        mmap: bool = True,
+        *,
+        pinned: tuple[int, int] | None = None,
+    ) -> VectorIndex:
         """Open a saved index. With ``mmap=True`` (default) codes stay memory-mapped
         (copy-on-write) and the file is watched (see ``file_guard``): opening costs the
         checksum pass (``verify=True``, default: every byte is read once and checked) or next
@@ -360,8 +367,11 @@ class VectorIndex:
         newest commit is damaged but an older one is intact, that one is loaded with a
         ``RuntimeWarning`` and ``recovered_from`` saying what was skipped; the next save
         then rewrites the file whole.
+
+        ``pinned``: a :attr:`commit` (generation, manifest CRC-32) to open instead of the
+        newest (a file holds its last two commits); ValueError if the file no longer holds it.
         """
-        loaded = file_format.read(path, verify=verify, mmap_file=mmap)
+        loaded = file_format.read(path, verify=verify, mmap_file=mmap, pinned=pinned)
         header, segments, commit = loaded.header, loaded.segments, loaded.commit
         try:
             kind = json_field(header, "format", "header")
@@ -400,6 +410,23 @@ class VectorIndex:
             index.recovered_from = loaded.recovered_from
             warnings.warn(f"{path}: {loaded.recovered_from}", RuntimeWarning, stacklevel=2)
         return index
+
+    @property
+    def commit(self) -> tuple[int, int] | None:
+        """(generation, manifest CRC-32) of the file commit this index last loaded or saved
+        (None before the first): what ``load(..., pinned=)`` reopens exactly."""
+        commit = self._commit
+        return None if commit is None else (commit.generation, commit.manifest_crc)
+
+    def appends_on_save(self, path: str | os.PathLike) -> bool:
+        """Whether ``save(path)`` would append in place to the file this index last loaded or
+        saved (only adds since, and nobody else committed to it) rather than rewrite it."""
+        commit = self._commit
+        target = str(Path(path).resolve())
+        if commit is None or commit.path != target or self._dirty:
+            return False
+        state = file_format.newest_generation(target)
+        return state == (commit.device, commit.inode, commit.observed)
 
     # ------------------------------------------------------------------ internals
     def _check_source(self) -> None:
