@@ -23,6 +23,7 @@
 #include "check.h"
 #include "cpu.h"
 #include "kv.h"
+#include "mapped.h"
 #include "layout.h"
 #include "pool.h"
 #include "scan.h"
@@ -422,6 +423,7 @@ NB_MODULE(_core, m) {
       .def("search", &searcher_search, "segments"_a, "queries"_a.noconvert(), "k"_a,
            "(rows (m, k) int64, scores (m, k) float32, candidates, reported) of raw queries (m, dim).");
   register_kv(m);
+  register_mapped(m);
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);

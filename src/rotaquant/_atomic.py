@@ -37,10 +37,15 @@ def special_file(path: str | os.PathLike) -> bool:
     return not stat.S_ISREG(mode)
 
 
-def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes]) -> None:
+def atomic_write(
+    path: str | os.PathLike,
+    chunks: Iterable[bytes],
+    before_commit: Callable[[], None] | None = None,
+) -> None:
     """Write ``chunks`` to ``path`` so that a crash leaves either the old file or the new one.
     A device node or FIFO at ``path`` is written in place (renaming over it would turn
-    ``/dev/null`` into a regular file); a directory is refused."""
+    ``/dev/null`` into a regular file); a directory is refused. ``before_commit`` runs once
+    the data is written and fsynced, before the rename: raising there leaves the old file."""
     if special_file(path):
         with open(path, "wb") as f:
             for chunk in chunks:
@@ -61,6 +66,8 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes]) -> None:
             f.flush()
             os.fsync(f.fileno())
         crash_point("file-before-rename")
+        if before_commit is not None:
+            before_commit()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

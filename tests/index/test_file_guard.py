@@ -251,3 +251,120 @@ def test_disk_full_during_a_save_keeps_the_previous_file(tmp_path, monkeypatch, 
     assert sorted(os.listdir(tmp_path)) == ["idx.rq", "idx.rq.lock"]
     index.save(path)
     assert sorted(VectorIndex.load(path).ids.tolist()) == sorted(index.ids.tolist())
+
+
+_BUSY_READER = """
+import json, os, sys, threading, time
+import numpy as np
+from rotaquant.index import FileChangedError, VectorIndex
+from rotaquant.index import file_format as ff
+
+folder, mode, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rng = np.random.default_rng(0)
+source = VectorIndex(64, 4, seed=1)
+source.add(rng.standard_normal((100_000, 64)).astype(np.float32))
+queries = rng.standard_normal((4, 64)).astype(np.float32)
+want = source.search(queries, 10)[1]
+counts = {"same": 0, "different": 0, "refused": 0, "rounds_refused": 0}
+for r in range(rounds):
+    path = os.path.join(folder, f"{r}.rq")
+    source.save(path)
+    reader = VectorIndex.load(path, verify=False)
+    stop = threading.Event()
+    refused = []
+
+    def search_loop():
+        for _ in range(10_000):
+            if stop.is_set():
+                return
+            try:
+                got = reader.search(queries, 10)[1]
+            except FileChangedError:
+                refused.append(1)
+                return
+            counts["same" if np.array_equal(got, want) else "different"] += 1
+
+    thread = threading.Thread(target=search_loop)
+    thread.start()
+    time.sleep(0.02 + 0.03 * rng.random())  # the change lands while the reader is busy
+    if mode == "truncate":
+        os.truncate(path, ff.DATA_START + 100)
+    else:
+        offset = int(ff.read(path).commit.segments[0]["arrays"][0]["offset"])
+        with open(path, "r+b") as f:
+            f.seek(offset)
+            f.write(rng.integers(0, 256, 1 << 16, dtype=np.uint8).tobytes())
+    time.sleep(0.05)
+    stop.set()
+    thread.join()
+    counts["refused"] += len(refused)
+    try:  # whatever the thread saw, the next read refuses the changed file
+        reader.search(queries, 10)
+    except FileChangedError:
+        counts["rounds_refused"] += 1
+    os.unlink(path)
+print(json.dumps(counts))
+"""
+
+
+@pytest.mark.parametrize(("mode", "rounds"), [("truncate", 16), ("overwrite", 32)])
+def test_a_busy_reader_meets_a_changed_file_with_an_error_never_a_crash_or_wrong_answer(
+    tmp_path, mode, rounds
+):
+    """A thread searching a mapped index in a loop while the file is truncated (SIGBUS
+    without the native fault guard) or overwritten in place: every answer is the right one
+    or FileChangedError."""
+    done = subprocess.run(
+        [sys.executable, "-c", _BUSY_READER, str(tmp_path), mode, str(rounds)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = json.loads(done.stdout)
+    assert counts["different"] == 0, counts
+    assert counts["rounds_refused"] == rounds, counts
+    assert counts["same"] > 0, counts
+
+
+def test_native_map_reads_zeros_past_a_truncation_and_says_so(tmp_path):
+    from rotaquant import _core
+
+    path = tmp_path / "data"
+    path.write_bytes(b"\x07" * 50_000)
+    with open(path, "rb") as f:
+        mapping, slot = _core.map_file(f.fileno(), 50_000)
+        other, other_slot = _core.map_file(f.fileno(), 50_000)
+    assert mapping[40_000] == 7 and not _core.mapping_faulted(mapping, slot)
+    os.truncate(path, 100)
+    assert int(mapping[30_000:].sum()) == 0  # SIGBUS without the guard
+    assert _core.mapping_faulted(mapping, slot)
+    assert not _core.mapping_faulted(other, other_slot)  # each map on its own
+    assert mapping[:100].tobytes() == b"\x07" * 100  # the pages before stay the file's
+    with pytest.raises(ValueError, match="not an array and slot"):
+        _core.mapping_faulted(other, slot)
+    with open(path, "rb") as f, pytest.raises(ValueError, match="length must be positive"):
+        _core.map_file(f.fileno(), 0)
+    del mapping, other  # unregistered, then unmapped
+
+
+def test_a_save_whose_mapped_source_is_truncated_meanwhile_commits_nothing(tmp_path, monkeypatch):
+    """The rows written come from the mapped file; if it is truncated while they are being
+    written, the check before the commit refuses, and the target keeps its contents."""
+    from rotaquant import _atomic
+
+    path, index = _loaded(tmp_path)
+    target = tmp_path / "copy.rq"
+    VectorIndex(32, 4).save(target)  # an older, empty index there
+    index.add(unit_gaussian(10, 32, seed=8))  # the new rows too: a full rewrite of target
+
+    def truncate_source(point):
+        if point == "file-before-rename":
+            os.truncate(path, ff.DATA_START + 100)
+
+    monkeypatch.setattr(_atomic, "crash_hook", truncate_source)
+    with pytest.raises(FileChangedError, match="truncated"):
+        index.save(target)
+    monkeypatch.setattr(_atomic, "crash_hook", None)
+    assert len(VectorIndex.load(target)) == 0
+    assert not list(tmp_path.glob(".copy.rq.*.tmp"))

@@ -35,6 +35,7 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,9 +88,13 @@ class Loaded:
 
 
 def write_new(
-    path: str | os.PathLike, header: dict, segments: list[dict[str, np.ndarray]]
+    path: str | os.PathLike,
+    header: dict,
+    segments: list[dict[str, np.ndarray]],
+    before_commit: Callable[[], None] | None = None,
 ) -> Commit:
-    """Write a complete file atomically (temp file, fsync, rename). Returns its commit."""
+    """Write a complete file atomically (temp file, fsync, rename). Returns its commit.
+    ``before_commit`` runs after the data is on disk, before the rename (raising aborts)."""
     chunks: list[Any] = [_preamble()]
     entries, end = _layout_sections(segments, DATA_START, chunks)
     manifest = _manifest(header, entries)
@@ -99,7 +104,7 @@ def write_new(
     slot = _slot_bytes(1, end, len(manifest), length, zlib.crc32(manifest))
     slots[_SLOT_OFFSETS[0] - _PREAMBLE.size : _SLOT_OFFSETS[0] - _PREAMBLE.size + len(slot)] = slot
     chunks.insert(1, bytes(slots))
-    atomic_write(path, chunks)
+    atomic_write(path, chunks, before_commit)
     stat = os.stat(path)
     return Commit(
         _real(path),
@@ -114,8 +119,14 @@ def write_new(
     )
 
 
-def append(commit: Commit, header: dict, segments: list[dict[str, np.ndarray]]) -> Commit:
-    """Add ``segments`` to the file of ``commit`` in place (see the module docstring).
+def append(
+    commit: Commit,
+    header: dict,
+    segments: list[dict[str, np.ndarray]],
+    before_commit: Callable[[], None] | None = None,
+) -> Commit:
+    """Add ``segments`` to the file of ``commit`` in place (see the module docstring);
+    ``before_commit`` runs after the new data is on disk, before the slot write.
 
     Raises ``FileChangedError`` if the file is no longer the one ``commit`` describes (replaced,
     or committed to by someone else since), or cannot take another generation.
@@ -146,6 +157,8 @@ def append(commit: Commit, header: dict, segments: list[dict[str, np.ndarray]]) 
         f.flush()
         os.fsync(f.fileno())
         crash_point("append-before-commit")
+        if before_commit is not None:
+            before_commit()
         generation, slot = commit.generation + 1, 1 - commit.slot
         length = end + len(manifest)
         f.seek(_SLOT_OFFSETS[slot])

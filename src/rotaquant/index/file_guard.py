@@ -9,10 +9,13 @@
   long as its arrays are mapped: a tool that means to modify an index file in place (not
   something rotaquant ever does: it appends past the committed end or renames a new file over
   it) must take an exclusive ``flock`` on the file first, and will then wait for the readers.
-  Before each use, ``check`` compares the file's size and mtime with what it saw: a file cut
-  below its committed length is refused (reading it would be SIGBUS), and any other change
-  (another process appending, or someone overwriting bytes) re-verifies every committed
-  section's checksum from the file once, refusing the file if a byte changed.
+  Before and after each use, ``check`` compares the file's size and mtime with what it saw: a
+  file cut below its committed length is refused, and any other change (another process
+  appending, or someone overwriting bytes) re-verifies every committed section's checksum
+  from the file once, refusing the file if a byte changed; the check after a read discards
+  what the read computed. The map comes from the native core (``csrc/mapped.cpp``): a read
+  that meets the file truncated underneath it reads zeros instead of dying of SIGBUS, and
+  ``check`` then refuses the file.
 
 ``flock`` is advisory and POSIX-only; on network file systems it may not reach other machines.
 """
@@ -20,13 +23,14 @@
 from __future__ import annotations
 
 import fcntl
-import mmap
 import os
 import threading
 import weakref
 import zlib
 from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from .. import _core
 
 _VERIFY_CHUNK = 1 << 24  # bytes read at a time when re-verifying a changed file
 
@@ -90,7 +94,7 @@ class MappedSource:
         self._sections: list[tuple[int, int, int]] = []  # offset, nbytes, crc32
         with suppress(OSError):  # an exclusive holder is modifying it: checks still apply
             fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        self.mapping = mmap.mmap(self._fd, 0, access=mmap.ACCESS_COPY)
+        self.mapping, self._slot = _core.map_file(self._fd, os.fstat(self._fd).st_size)
         self._stamp = self._now()
         self._finalizer = weakref.finalize(self, os.close, self._fd)
 
@@ -112,9 +116,12 @@ class MappedSource:
     def check(self) -> None:
         """Raise ``FileChangedError`` if the mapped file was truncated or its committed bytes
         changed since it was read (cost: one ``fstat``; a checksum pass after a change)."""
-        if self._problem is None and self._now() == self._stamp:
+        faulted = _core.mapping_faulted(self.mapping, self._slot)
+        if self._problem is None and not faulted and self._now() == self._stamp:
             return
         with self._lock:
+            if self._problem is None and faulted:
+                self._problem = "the file was truncated under the map during a read"
             if self._problem is None:
                 stamp = self._now()
                 if stamp != self._stamp:

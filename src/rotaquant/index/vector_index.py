@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -279,8 +280,7 @@ class VectorIndex:
         allowed = None if allow is None else id_set(allow, "allow")
         denied = None if deny is None else id_set(deny, "deny")
         queries32 = normalized(arr) if self.metric == "cosine" else arr
-        with self._lock.reading():
-            self._check_source()
+        with self._reading():
             if denied is not None and denied.size:
                 base = self._rows.ids if allowed is None else allowed
                 allowed = base[~np.isin(base, denied)]
@@ -289,8 +289,7 @@ class VectorIndex:
     def reconstruct(self, ids: Any) -> np.ndarray:
         """Decoded vectors (len(ids), dim) float32 for present ids (KeyError otherwise); with
         ``metric="cosine"`` these are unit directions (the index stores no lengths)."""
-        with self._lock.reading():
-            self._check_source()
+        with self._reading():
             keys = as_ids(ids, None, "reconstruct", unique=False)
             return self._searcher.reconstruct(self._rows, self._rows.rows_of(keys))
 
@@ -319,7 +318,9 @@ class VectorIndex:
         if special_file(target):  # a device node or FIFO: written in place, no lock beside it
             with self._save_lock, self._lock.reading():
                 self._check_source()
-                file_format.write_new(target, self._header(), self._rows.pieces(0, len(self)))
+                file_format.write_new(
+                    target, self._header(), self._rows.pieces(0, len(self)), self._check_source
+                )
             return
         with self._save_lock, self._lock.reading(), writer_lock(target):
             self._check_source()
@@ -337,7 +338,7 @@ class VectorIndex:
             if ours and state is not None and not changed and not self._dirty:
                 pieces = self._rows.pieces(self._synced, len(self))
                 try:
-                    self._commit = file_format.append(commit, header, pieces)
+                    self._commit = file_format.append(commit, header, pieces, self._check_source)
                 except FileChangedError:  # a format-1 file or the last generation: rewrite
                     pass
                 else:
@@ -345,7 +346,9 @@ class VectorIndex:
                     if self._source is not None and self._source.path == commit.path:
                         self._source.acknowledge(self._commit.length, self._commit.segments)
                     return
-            self._commit = file_format.write_new(target, header, self._rows.pieces(0, len(self)))
+            self._commit = file_format.write_new(
+                target, header, self._rows.pieces(0, len(self)), self._check_source
+            )
             self._synced, self._dirty = len(self), False
 
     @classmethod
@@ -433,6 +436,16 @@ class VectorIndex:
         """Refuse to read mapped rows whose file was truncated or modified underneath."""
         if self._source is not None:
             self._source.check()
+
+    @contextmanager
+    def _reading(self):
+        """Hold the read lock around a read of the rows, with the mapped file checked before
+        and after it (a read that met a truncated or modified file raises FileChangedError
+        instead of returning what it computed)."""
+        with self._lock.reading():
+            self._check_source()
+            yield
+            self._check_source()
 
     def _new_ids(self, ids: Any, n: int) -> np.ndarray:
         if ids is None:
