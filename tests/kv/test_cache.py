@@ -1,6 +1,7 @@
 """TurboQuantCache in transformers generation: tiny random Llama, and SmolLM2 for real."""
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from transformers import (
 
 from rotaquant.contrib import data
 from rotaquant.kv import TurboQuantCache, enable
+from rotaquant.kv.cold import ColdSnapshot
 from rotaquant.kv.evaluate import needle_found, needle_prompt, perplexity
 
 from ..conftest import packaged
@@ -140,6 +142,95 @@ def test_a_new_batch_size_on_a_used_cache_is_a_clear_error(tiny):
         tiny(torch.randint(0, 100, (2, 6)), cache=cache, use_cache=True)
         with pytest.raises(ValueError, match="batch"):
             tiny(torch.randint(0, 100, (3, 1)), cache=cache, use_cache=True)
+
+
+def _states(tokens=6, dtype=torch.float32, heads=2, head_dim=16):
+    return torch.randn(1, heads, tokens, head_dim).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64])
+@pytest.mark.parametrize("wrong", ["key", "value"])
+def test_states_that_are_not_floating_point_are_refused(dtype, wrong):
+    states = {"key": _states(), "value": _states()}
+    states[wrong] = _states(dtype=dtype)
+    with pytest.raises(ValueError, match=rf"{wrong}_states must be floating point.*float16"):
+        TurboQuantCache().update(states["key"], states["value"], 0)
+
+
+def test_keys_and_values_must_agree_on_batch_heads_and_tokens():
+    for keys, values in (
+        (_states(6), _states(5)),  # transformers' Cache.update takes one length for both
+        (_states(heads=2), _states(heads=1)),
+        (_states()[0], _states()[0]),  # not (batch, kv heads, tokens, head_dim)
+    ):
+        with pytest.raises(ValueError, match="key_states"):
+            TurboQuantCache().update(keys, values, 0)
+    cache = TurboQuantCache()  # value head_dim may differ; float64 works as before
+    keys, values = cache.update(_states(dtype=torch.float64), _states(head_dim=32), 0)
+    assert keys.dtype == torch.float64 and values.shape == (1, 2, 6, 32)
+
+
+def test_a_config_that_is_not_a_model_config_is_a_type_error():
+    with pytest.raises(TypeError, match="config must be the model's transformers"):
+        TurboQuantCache(config="str")
+    with pytest.raises(TypeError, match="config"):
+        TurboQuantCache.from_dict({"key_bits": 4}, config={"num_hidden_layers": 2})
+
+
+def test_a_new_head_dim_on_a_used_layer_is_a_clear_error():
+    cache = TurboQuantCache(residual_length=0)
+    cache.update(_states(40), _states(40), 0)  # cold tokens, hot ones and sinks held
+    with pytest.raises(ValueError, match=r"head_dim \(16, 16\).*\(32, 32\)"):
+        cache.update(_states(1, head_dim=32), _states(1, head_dim=32), 0)
+
+
+def test_the_decoded_path_decodes_chunks_straight_into_what_it_returns(monkeypatch):
+    """The model's own attention gets the cold tier decoded 512 tokens at a time into the
+    returned tensors (one float32 chunk of scratch, not the whole tier), equal to decoding
+    the whole tier at once; nothing decoded is kept (the bytes held do not change)."""
+    cache = TurboQuantCache(residual_length=0, attention="decoded")
+    cache.update(_states(1300), _states(1300), 0)
+    layer = cache.layers[0]
+    cold = layer.cold["keys"].length
+    whole = layer.cold["keys"].snapshot().decode()
+    chunks = []
+    decoded = ColdSnapshot.decoded
+
+    def recording(self, tokens, rotated=True):
+        for part in decoded(self, tokens, rotated):
+            chunks.append(part.shape[-2])
+            yield part
+
+    monkeypatch.setattr(ColdSnapshot, "decoded", recording)
+    held = layer.nbytes
+    keys, values = layer.update(_states(1), _states(1))
+    assert cold == 1296 and sum(chunks) == 2 * cold and max(chunks) <= 512
+    torch.testing.assert_close(keys[..., 4 : 4 + cold, :], whole)
+    assert keys.shape[-2] == values.shape[-2] == 1301
+    assert layer.nbytes == held + 2 * (2 * 16 * 2)  # + the new hot token's float16 key, value
+
+
+def test_the_decoded_path_warns_once_per_cache_on_a_long_cold_tier():
+    """Each update of the decoded path decodes the whole cold tier (memory stays compressed,
+    time grows with the context): past 4,096 cold tokens it says so once per cache and names
+    the compressed attention."""
+    for _ in range(2):  # a second cache warns again
+        cache = TurboQuantCache(residual_length=0, attention="decoded")
+        for layer in (0, 1):
+            cache.update(_states(4200, heads=1), _states(4200, heads=1), layer)
+        with pytest.warns(UserWarning) as caught:
+            for _ in range(3):
+                for layer in (0, 1):
+                    cache.update(_states(1, heads=1), _states(1, heads=1), layer)
+        assert len(caught) == 1, [str(w.message) for w in caught]
+        message = str(caught[0].message)
+        assert "4196 tokens" in message and "enable(model)" in message
+        assert "attn_implementation='rotaquant'" in message
+    short = TurboQuantCache(residual_length=0, attention="decoded")
+    short.update(_states(400), _states(400), 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        short.update(_states(1), _states(1), 0)
 
 
 def _real_model_perplexities(model, tokenizer, residual: int) -> tuple[float, float, object]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 
 from . import backend
+from .cold import CHUNK_TOKENS
 from .interface import additive_mask
 
-CHUNK_TOKENS = 512  # cold tokens decoded at a time (the decode path)
 ROW_KERNEL_QUERIES = 16  # query rows per KV head up to which the CPU uses the row kernels
 
 

@@ -8,10 +8,20 @@ tier); older tokens migrate to the *cold* tier, stored as packed codes + a float
 (any attention implementation works). ``attention="compressed"``: ``update`` returns only the
 hot states, carrying a view of the cold tier that the "rotaquant" attention function
 (``rotaquant.kv.enable(model)``) scores without decoding it to full precision.
+
+The decoded path keeps no decoded copy between updates: each update decodes the layer's whole
+cold tier again, as transformers' ``QuantizedCache`` dequantizes its store at every step. A
+decoded copy kept per layer would make the cache hold more than float16 keys and values (the
+copy in the model dtype plus the codes), which is what the cache exists to avoid; the way to
+long contexts without that cost is the compressed attention (vLLM's choice too: attention
+reads the quantized cache, nothing is dequantized whole). So the decoded path decodes in
+``cold.CHUNK_TOKENS`` chunks straight into the tensors it returns (no extra full-size copies) and
+warns once per cache when a layer's cold tier reaches ``DECODED_WARN_TOKENS``.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +36,45 @@ from .interface import ATTENTION
 
 SINK_TOKENS = KVConfig().sink_tokens  # default: the first tokens kept exact
 MIGRATE_TOKENS = 16  # decode steps move hot tokens to the cold tier this many at a time
+# the decoded path warns (once per cache) when a layer's cold tier it decodes reaches this many
+# tokens: at 4k tokens SmolLM2's decode steps ran at 0.41x DynamicCache's speed (docs/kv.md)
+DECODED_WARN_TOKENS = 4096
+STATE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_states(key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+    """TypeError/ValueError naming the argument unless both are floating-point (batch, kv
+    heads, tokens, head_dim) tensors with the same batch, heads and tokens (transformers'
+    ``Cache.update`` contract; only head_dim may differ between keys and values)."""
+    for name, states in (("key_states", key_states), ("value_states", value_states)):
+        if not isinstance(states, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(states).__name__}")
+        if states.dtype not in STATE_DTYPES:
+            raise ValueError(
+                f"{name} must be floating point (float16, bfloat16, float32 or float64), "
+                f"got {states.dtype}"
+            )
+        if states.dim() != 4:
+            raise ValueError(
+                f"{name} must be (batch, kv heads, tokens, head_dim), got shape "
+                f"{tuple(states.shape)}"
+            )
+    if key_states.shape[:3] != value_states.shape[:3]:
+        raise ValueError(
+            "key_states and value_states must have the same (batch, kv heads, tokens), got "
+            f"{tuple(key_states.shape[:3])} and {tuple(value_states.shape[:3])}"
+        )
+
+
+def with_cold(exact: torch.Tensor, cold: ColdSnapshot, sinks: int) -> torch.Tensor:
+    """``exact``'s first ``sinks`` tokens, the cold tokens decoded, then the rest of ``exact``:
+    one tensor in ``exact``'s dtype, the cold tier decoded ``CHUNK_TOKENS`` at a time into it
+    (no full-size float32 intermediate)."""
+    out = exact.new_empty((*exact.shape[:2], exact.shape[-2] + cold.length, exact.shape[-1]))
+    out[..., :sinks, :] = exact[..., :sinks, :]
+    cold.decode_into(out[..., sinks : sinks + cold.length, :])
+    out[..., sinks + cold.length :, :] = exact[..., sinks:, :]
+    return out
 
 
 @dataclass
@@ -62,6 +111,8 @@ class TurboQuantLayer(DynamicLayer):
         index, layer_count: which layer of how many (its widths, with boundary layers, and
             its rotation seeds); ``layer_count`` None: unknown (no boundary layers).
         sliding_window: the layer's window, if it is a sliding-window layer.
+        notices: warnings already given, shared by a cache's layers (so that each is given
+            once per cache).
     """
 
     def __init__(
@@ -71,8 +122,10 @@ class TurboQuantLayer(DynamicLayer):
         index: int = 0,
         layer_count: int | None = None,
         sliding_window: int | None = None,
+        notices: set[str] | None = None,
     ):
         super().__init__()
+        self.notices = set() if notices is None else notices
         kv = kv or KVConfig()
         self.kv_config = kv
         self.key_bits, self.value_bits = kv.widths(index, layer_count)
@@ -123,6 +176,7 @@ class TurboQuantLayer(DynamicLayer):
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        check_states(key_states, value_states)
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         elif key_states.shape[:2] != self.keys.shape[:2]:
@@ -131,6 +185,15 @@ class TurboQuantLayer(DynamicLayer):
                 f"are {tuple(key_states.shape[:2])}: use a new cache for another batch (or "
                 "batch_select_indices / reorder_cache)"
             )
+        else:
+            held = (self.keys.shape[-1], self.values.shape[-1])
+            given = (key_states.shape[-1], value_states.shape[-1])
+            if held != given:
+                raise ValueError(
+                    f"this layer holds keys and values of head_dim {held}, key_states and "
+                    f"value_states have {given}: a used layer's head_dim cannot change (use a "
+                    "new cache, or reset() this one)"
+                )
         # attention sees the exact tokens (sinks, then hot) in the model dtype, the new ones
         # exactly as given; the sinks are the first tokens ever seen (hot holds none before
         # they are complete), so one concatenation serves both
@@ -156,20 +219,10 @@ class TurboQuantLayer(DynamicLayer):
             returned = (exact_keys, exact_values)
         elif keys is None or keys.length == 0:
             returned = (exact_keys, exact_values)
-        else:
-            returned = (
-                torch.cat(
-                    [exact_keys[..., :sinks, :], keys.decode().to(key_states.dtype), hot_keys], -2
-                ),
-                torch.cat(
-                    [
-                        exact_values[..., :sinks, :],
-                        values.decode().to(value_states.dtype),
-                        hot_values,
-                    ],
-                    -2,
-                ),
-            )
+        else:  # decoded again at every update: see the module docstring
+            if keys.length >= DECODED_WARN_TOKENS:
+                self._warn_decoded(keys.length)
+            returned = (with_cold(exact_keys, keys, sinks), with_cold(exact_values, values, sinks))
         self.cumulative_length += key_states.shape[-2]
         overflow = hot_keys.shape[-2] - self.residual_length
         if overflow >= MIGRATE_TOKENS:
@@ -187,6 +240,20 @@ class TurboQuantLayer(DynamicLayer):
         self.cold["keys"].append(keys[..., :count, :])
         self.cold["values"].append(values[..., :count, :])
         return keys[..., count:, :], values[..., count:, :]
+
+    def _warn_decoded(self, cold: int) -> None:
+        if "decoded" in self.notices:
+            return
+        self.notices.add("decoded")
+        warnings.warn(
+            "TurboQuantCache(attention='decoded') hands the model's own attention full key and "
+            f"value tensors, so every update decodes a layer's whole cold tier again ({cold} "
+            "tokens here): each step's time grows with the context (memory stays compressed). "
+            "For long contexts switch the model to the attention on the compressed cache, "
+            f"rotaquant.kv.enable(model) (attn_implementation={ATTENTION!r}), and pass "
+            "config=model.config (or attention='compressed'). Warned once per cache.",
+            stacklevel=3,
+        )
 
     def check_consumed(self) -> None:
         """Raise if the attention ignored the cold tier handed out by the last update."""
@@ -232,7 +299,9 @@ class TurboQuantLayer(DynamicLayer):
     @property
     def nbytes(self) -> int:
         """Bytes held: cold codes and scales (spare rows included), the fitted statistics
-        (float16 means and channel scales, int16 outlier indices), and the hot tensors."""
+        (float16 means and channel scales, int16 outlier indices), and the hot tensors. No
+        decoded copy is held: the decoded path builds the layer's full key and value tensors
+        (model dtype) at each update for the attention that reads them, which drops them."""
         cold = sum(tier.nbytes + tier.codec.stats_nbytes for tier in self.cold.values())
         if not self.is_initialized:
             return int(cold)
@@ -361,8 +430,15 @@ class TurboQuantCache(Cache):
         hot_float16: for float32 models, keep the hot window in float16 (attention still sees
             each new token exactly as computed); other dtypes keep their own.
 
-    ``config``: the model's config; sliding-window layers then keep only their window, and
-    every layer's head_dim is checked against the widths at once.
+    ``config``: the model's config (a transformers ``PretrainedConfig``, ``model.config``);
+    sliding-window layers then keep only their window, and every layer's head_dim is checked
+    against the widths at once.
+
+    ``attention="decoded"`` decodes each layer's whole cold tier at every update (the model's
+    own attention needs full tensors) and keeps no decoded copy, so memory stays compressed
+    while a step's time grows with the context; it warns once per cache past
+    ``DECODED_WARN_TOKENS`` cold tokens. Long contexts want the compressed attention
+    (``rotaquant.kv.enable(model)``); the module docstring says why no decoded copy is kept.
     """
 
     def __init__(self, *args: Any, config: Any = None, **options: Any):
@@ -373,6 +449,11 @@ class TurboQuantCache(Cache):
             "TurboQuantCache", args[kv is not None :], _OLD_ORDER, options
         )
         config = options.pop("config", None)
+        if config is not None and not callable(getattr(config, "get_text_config", None)):
+            raise TypeError(
+                "config must be the model's transformers PretrainedConfig (model.config) or "
+                f"None, got {type(config).__name__}"
+            )
         kv = KVConfig.from_dict(options) if kv is None else kv.replace(**options)
         if kv.attention is None:  # the fast path when the model was switched to it
             enabled = getattr(config, "_attn_implementation", None) == ATTENTION
@@ -380,6 +461,7 @@ class TurboQuantCache(Cache):
         if kv.boundary_layers and config is None:
             raise ValueError("boundary_layers needs config= (the model's) to know the last layers")
         self.kv_config = kv
+        self._notices: set[str] = set()  # warnings given, once per cache (the layers share it)
         if config is None:
             self._layer_count = 0
             super().__init__(layer_class_to_replicate=self._next_layer)
@@ -394,7 +476,11 @@ class TurboQuantCache(Cache):
             window = kwargs.get("sliding_window") if kind == "sliding_attention" else None
             layers.append(
                 TurboQuantLayer(
-                    kv, index=index, layer_count=len(layer_types), sliding_window=window
+                    kv,
+                    index=index,
+                    layer_count=len(layer_types),
+                    sliding_window=window,
+                    notices=self._notices,
                 )
             )
         super().__init__(layers=layers)
@@ -431,7 +517,7 @@ class TurboQuantCache(Cache):
 
     def _next_layer(self) -> TurboQuantLayer:
         self._layer_count += 1
-        return TurboQuantLayer(self.kv_config, index=self._layer_count - 1)
+        return TurboQuantLayer(self.kv_config, index=self._layer_count - 1, notices=self._notices)
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs

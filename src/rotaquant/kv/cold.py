@@ -24,6 +24,7 @@ from .. import _core
 from . import backend
 from .codec import HeadCodec
 
+CHUNK_TOKENS = 512  # cold tokens decoded at a time (prefill attention, the decoded path)
 GROWTH = 16  # capacity = needed + needed / GROWTH: spare rows cost at most 1/16 more
 # Threads of the native readers: the calling thread only. Attention runs between torch's own
 # multi-threaded operations, whose threads still spin when a reader starts; splitting a reader
@@ -78,6 +79,15 @@ class ColdSnapshot:
     def decode(self, rotated: bool = False) -> torch.Tensor:
         """All live tokens decoded: (batch, heads, length, head_dim) float32."""
         return torch.cat(list(self.decoded(1 << 30, rotated)), dim=-2)
+
+    def decode_into(self, out: torch.Tensor) -> None:
+        """Write all live tokens decoded (model domain) into ``out`` (batch, heads, length,
+        head_dim), any dtype or view: ``CHUNK_TOKENS`` at a time, so the only float32 scratch
+        is one chunk."""
+        row = 0
+        for part in self.decoded(CHUNK_TOKENS, rotated=False):
+            out[..., row : row + part.shape[-2], :] = part
+            row += part.shape[-2]
 
     # Native readers (CPU): rotaquant._core.kv_* over every head's live rows.
 

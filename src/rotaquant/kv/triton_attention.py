@@ -328,14 +328,15 @@ def _attention_combine(
     d = tl.arange(0, DP)
     ok = m_ok[:, None] & (d[None, :] < D)
     top = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    for split in range(0, SPLITS_P2):  # a power of two ≥ splits: few compiled variants
+    # SPLITS_P2: a power of two ≥ splits (few compiled variants); the ranges past ``splits``
+    # are padding. Their rows are masked by one comparison against a bound that is 0 past
+    # ``splits``: ``m_ok & (split < splits)`` (a block and a run-time scalar condition) is an
+    # int32 mask under Triton 3.9's interpreter, which its loads refuse.
+    for split in range(0, SPLITS_P2):
+        live = m < tl.where(split < splits, M, 0)
         top = tl.maximum(
             top,
-            tl.load(
-                max_ptr + (bh * splits + split) * M + m,
-                mask=m_ok & (split < splits),
-                other=float("-inf"),
-            ),
+            tl.load(max_ptr + (bh * splits + split) * M + m, mask=live, other=float("-inf")),
         )
     top = tl.where(top == float("-inf"), 0.0, top)
     total = tl.zeros((BLOCK_M,), tl.float32)
@@ -344,7 +345,7 @@ def _attention_combine(
     exact = tl.zeros((BLOCK_M, DP), tl.float32)
     for split in range(0, SPLITS_P2):
         row = (bh * splits + split) * M + m
-        live = m_ok & (split < splits)
+        live = m < tl.where(split < splits, M, 0)
         weight = tl.exp(tl.load(max_ptr + row, mask=live, other=float("-inf")) - top)
         part_sum = tl.load(sum_ptr + row, mask=live, other=0.0) * weight
         acc = tl.load(acc_ptr + row[:, None] * D + d[None, :], mask=ok & live[:, None], other=0.0)
