@@ -391,3 +391,20 @@ def test_live_shards_are_saved_when_one_is_out_of_restarts(cluster, tmp_path):
     with pytest.warns(RuntimeWarning, match="shard 2 is unavailable"):
         sharded.save()
     _same(ShardedIndex.load(tmp_path / "idx"), single, unit_gaussian(5, DIM, seed=27))
+
+
+def test_two_drivers_on_one_directory_never_lose_a_save(cluster, tmp_path):
+    """The second driver's save refuses (its base was saved over) instead of removing files
+    the first one's manifest names."""
+    from rotaquant.index import FileChangedError
+
+    first, single, queries = _saved(tmp_path, n=300)
+    second = ShardedIndex.load(tmp_path / "idx")
+    more = unit_gaussian(40, DIM, seed=28)
+    first.remove([1, 2, 3])  # new whole files for some shards
+    single.remove([1, 2, 3])
+    first.save()
+    second.add(more)
+    with pytest.raises(FileChangedError, match="saved by another ShardedIndex"):
+        second.save()
+    _same(ShardedIndex.load(tmp_path / "idx"), single, queries)

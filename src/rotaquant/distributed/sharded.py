@@ -47,11 +47,13 @@ except ImportError as error:  # pragma: no cover - exercised without the extra
 from .._arrays import check_matrix, check_result_fits, positive_int
 from .._atomic import atomic_write
 from .._deprecation import keyword_only_after
-from ..index import IndexConfig, SearchResult, VectorIndex
+from ..index import FileChangedError, IndexConfig, SearchResult, VectorIndex
+from ..index.file_guard import flocked
 from ..index.validation import MAX_ID, as_ids, as_matrix, float16_copy, id_set, normalized
 from . import manifest
 from .manifest import MANIFEST, shard_of
 
+SAVE_LOCK = "save.lock"  # beside the manifest: held by the driver for a whole save
 INLINE_BYTES = 100_000  # Ray's own inline limit for task arguments
 _RETRY_PAUSE = 0.05  # seconds between asks of a restarting shard
 
@@ -372,7 +374,21 @@ class ShardedIndex:
         if target is None:
             raise ValueError("this index has no path: save(path) or construct it with path=")
         target.mkdir(parents=True, exist_ok=True)
-        home, generation = target == self.path, self._generation + 1
+        with flocked(target / SAVE_LOCK):  # one save at a time per directory
+            self._save_locked(target)
+
+    def _save_locked(self, target: Path) -> None:
+        home = target == self.path
+        try:
+            on_disk = manifest.read(target)["generation"]
+        except FileNotFoundError:
+            on_disk = 0
+        if home and on_disk != self._generation:
+            raise FileChangedError(
+                f"{target} was saved by another ShardedIndex since this one loaded or saved it "
+                f"(generation {self._generation} -> {on_disk}); nothing was written"
+            )
+        generation = max(self._generation, on_disk) + 1
         answers = self._ask("save", [(str(target), generation)] * self.shards, failures=True)
         down = [a for a in answers if isinstance(a, ShardUnavailableError)]
         for answer in answers:
