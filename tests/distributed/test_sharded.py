@@ -408,3 +408,72 @@ def test_two_drivers_on_one_directory_never_lose_a_save(cluster, tmp_path):
     with pytest.raises(FileChangedError, match="saved by another ShardedIndex"):
         second.save()
     _same(ShardedIndex.load(tmp_path / "idx"), single, queries)
+
+
+_SAVING_DRIVER = """
+import sys
+import numpy as np
+import ray
+from rotaquant.distributed import ShardedIndex
+path, start = sys.argv[1], int(sys.argv[2])
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+         object_store_memory=100 * 2**20)
+index = ShardedIndex.load(path) if start else ShardedIndex(48, 4, shards=3, path=path, seed=7)
+for step in range(start, start + 1000):
+    ids = np.arange(step * 40, step * 40 + 40)
+    index.add(np.random.default_rng(step).standard_normal((40, 48)).astype(np.float32), ids)
+    if step % 3 == 2:
+        index.remove(ids[:10])  # whole-file rewrites too
+    index.save()
+    print(step, flush=True)
+"""
+
+
+def _ids_after(step: int) -> set[int]:
+    """The ids the driver script holds after its save of ``step``."""
+    held = set()
+    for s in range(step + 1):
+        ids = range(s * 40, s * 40 + 40)
+        held.update(ids[10:] if s % 3 == 2 else ids)
+    return held
+
+
+@pytest.mark.slow
+def test_drivers_killed_during_saves_lose_no_acknowledged_save(cluster, tmp_path):
+    """A driver process saving in a loop is SIGKILLed (with its Ray cluster) at random
+    moments; every time, the directory loads as exactly the last acknowledged save or the
+    one in flight, and the next driver goes on from it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path, rng, step, kills = str(tmp_path / "idx"), np.random.default_rng(3), -1, 0
+    while kills < 12:
+        driver = subprocess.Popen(
+            [sys.executable, "-c", _SAVING_DRIVER, path, str(step + 1)],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        acknowledged = step
+        first = driver.stdout.readline()  # the driver is saving
+        assert first, "the driver died before its first save"
+        acknowledged = int(first)
+        time.sleep(rng.uniform(0.0, 1.5))
+        os.killpg(driver.pid, signal.SIGKILL)
+        out, _ = driver.communicate(timeout=60)
+        for line in out.split():
+            acknowledged = int(line)
+        kills += 1
+        loaded = ShardedIndex.load(path)
+        held = len(loaded)
+        candidates = {acknowledged: _ids_after(acknowledged)}
+        candidates[acknowledged + 1] = _ids_after(acknowledged + 1)
+        found = [s for s, ids in candidates.items() if len(ids) == held]
+        assert found, (acknowledged, held)
+        step = found[-1]
+        search = loaded.search(np.eye(48, dtype=np.float32)[:1], k=held)
+        assert set(search.ids[0].tolist()) == candidates[step]
+        for actor in loaded.actors:
+            ray.kill(actor, no_restart=True)
