@@ -138,6 +138,8 @@ def test_careless_inputs_get_one_line_errors(tmp_path):
             "integer ids",
         ),
         (["compress", str(tmp_path / "empty.npy"), "-o", str(tmp_path / "c.rqc")], "no vectors"),
+        # not "Unable to allocate 21.8 TiB": refused before anything is allocated
+        (["index", "search", idx, str(tmp_path / "one.npz"), "-k", str(10**12)], "k=10000"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit, match=message):
