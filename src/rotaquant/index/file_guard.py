@@ -12,7 +12,9 @@
   Before and after each use, ``check`` compares the file's size and mtime with what it saw: a
   file cut below its committed length is refused, and any other change (another process
   appending, or someone overwriting bytes) re-verifies every committed section's checksum
-  from the file once, refusing the file if a byte changed; the check after a read discards
+  from the file, refusing the file if a byte changed (and again at every call while the change
+  is under half a second old: the kernel stamps mtime before a write's bytes land, so a
+  verify that raced the write saw the old bytes); the check after a read discards
   what the read computed. The map comes from the native core (``csrc/mapped.cpp``): a read
   that meets the file truncated underneath it reads zeros instead of dying of SIGBUS, and
   ``check`` then refuses the file.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 import weakref
 import zlib
 from contextlib import contextmanager, suppress
@@ -33,6 +36,7 @@ from pathlib import Path
 from .. import _core
 
 _VERIFY_CHUNK = 1 << 24  # bytes read at a time when re-verifying a changed file
+SETTLE_NS = 500_000_000  # a change younger than this may still be landing (see check)
 
 
 class FileChangedError(RuntimeError):
@@ -126,7 +130,11 @@ class MappedSource:
                 stamp = self._now()
                 if stamp != self._stamp:
                     self._problem = self._verify(stamp[0])
-                    self._stamp = stamp
+                    # the kernel stamps mtime before a write's bytes land: a verify that ran
+                    # meanwhile passed on the old bytes, so a recent stamp is not accepted
+                    # yet (every call re-verifies until the change is SETTLE_NS old)
+                    if time.time_ns() - stamp[1] >= SETTLE_NS:
+                        self._stamp = stamp
             if self._problem is not None:
                 raise FileChangedError(f"{self.path}: {self._problem}; load it again")
 
