@@ -49,7 +49,7 @@ from rotaquant.kv.evaluate import (
 from ._common import Column, add_isa_argument, apply_isa, format_table, metadata, publish
 
 RESIDUAL = 128
-SECTIONS = ("quality", "needle", "speed", "gemma", "bytes", "profile", "attention")
+SECTIONS = ("quality", "needle", "speed", "gemma", "bytes", "profile", "attention", "devset")
 WIDTHS = ((8, 8), (4, 4), (4, 3), (3.5, 3.5), (3, 3), (2.5, 2.5), (2, 2))
 # (label, TurboQuantCache kwargs) beyond the plain widths above
 VARIANTS = (
@@ -629,6 +629,132 @@ def robustness(name, model, compressed, texts: dict[str, torch.Tensor], chunk) -
     return rows
 
 
+# Issue 23's development set: the defaults against calibration and bits="auto"
+DEVSET_SETTINGS = (
+    ("fixed statistics", {"key_bits": 4, "value_bits": 3, "calibrate": False}),
+    ("calibrated", {"key_bits": 4, "value_bits": 3}),
+    ("calibrated", {"key_bits": 3.5, "value_bits": 3.5}),
+    ("calibrated", {"key_bits": 2.5, "value_bits": 2.5}),
+    ("auto 3.5", {"bits": "auto", "budget": 3.5}),
+    ("auto 3.0", {"bits": "auto", "budget": 3.0}),
+)
+DEVSET_COLUMNS: list[Column] = [
+    ("model", "model", ""),
+    ("text", "text", ""),
+    ("variant", "settings", ""),
+    ("widths", "K/V bits", ""),
+    ("ppl_change_pct", "vs dynamic %", "+.2f"),
+    ("top1_pct", "top-1 agree %", ".1f"),
+    ("bits_per_value", "bits/value held", ".2f"),
+]
+DEVSET_SUMMARY: list[Column] = [
+    ("model", "model", ""),
+    ("variant", "settings", ""),
+    ("widths", "K/V bits", ""),
+    ("worst_pct", "worst text %", "+.2f"),
+    ("worst_text", "worst text", ""),
+    ("mean_pct", "mean %", "+.2f"),
+]
+
+
+def _widths(cache) -> str:
+    """The layers' (key, value) widths: one pair, or the mean of an allocation."""
+    pairs = cache.allocation
+    if len(set(pairs)) == 1:
+        return "{:g}/{:g}".format(*pairs[0])
+    keys = sum(k for k, _ in pairs) / len(pairs)
+    values = sum(v for _, v in pairs) / len(pairs)
+    return f"auto {keys:.2f}/{values:.2f}"
+
+
+def devset(name, model, compressed, tokenizer, tokens, prefill, chunk, residual) -> list[dict]:
+    """Every development text (``data.development_texts``) × DEVSET_SETTINGS: perplexity
+    change against DynamicCache, top-1 agreement, bits per value really held."""
+    rows = []
+    for text, source in data.development_texts(tokenizer).items():
+        ids = tokenizer(source, return_tensors="pt").input_ids[:, :tokens]
+        reference = score_text(model, ids, DynamicCache(config=model.config), chunk, prefill)
+        for label, options in DEVSET_SETTINGS:
+            cache = TurboQuantCache(
+                residual_length=residual, attention="compressed", config=model.config, **options
+            )
+            scored = score_text(compressed, ids, cache, chunk, prefill)
+            held, fp16 = cache.nbytes, cache.fp16_nbytes
+            rows.append(
+                {
+                    "model": name,
+                    "text": text,
+                    "variant": label,
+                    "widths": _widths(cache),
+                    "ppl": scored.perplexity,
+                    "ppl_change_pct": 100 * (scored.perplexity / reference.perplexity - 1),
+                    "top1_pct": 100
+                    * (scored.predictions == reference.predictions).float().mean().item(),
+                    "bits_per_value": 16 * held / fp16,
+                    "residual": residual,
+                }
+            )
+            print(
+                {k: rows[-1][k] for k in ("model", "text", "variant", "widths", "ppl_change_pct")},
+                flush=True,
+            )
+    return rows
+
+
+def devset_summary(rows: list[dict]) -> list[dict]:
+    """Per model and setting: the worst text and the mean; and leave-one-text-out for the
+    (4, 3) choice between fixed statistics and calibration (chosen by the worst of the other
+    texts, reported on the held-out one)."""
+    out = []
+    keys = sorted({(r["model"], r["variant"], r["widths"]) for r in rows}, key=str)
+    for model, variant, widths in keys:
+        mine = [
+            r for r in rows if (r["model"], r["variant"], r["widths"]) == (model, variant, widths)
+        ]
+        worst = max(mine, key=lambda r: r["ppl_change_pct"])
+        out.append(
+            {
+                "model": model,
+                "variant": variant,
+                "widths": widths,
+                "worst_pct": worst["ppl_change_pct"],
+                "worst_text": worst["text"],
+                "mean_pct": sum(r["ppl_change_pct"] for r in mine) / len(mine),
+            }
+        )
+    return out
+
+
+def leave_one_text_out(rows: list[dict]) -> list[dict]:
+    """(4, 3): fixed statistics or calibrated, chosen on five texts (the lower worst change),
+    checked on the sixth."""
+    out = []
+    for model in sorted({r["model"] for r in rows}):
+        pick = {
+            (r["variant"], r["text"]): r["ppl_change_pct"]
+            for r in rows
+            if r["model"] == model and r["widths"] == "4/3"
+        }
+        texts = sorted({t for _, t in pick})
+        for held_out in texts:
+            others = [t for t in texts if t != held_out]
+            chosen = min(
+                ("fixed statistics", "calibrated"),
+                key=lambda v: max(pick[(v, t)] for t in others),
+            )
+            out.append(
+                {
+                    "model": model,
+                    "variant": f"held out: {held_out}",
+                    "widths": chosen,
+                    "worst_pct": pick[(chosen, held_out)],
+                    "worst_text": held_out,
+                    "mean_pct": max(pick[(chosen, t)] for t in others),
+                }
+            )
+    return out
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -773,6 +899,27 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{RESIDUAL}, keys/values N(0, 1)) against torch SDPA with GQA on the same tokens in "
             "float32 and float16. vs: time ratio (below 1: faster). bytes read: the cache each "
             "scans (cold codes + scales + hot window; float32 K and V)."
+        )
+    if "devset" in args.sections:
+        rows = devset("SmolLM2-135M", model, compressed, tokenizer, 1664, 128, 64, 16)
+        gemma_model, gemma_tokenizer = data.gemma3()
+        gemma_compressed = copy.deepcopy(gemma_model)
+        enable(gemma_compressed)
+        rows += devset(
+            "Gemma-3-270M", gemma_model, gemma_compressed, gemma_tokenizer, 1664, 128, 64, 16
+        )
+        payload["devset"] = rows
+        payload["devset_summary"] = devset_summary(rows) + leave_one_text_out(rows)
+        report.append(format_table(rows, DEVSET_COLUMNS))
+        report.append(format_table(payload["devset_summary"], DEVSET_SUMMARY))
+        report.append(
+            "\nDevelopment set (rotaquant.contrib.data.development_texts): 1,664 tokens of each "
+            "text, a 128-token prefill then chunks of 64, teacher-forced, float32, compressed "
+            "attention, hot window 16. Summary: the worst text and the mean per setting; "
+            "'held out' rows: the (4, 3) choice between fixed statistics and calibration made "
+            "on the other texts (by their worst change, shown as mean %) and its change on the "
+            "held-out text (worst text %). bits/value held: nbytes over float16 bytes × 16 "
+            "(codes, scales, statistics, sinks and the hot window)."
         )
     print("\n\n".join(report))
     meta = metadata(torch=torch.__version__, tokens=args.tokens, chunk=args.chunk)

@@ -34,6 +34,8 @@ import numpy as np
 __all__ = [
     "MissingData",
     "cache_dir",
+    "development_texts",
+    "fortunes",
     "gemma3",
     "glove_50d",
     "minilm_embeddings",
@@ -41,6 +43,7 @@ __all__ = [
     "mpnet_embeddings",
     "mpnet_model",
     "pydoc_sentences",
+    "python_source",
     "smollm2",
     "wordnet_glosses",
     "wordnet_texts",
@@ -103,6 +106,86 @@ def pydoc_sentences(limit: int | None = None, min_chars: int = 40) -> list[str]:
 
 
 WORDNET_DIR = Path("/usr/share/wordnet")
+
+
+def _debian_file(package: str, path: str) -> Path:
+    """``/path`` from the Debian ``package``: the installed file, else the package fetched
+    with ``apt-get download`` (a package registry; no root needed) and unpacked once under
+    ``cache_dir()/debian``."""
+    installed = Path("/") / path
+    if installed.exists():
+        return installed
+    root = cache_dir() / "debian" / package
+    if not (root / path).exists():
+        if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+            raise MissingData(f"{installed} not found: apt-get install {package}")
+        import subprocess
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            subprocess.run(
+                ["apt-get", "download", package], cwd=folder, check=True, capture_output=True
+            )
+            (deb,) = Path(folder).glob("*.deb")
+            staging = root.with_name(f"{package}.{os.getpid()}.tmp")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], check=True)
+            shutil.rmtree(root, ignore_errors=True)
+            os.replace(staging, root)
+    return root / path
+
+
+def fortunes(collection: str, package: str = "fortunes") -> list[str]:
+    """The entries of one fortune-cookie file (Debian ``fortunes``, ``fortunes-de``, …)."""
+    text = _debian_file(package, f"usr/share/games/fortunes/{collection}").read_text("utf-8")
+    return [entry.strip() for entry in text.split("\n%\n") if entry.strip()]
+
+
+def python_source(modules: tuple[str, ...] = ("argparse", "dataclasses", "inspect")) -> str:
+    """The source code of standard-library modules, as files on disk."""
+    import importlib
+
+    return "\n\n".join(Path(importlib.import_module(m).__file__).read_text() for m in modules)
+
+
+def development_texts(tokenizer=None) -> dict[str, str]:
+    """The KV cache's development set: six kinds of real text, none tuned on alone —
+    technical documentation (``pydoc_data``), a dictionary (WordNet glosses, nouns from the
+    20,000th synset), Python source code (the standard library's ``argparse``,
+    ``dataclasses``, ``inspect``), English prose (the ``literature`` and ``wisdom``
+    fortunes), German prose (the ``anekdoten`` and ``sprichworte`` of ``fortunes-de``), and a
+    dialogue in ``tokenizer``'s chat template (the ``riddles`` fortunes as questions and
+    answers, then the ``computers`` ones as answers to a request; plain "User:"/"Assistant:"
+    turns without a tokenizer or template)."""
+    riddles = []
+    for entry in fortunes("riddles", "fortunes-min"):
+        found = re.search(r"A:\s*(.+?)\s*Q:\s*(.+)", entry, re.S)
+        if found:
+            answer, question = (" ".join(part.split()) for part in found.groups())
+            riddles += [
+                {"role": "user", "content": f"The answer is: {answer} What was the question?"},
+                {"role": "assistant", "content": question},
+            ]
+    for entry in fortunes("computers"):
+        riddles += [
+            {"role": "user", "content": "Tell me something about computers."},
+            {"role": "assistant", "content": " ".join(entry.split())},
+        ]
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        dialogue = tokenizer.apply_chat_template(riddles, tokenize=False)
+    else:
+        dialogue = "\n".join(f"{m['role'].title()}: {m['content']}" for m in riddles)
+    return {
+        "Python docs": " ".join(pydoc_sentences()),
+        "WordNet glosses": " ".join(wordnet_glosses()[20_000:26_000]),
+        "Python source": python_source(),
+        "English prose": "\n\n".join(fortunes("literature", "fortunes-min") + fortunes("wisdom")),
+        "German prose": "\n\n".join(
+            fortunes("de/anekdoten", "fortunes-de") + fortunes("de/sprichworte", "fortunes-de")
+        ),
+        "Dialogue (chat)": dialogue,
+    }
 
 
 def _wordnet_synsets() -> Iterator[tuple[list[str], str]]:

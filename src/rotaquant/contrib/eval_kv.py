@@ -24,7 +24,11 @@ EVALUATION = {
 }
 # eval-kv's own defaults where they differ from KVConfig's (it measures the fast path)
 CACHE_DEFAULTS = {"attention": "compressed"}
-CHOICES = {"attention": ("compressed", "decoded"), "key_mode": ("mse", "prod")}
+CHOICES = {
+    "attention": ("compressed", "decoded"),
+    "key_mode": ("mse", "prod"),
+    "bits": ("auto",),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +135,8 @@ def report(
     text = " ".join(data.pydoc_sentences())
     ids = tokenizer(text, return_tensors="pt").input_ids[:, :tokens]
     label = f"TurboQuantCache({kv.key_bits:g}, {kv.value_bits:g})"
+    if kv.bits == "auto":
+        label = f"TurboQuantCache(bits='auto', budget={kv.budget:g})"
     residual = kv.residual_length
     print(
         f"\n{type(model).__name__} ({model_name}), {ids.shape[1]} tokens of Python docs fed in "
@@ -157,6 +163,7 @@ def report(
             f"{name:<26} {value:>10.3f} {100 * (value / base - 1):>+7.2f}% "
             f"{nbytes / 2**20:>9.2f} {fp16 / nbytes:>9.2f}"
         )
+    print_calibration(cache)
     top1 = (predictions == base_predictions).float().mean().item()
     print(
         f"\nnext-token top-1 agreement with the uncompressed cache (same text): {100 * top1:.1f}%"
@@ -179,3 +186,21 @@ def report(
         f"pass key hidden halfway through {needle_tokens} tokens: "
         f"{'found' if found else 'NOT found'} through the compressed cache"
     )
+
+
+def print_calibration(cache) -> None:
+    """Each layer's (key, value) widths and the statistics its heads were calibrated to."""
+    rows = [
+        (index, widths, chosen)
+        for index, (widths, chosen) in enumerate(
+            zip(cache.allocation, cache.calibration, strict=True)
+        )
+    ]
+    if not any(chosen for _, _, chosen in rows) and cache.kv_config.bits != "auto":
+        return
+    print("\nlayer  K bits  V bits  key statistics per head (calibrated from the queries)")
+    for index, (key_bits, value_bits), chosen in rows:
+        heads = ", ".join(chosen["keys"].labels) if chosen else "(not calibrated yet)"
+        print(f"{index:>5}  {key_bits:>6g}  {value_bits:>6g}  {heads}")
+    widths = [bits for pair in cache.allocation for bits in pair]
+    print(f"mean width: {sum(widths) / len(widths):.3f} bits per value (codes)")

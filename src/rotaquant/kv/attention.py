@@ -36,6 +36,9 @@ def compressed_attention(
     scaling = head_dim**-0.5 if scaling is None else scaling
     # the scale folded into the queries: logits come out scaled, no pass over them
     q = (query.float() * scaling).reshape(batch, kv_heads, groups * q_len, head_dim)
+    calibrate = getattr(key, "_rotaquant_calibrate", None)
+    if calibrate is not None:  # the cache's first cold tokens wait for these queries
+        calibrate(q, q_len, key, value)
     cold = getattr(key, "_rotaquant_cold", None)
     cold_length = 0 if cold is None else cold.length
     recording = torch.is_grad_enabled() and query.requires_grad

@@ -29,6 +29,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer, get_layer_types_and_kwargs
 
 from .._deprecation import positional_to_keywords
+from .calibrate import Choice, Sample, WidthPlan, choose, widths_for
 from .codec import HeadCodec, fit_heads
 from .cold import ColdSnapshot, ColdTier
 from .config import KVConfig
@@ -113,6 +114,13 @@ class TurboQuantLayer(DynamicLayer):
         sliding_window: the layer's window, if it is a sliding-window layer.
         notices: warnings already given, shared by a cache's layers (so that each is given
             once per cache).
+        plan: with ``bits="auto"``, the cache's width allocation (shared by its layers).
+
+    Calibration (``calibrate``, see ``calibrate.py``): when the first tokens are about to go
+    cold, the layer keeps them exact for one more attention call, whose queries (the
+    compressed attention hands them over; the decoded path uses the newest keys instead)
+    choose each head's coding — and, with ``bits="auto"``, report the layer's error curves.
+    ``calibration`` then holds the choices: {"keys": Choice, "values": Choice}.
     """
 
     def __init__(
@@ -123,11 +131,18 @@ class TurboQuantLayer(DynamicLayer):
         layer_count: int | None = None,
         sliding_window: int | None = None,
         notices: set[str] | None = None,
+        plan: WidthPlan | None = None,
     ):
         super().__init__()
         self.notices = set() if notices is None else notices
         kv = kv or KVConfig()
-        self.kv_config = kv
+        if kv.bits == "auto" and plan is None:
+            raise ValueError("bits='auto' needs the cache's width plan (TurboQuantCache(config=))")
+        self.kv_config, self.index, self.plan = kv, index, plan
+        self.calibrate = kv.calibrate or plan is not None
+        self.calibration: dict[str, Choice] | None = None
+        self._choices: dict[str, dict[float, Choice]] | None = None  # measured, not yet used
+        self._asked = False  # the attention was handed the calibration hook once
         self.key_bits, self.value_bits = kv.widths(index, layer_count)
         self.key_fit, self.value_fit = kv.key_fit, kv.value_fit
         self.hot_float16 = kv.hot_float16
@@ -145,8 +160,9 @@ class TurboQuantLayer(DynamicLayer):
         self.sink_keys = self.sink_values = None  # (batch, heads, ≤ sink_tokens, dim)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        widths = (self.key_bits, self.value_bits)  # refused at once, naming the option
-        self.kv_config.check_head_dim(key_states.shape[-1], value_states.shape[-1], widths)
+        if self.plan is None:  # refused at once, naming the option
+            widths = (self.key_bits, self.value_bits)
+            self.kv_config.check_head_dim(key_states.shape[-1], value_states.shape[-1], widths)
         super().lazy_initialization(key_states, value_states)
         if self.hot_float16 and key_states.dtype == torch.float32:  # hot tokens as float16
             self.keys, self.values = self.keys.half(), self.values.half()
@@ -154,14 +170,58 @@ class TurboQuantLayer(DynamicLayer):
         self.sink_keys = self.keys.new_empty((*shape, key_states.shape[-1]))
         self.sink_values = self.values.new_empty((*shape, value_states.shape[-1]))
 
-    def _fit(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """The cold tiers' codecs, fitted to the tokens seen when the first ones go cold."""
-        codecs = {}
+    def _widths(self, kind: str, dim: int) -> list[float]:
+        """The widths ``kind`` is measured at: the layer's own, or every auto width."""
+        mode = self.key_mode if kind == "keys" else "mse"
+        if self.plan is not None:
+            return widths_for(dim, mode)
+        return [self.key_bits if kind == "keys" else self.value_bits]
+
+    def _measure(self, sample: Sample) -> None:
+        """Each kind's best coding at each width it may get, from ``sample``; reported to
+        the width plan with ``bits="auto"``."""
+        self._choices = {}
+        for kind in ("keys", "values"):
+            states = sample.cold(kind)
+            mode = self.key_mode if kind == "keys" else "mse"
+            seed = self.seed + (kind == "values")
+            fit = self.key_fit if kind == "keys" else self.value_fit
+            self._choices[kind] = {
+                bits: choose(sample, kind, bits, mode, seed, fit)
+                for bits in self._widths(kind, states.shape[-1])
+            }
+            if self.plan is not None:
+                curve = {bits: c.error for bits, c in self._choices[kind].items()}
+                self.plan.report(self.index, kind, curve, states.shape[1] * states.shape[-1])
+
+    def _hook(self, first: int, last: int):
+        """What the compressed attention calls with its queries (see ``calibrate.Sample``)."""
+
+        def measure(queries, q_len, keys, values) -> None:
+            self._measure(Sample.from_attention(queries, q_len, keys, values, first, last))
+
+        return measure
+
+    def _fit(self, exact_keys: torch.Tensor, exact_values: torch.Tensor, first: int) -> None:
+        """The cold tiers' codecs, fitted to the tokens held when the first ones go cold:
+        calibrated (from the queries measured, else the newest keys standing in for them)
+        or, with ``calibrate=False``, by the configured statistics."""
+        keys, values = exact_keys[..., first:, :], exact_values[..., first:, :]
+        if self.calibrate and self._choices is None:
+            last = exact_keys.shape[-2] - self.residual_length
+            self._measure(Sample.from_keys(exact_keys, exact_values, first, last))
+        if self.plan is not None:
+            self.key_bits, self.value_bits = self.plan.widths(self.index)
+        codecs, self.calibration = {}, {}
         for kind, states, bits, mode, fit, seed in (
             ("keys", keys, self.key_bits, self.key_mode, self.key_fit, self.seed),
             ("values", values, self.value_bits, "mse", self.value_fit, self.seed + 1),
         ):
-            stats = fit_heads(states, bits, mode, fit)
+            if self.calibrate:
+                choice = self._choices[kind][bits]
+                stats, self.calibration[kind] = choice.fit, choice
+            else:
+                stats = fit_heads(states, bits, mode, fit)
             codecs[kind] = HeadCodec(
                 states.shape[-1],
                 bits,
@@ -171,6 +231,7 @@ class TurboQuantLayer(DynamicLayer):
                 stats.offset,
                 stats.channel_scale,
             )
+        self._choices = None
         self.cold = {kind: ColdTier(codec) for kind, codec in codecs.items()}
 
     def update(
@@ -225,6 +286,14 @@ class TurboQuantLayer(DynamicLayer):
             returned = (with_cold(exact_keys, keys, sinks), with_cold(exact_values, values, sinks))
         self.cumulative_length += key_states.shape[-2]
         overflow = hot_keys.shape[-2] - self.residual_length
+        if overflow >= MIGRATE_TOKENS and not self.cold:
+            if self.calibrate and self.attention == "compressed" and not self._asked:
+                # one more attention call on exact tokens: its queries calibrate the codecs
+                self._asked = True
+                returned[0]._rotaquant_calibrate = self._hook(sinks, sinks + overflow)
+                overflow = 0
+            else:
+                self._fit(exact_keys, exact_values, sinks)
         if overflow >= MIGRATE_TOKENS:
             hot_keys, hot_values = self._migrate(hot_keys, hot_values, overflow)
         hot = self.keys.dtype
@@ -233,10 +302,8 @@ class TurboQuantLayer(DynamicLayer):
         return returned
 
     def _migrate(self, keys: torch.Tensor, values: torch.Tensor, count: int):
-        """Encode the oldest ``count`` hot ``keys``/``values`` into the cold tiers (fitting
-        the codecs the first time); returns what stays hot."""
-        if not self.cold:
-            self._fit(keys, values)
+        """Encode the oldest ``count`` hot ``keys``/``values`` into the cold tiers; returns
+        what stays hot."""
         self.cold["keys"].append(keys[..., :count, :])
         self.cold["values"].append(values[..., :count, :])
         return keys[..., count:, :], values[..., count:, :]
@@ -323,6 +390,7 @@ class TurboQuantLayer(DynamicLayer):
         self._last_view = None
         self.cold = {}
         self.sink_keys = self.sink_values = None
+        self.calibration, self._choices, self._asked = None, None, False
 
     def _map_batch(self, fn) -> None:
         if self.is_initialized:
@@ -460,8 +528,13 @@ class TurboQuantCache(Cache):
             kv = kv.replace(attention="compressed" if enabled else "decoded")
         if kv.boundary_layers and config is None:
             raise ValueError("boundary_layers needs config= (the model's) to know the last layers")
+        if kv.bits == "auto" and config is None:
+            raise ValueError(
+                "bits='auto' needs config= (the model's): widths are spread over its layers"
+            )
         self.kv_config = kv
         self._notices: set[str] = set()  # warnings given, once per cache (the layers share it)
+        self.plan = WidthPlan(kv.budget) if kv.bits == "auto" else None
         if config is None:
             self._layer_count = 0
             super().__init__(layer_class_to_replicate=self._next_layer)
@@ -481,6 +554,7 @@ class TurboQuantCache(Cache):
                     layer_count=len(layer_types),
                     sliding_window=window,
                     notices=self._notices,
+                    plan=self.plan,
                 )
             )
         super().__init__(layers=layers)
@@ -518,6 +592,19 @@ class TurboQuantCache(Cache):
     def _next_layer(self) -> TurboQuantLayer:
         self._layer_count += 1
         return TurboQuantLayer(self.kv_config, index=self._layer_count - 1, notices=self._notices)
+
+    @property
+    def allocation(self) -> list[tuple[float, float]]:
+        """(key bits, value bits) of each layer: chosen by ``bits="auto"`` once its tokens went
+        cold, else the configured widths (boundary layers included)."""
+        return [(layer.key_bits, layer.value_bits) for layer in self.layers]
+
+    @property
+    def calibration(self) -> list[dict[str, Choice] | None]:
+        """Each layer's calibrated codings (None before its first tokens go cold, or with
+        ``calibrate=False``): per kind a :class:`~rotaquant.kv.calibrate.Choice` naming each
+        head's statistics and its measured error."""
+        return [layer.calibration for layer in self.layers]
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs

@@ -81,6 +81,13 @@ class KVConfig:
     center_values: bool = _option(False, "code values minus each head's fitted mean")
     key_scale: float = _option(0.5, "key channels divided by rms**key_scale (0: off)")
     hot_float16: bool = _option(True, "float32 models keep the hot window in float16")
+    calibrate: bool = _option(
+        True, "choose each head's key/value coding by the attention error on its own queries"
+    )
+    bits: str | None = _option(
+        None, "'auto': each layer's key and value widths chosen within `budget` (needs config)"
+    )
+    budget: float = _option(3.5, "bits per value that bits='auto' spends (2..8)")
 
     def __post_init__(self) -> None:
         pair = _bits_pair(self.boundary_bits)
@@ -114,7 +121,19 @@ class KVConfig:
             )
         if not 0 <= key_scale <= 1:
             raise ValueError(f"key_scale must be in [0, 1], got {key_scale!r}")
-        for name in ("outliers", "center_keys", "center_values", "hot_float16"):
+        if self.bits not in (None, "auto"):
+            raise ValueError(
+                f"bits takes 'auto' (widths from a budget), got {self.bits!r}; for fixed "
+                "widths use key_bits= and value_bits="
+            )
+        budget = self.budget
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 2 <= budget <= 8:
+            raise ValueError(f"budget must be a number of bits per value in [2, 8], got {budget!r}")
+        if self.bits == "auto" and self.boundary_layers:
+            raise ValueError(
+                "bits='auto' chooses the boundary layers' widths too: drop boundary_layers"
+            )
+        for name in ("outliers", "center_keys", "center_values", "hot_float16", "calibrate"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         # plain, comparable values: the pair as a tuple, whole widths as int

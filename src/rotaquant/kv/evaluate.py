@@ -28,13 +28,16 @@ class TextScore(NamedTuple):
 
 
 @torch.no_grad()
-def score_text(model, ids: torch.Tensor, cache, chunk: int) -> TextScore:
-    """Perplexity of ``ids`` (1, n) fed through ``cache`` ``chunk`` tokens at a time, so most
-    attention reads tokens already in the cache (compressed ones, for a compressed cache), and
-    the model's top-1 prediction at every scored position (teacher-forced)."""
+def score_text(model, ids: torch.Tensor, cache, chunk: int, prefill: int = 0) -> TextScore:
+    """Perplexity of ``ids`` (1, n) fed through ``cache`` ``chunk`` tokens at a time (after a
+    first piece of ``prefill`` tokens, if given), so most attention reads tokens already in
+    the cache (compressed ones, for a compressed cache), and the model's top-1 prediction at
+    every scored position (teacher-forced)."""
     nll, count, predictions = 0.0, 0, []
-    for start in range(0, ids.shape[1], chunk):
-        piece = ids[:, start : start + chunk]
+    starts = [0, *range(prefill, ids.shape[1], chunk)] if prefill else range(0, ids.shape[1], chunk)
+    ends = [*starts[1:], ids.shape[1]]
+    for start, end in zip(starts, ends, strict=True):
+        piece = ids[:, start:end]
         logits = model(piece, cache=cache, use_cache=True).logits[:, :-1].float()
         nll += torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), piece[:, 1:].reshape(-1), reduction="sum"
