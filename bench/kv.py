@@ -705,12 +705,14 @@ def devset_summary(rows: list[dict]) -> list[dict]:
     """Per model and setting: the worst text and the mean; and leave-one-text-out for the
     (4, 3) choice between fixed statistics and calibration (chosen by the worst of the other
     texts, reported on the held-out one)."""
+
+    def setting(row: dict) -> tuple[str, str, str]:  # auto: one setting, its widths vary
+        auto = row["variant"].startswith("auto")
+        return row["model"], row["variant"], "auto" if auto else row["widths"]
+
     out = []
-    keys = sorted({(r["model"], r["variant"], r["widths"]) for r in rows}, key=str)
-    for model, variant, widths in keys:
-        mine = [
-            r for r in rows if (r["model"], r["variant"], r["widths"]) == (model, variant, widths)
-        ]
+    for model, variant, widths in sorted({setting(r) for r in rows}):
+        mine = [r for r in rows if setting(r) == (model, variant, widths)]
         worst = max(mine, key=lambda r: r["ppl_change_pct"])
         out.append(
             {

@@ -191,7 +191,8 @@ class TurboQuantLayer(DynamicLayer):
                 for bits in self._widths(kind, states.shape[-1])
             }
             if self.plan is not None:
-                curve = {bits: c.error for bits, c in self._choices[kind].items()}
+                power = float(sample.output_power.sum())  # relative: each layer's own scale
+                curve = {bits: c.error / power for bits, c in self._choices[kind].items()}
                 self.plan.report(self.index, kind, curve, states.shape[1] * states.shape[-1])
 
     def _hook(self, first: int, last: int):

@@ -18,9 +18,12 @@ higher width or not (one choice per layer: the split is the layer's). Each head 
 best candidate; heads are coded independently, so the layer's error is the sum of the heads'
 best. The cost is a few small encodes and matmuls per layer, once.
 
-``bits="auto"``: the same errors at each width of ``AUTO_WIDTHS`` give every (layer, keys or
-values) an error curve; ``allocate`` spends a budget of bits per value where it lowers the
-summed error most (greedy on the error decrease per bit; boundary layers are just layers).
+``bits="auto"``: the same errors at each width of ``AUTO_WIDTHS``, relative to the power of
+the layer's exact attention output, give every (layer, keys or values) an error curve;
+``allocate`` spends a budget of bits per value where it lowers the summed relative error most
+(greedy on the error decrease per bit; boundary layers are just layers). Absolute errors gave
+the first layers 2 bits (their outputs are small) and cost perplexity: SmolLM2 and Gemma-3
+at 3.5 bits, pydoc and WordNet, +1.2 to +2.3 % absolute against +0.55 to +1.27 % relative.
 """
 
 from __future__ import annotations
