@@ -96,6 +96,14 @@ def _no_changes() -> dict[str, int]:
     return {"adds": 0, "upserts": 0, "removals": 0}
 
 
+def _entries_of(saved: dict | None) -> list[dict] | None:
+    """The shard entries of a read manifest, as a new manifest names them (None: no
+    manifest, or a version-1 one, whose entries name no commit)."""
+    if saved is None or any(entry["commit"] is None for entry in saved["files"]):
+        return None
+    return [{**entry, "commit": list(entry["commit"])} for entry in saved["files"]]
+
+
 class _Shard:
     """One shard: a VectorIndex, opened at the commit the manifest under ``home`` names
     (also after a restart), or empty when ``home`` is None or holds no manifest yet. A shard
@@ -380,9 +388,10 @@ class ShardedIndex:
     def _save_locked(self, target: Path) -> None:
         home = target == self.path
         try:
-            on_disk = manifest.read(target)["generation"]
+            saved = manifest.read(target)
         except FileNotFoundError:
-            on_disk = 0
+            saved = None
+        on_disk = 0 if saved is None else saved["generation"]
         if home and on_disk != self._generation:
             raise FileChangedError(
                 f"{target} was saved by another ShardedIndex since this one loaded or saved it "
@@ -394,7 +403,7 @@ class ShardedIndex:
         for answer in answers:
             if isinstance(answer, BaseException) and answer not in down:
                 raise answer
-        previous = self._committed_entries() if down and home else None
+        previous = _entries_of(saved) if down and home else None
         if down and previous is None:
             raise down[0]  # no earlier commit of that shard to keep: nothing was saved
         entries = [
@@ -426,16 +435,6 @@ class ShardedIndex:
                 )
         if problems:
             raise problems[0]
-
-    def _committed_entries(self) -> list[dict] | None:
-        """The shard entries of the manifest under ``path`` (None: none, or version 1)."""
-        try:
-            files = manifest.read(self.path)["files"]
-        except FileNotFoundError:
-            return None
-        if any(entry["commit"] is None for entry in files):
-            return None
-        return [{**entry, "commit": list(entry["commit"])} for entry in files]
 
     @classmethod
     @keyword_only_after(1, ("max_restarts", "timeout", "threads_per_shard", "actor_options"))

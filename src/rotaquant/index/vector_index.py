@@ -326,16 +326,14 @@ class VectorIndex:
             self._check_source()
             header = self._header()
             commit = self._commit
-            ours = commit is not None and commit.path == str(target)
-            state = file_format.newest_generation(target)
-            changed = ours and state not in (None, (commit.device, commit.inode, commit.observed))
+            changed, appendable = self._base_state(str(target))
             if changed and not overwrite:
                 raise FileChangedError(
                     f"{target}: another writer saved this file since this index read or "
                     "wrote it; load it again and redo the changes, or save(..., "
                     "overwrite=True) to replace it"
                 )
-            if ours and state is not None and not changed and not self._dirty:
+            if appendable:
                 pieces = self._rows.pieces(self._synced, len(self))
                 try:
                     self._commit = file_format.append(commit, header, pieces, self._check_source)
@@ -424,12 +422,20 @@ class VectorIndex:
     def appends_on_save(self, path: str | os.PathLike) -> bool:
         """Whether ``save(path)`` would append in place to the file this index last loaded or
         saved (only adds since, and nobody else committed to it) rather than rewrite it."""
+        return self._base_state(str(Path(path).resolve()))[1]
+
+    def _base_state(self, target: str) -> tuple[bool, bool]:
+        """(changed, appendable) of the file at ``target`` (resolved) against this index's
+        last commit: changed — someone else committed to this index's own file since;
+        appendable — a save may append in place (that file, unchanged, only adds since)."""
         commit = self._commit
-        target = str(Path(path).resolve())
-        if commit is None or commit.path != target or self._dirty:
-            return False
+        if commit is None or commit.path != target:
+            return False, False
         state = file_format.newest_generation(target)
-        return state == (commit.device, commit.inode, commit.observed)
+        if state is None:
+            return False, False
+        current = state == (commit.device, commit.inode, commit.observed)
+        return not current, current and not self._dirty
 
     # ------------------------------------------------------------------ internals
     def _check_source(self) -> None:
