@@ -238,12 +238,14 @@ NEEDLE_CACHES = (
     ("TurboQuant (4,3)", {"key_bits": 4, "value_bits": 3}),
     ("TurboQuant (3.5,3.5)", {"key_bits": 3.5, "value_bits": 3.5}),
     ("TurboQuant (2.5,2.5)", {"key_bits": 2.5, "value_bits": 2.5}),
+    ("TurboQuant auto 3.5", {"bits": "auto", "budget": 3.5}),
     ("QuantizedCache quanto 4", ("quanto", 4, 0, 0)),
 )
 GEMMA_NEEDLE_CACHES = (
     ("DynamicCache", None),
     ("TurboQuant (4,3)", {"key_bits": 4, "value_bits": 3}),
     ("TurboQuant (6,4)", {"key_bits": 6, "value_bits": 4}),
+    ("TurboQuant auto 3.5", {"bits": "auto", "budget": 3.5}),
 )
 
 
