@@ -264,3 +264,6 @@ def publish(name_or_path: str | Path, payload: dict[str, Any], text: str) -> Pat
     path.with_suffix(".txt").write_text(f"{header}\n\n{text.strip()}\n")
     print(f"wrote {path} and {path.with_suffix('.txt')}")
     return path
+
+
+provenance()  # taken now, as the run starts: commits made while it runs do not count
