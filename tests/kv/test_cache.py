@@ -256,6 +256,7 @@ def test_smollm2_perplexity_at_4_3_bits():
     base, compressed, cache = _real_model_perplexities(model, tokenizer, 16)
     assert compressed / base - 1 < 0.01
     assert cache.nbytes * 3.5 < cache.fp16_nbytes
+    assert all(c is not None for c in cache.calibration)  # every layer chose from queries
     enable(model)
     # and a pass key hidden halfway through 2k tokens is still found through the cache
     key = 40917
@@ -277,6 +278,7 @@ def test_gemma3_perplexity_at_4_3_bits():
     base, compressed, cache = _real_model_perplexities(model, tokenizer, 16)
     assert compressed / base - 1 < 0.01
     assert cache.nbytes <= cache.fp16_nbytes
+    assert all(c is not None for c in cache.calibration)  # every layer chose from queries
 
 
 @pytest.fixture(scope="module")
