@@ -10,7 +10,8 @@
 5. ivf_coding: an IVF index (issue 24) may code each vector itself (today's data-oblivious
    codes) or its residual to its list's centroid (what IVF-RaBitQ does): recall@10 of the
    compressed scores over every vector, top 10 and within the top 100 (re-rank depth), for
-   both, at nlist ≈ √n and 4√n (the centroids cost nlist·dim·4 bytes either way).
+   both, at nlist ≈ √n and 4√n (the centroids cost nlist·dim·4 bytes either way), on GloVe-50
+   and MPNet-768 (MiniLM's WordNet embeddings take an hour to compute on 2 cores).
 
     python -m bench.index_design [--sections ...] [--out index_design]
 """
@@ -29,7 +30,7 @@ from rotaquant.contrib import data
 from rotaquant.index.coarse import CoarseQuantizer
 from rotaquant.index.idmap import IdMap
 
-from ._common import Column, format_table, metadata, publish, unit_gaussian
+from ._common import Column, format_table, metadata, mpnet, publish, unit_gaussian
 
 BITS = (2, 3, 4)
 
@@ -207,17 +208,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     glove = np.asarray(data.glove_50d(), dtype=np.float32)
-    minilm = data.minilm_embeddings(data.wordnet_glosses(), progress=True)
-    gaussian = unit_gaussian(20_500, 128, seed=0)
-    norm_sets = {
-        "Gaussian-128 20k": (gaussian[:-500], gaussian[-500:]),
-        "GloVe-50 100k": (glove[:99_500], glove[99_500:100_000]),
-        "MiniLM-384 50k": (minilm[:50_000], minilm[-500:]),
-    }
-    big_sets = {
-        "GloVe-50 399k": (glove[:-1000], glove[-1000:]),
-        "MiniLM-384 117k": (minilm[:-1000], minilm[-1000:]),
-    }
+    needs_minilm = {"norm", "candidates"} & set(args.sections)
+    minilm = data.minilm_embeddings(data.wordnet_glosses(), progress=True) if needs_minilm else None
     parts = []
 
     def show(text: str) -> None:  # printed as it comes (a long run), kept for the .txt
@@ -226,15 +218,25 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     payload: dict[str, Any] = {"meta": metadata()}
     if "norm" in args.sections:
+        gaussian = unit_gaussian(20_500, 128, seed=0)
+        norm_sets = {
+            "Gaussian-128 20k": (gaussian[:-500], gaussian[-500:]),
+            "GloVe-50 100k": (glove[:99_500], glove[99_500:100_000]),
+            "MiniLM-384 50k": (minilm[:50_000], minilm[-500:]),
+        }
         payload["norm"] = norm_storage(norm_sets)
         show(format_table(payload["norm"], NORM_COLUMNS))
     if "seeds" in args.sections:
-        payload["seeds"] = seed_spread(*big_sets["GloVe-50 399k"])
+        payload["seeds"] = seed_spread(glove[:-1000], glove[-1000:])
         show(
             "VectorIndex recall@10 over rotation seeds 0-4, GloVe-50 399k, 1,000 queries:\n"
             + format_table(payload["seeds"], SEED_COLUMNS)
         )
     if "candidates" in args.sections:
+        big_sets = {
+            "GloVe-50 399k": (glove[:-1000], glove[-1000:]),
+            "MiniLM-384 117k": (minilm[:-1000], minilm[-1000:]),
+        }
         payload["candidates"] = candidates(big_sets)
         show(
             "rows re-scored exactly per query by the native scan:\n"
@@ -247,7 +249,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{ids['find_s']:.3f} s, {ids['bytes_per_id']:.1f} bytes/id"
         )
     if "ivf_coding" in args.sections:
-        payload["ivf_coding"] = ivf_coding(big_sets)
+        sets = {"GloVe-50 399k": (glove[:-1000], glove[-1000:]), "MPNet-768 200k": mpnet(200_000)}
+        payload["ivf_coding"] = ivf_coding(sets)
         show(
             "IVF codes: the vector itself (direct) or its residual to its list's centroid, "
             "inner product, 1,000 held-out queries; R@10: top 10 of the compressed scores over "
