@@ -160,7 +160,11 @@ def ivf_coding(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str,
                         order, np.argsort(-np.take_along_axis(scores, order, 1), axis=1)[:, :10], 1
                     )
                     row[f"{label} R@10"] = recall(top, truth)
-                    row[f"{label} 10@100"] = recall(order, truth)
+                    row[f"{label} 10@100"] = float(
+                        np.mean(
+                            [len(set(o) & set(t)) / 10 for o, t in zip(order, truth, strict=True)]
+                        )
+                    )
                 rows.append(row)
                 print(row, flush=True)
     return rows
