@@ -872,6 +872,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         choices=[name for name, _ in SPEED_CACHES],
         help="speed: only these caches (DynamicCache first: the ratios are to it)",
     )
+    parser.add_argument(
+        "--needle-models", nargs="+", choices=("smollm2", "gemma3"), default=["smollm2", "gemma3"]
+    )
     parser.add_argument("--attention-contexts", type=int, nargs="+", default=[4096, 16384, 32768])
     parser.add_argument("--out", default="kv", help="JSON path or name in bench/results")
     add_isa_argument(parser)
@@ -916,13 +919,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "quality" in args.sections and args.sweep:
             plot(rows, Path(__file__).resolve().parents[1] / "docs" / "kv_ppl_bits.png")
     if "needle" in args.sections:
-        payload["needle"] = needles("SmolLM2", model, compressed, tokenizer, NEEDLE_CACHES)
-        gemma_model, gemma_tokenizer = data.gemma3()
-        gemma_compressed = copy.deepcopy(gemma_model)
-        enable(gemma_compressed)
-        payload["needle"] += needles(
-            "Gemma-3", gemma_model, gemma_compressed, gemma_tokenizer, GEMMA_NEEDLE_CACHES
-        )
+        payload["needle"] = []
+        if "smollm2" in args.needle_models:
+            payload["needle"] += needles("SmolLM2", model, compressed, tokenizer, NEEDLE_CACHES)
+        if "gemma3" in args.needle_models:
+            gemma_model, gemma_tokenizer = data.gemma3()
+            gemma_compressed = copy.deepcopy(gemma_model)
+            enable(gemma_compressed)
+            payload["needle"] += needles(
+                "Gemma-3", gemma_model, gemma_compressed, gemma_tokenizer, GEMMA_NEEDLE_CACHES
+            )
         report.append(format_table(payload["needle"], NEEDLE_COLUMNS))
         report.append(
             f"\nPass-key retrieval (key {NEEDLE_KEY}), context × depth of the needle; greedy, 8 "
