@@ -706,11 +706,13 @@ def _devset_row(name, text, residual, variant, widths, scores, reference, bits) 
     return row
 
 
-def devset(name, model, compressed, tokenizer, tokens, prefill, chunk) -> list[dict]:
+def devset(name, model, compressed, tokenizer, tokens, prefill, chunk, done=None) -> list[dict]:
     """Every development text (``data.development_texts``) × DEVSET_WINDOWS × DEVSET_SETTINGS
     (DEVSET_SEEDS at the first window, seed 0 at the others) and HF QuantizedCache
     (DEVSET_PEERS, same windows): perplexity change against DynamicCache, top-1 agreement,
-    bits per value really held."""
+    bits per value really held. QuantizedCache is skipped on models with sliding-window layers
+    (transformers 5.24 refuses them). ``done(rows)`` is called after each text (the rows so
+    far), so that a long run's results survive its interruption."""
     rows = []
     for text, source in data.development_texts(tokenizer).items():
         ids = tokenizer(source, return_tensors="pt").input_ids[:, :tokens]
@@ -736,7 +738,8 @@ def devset(name, model, compressed, tokenizer, tokens, prefill, chunk) -> list[d
                         name, text, residual, label, shown, scores, reference, sum(bits) / len(bits)
                     )
                 )
-            for backend, nbits, key_axis, value_axis in DEVSET_PEERS:
+            sliding = "sliding_attention" in (getattr(model.config, "layer_types", None) or ())
+            for backend, nbits, key_axis, value_axis in () if sliding else DEVSET_PEERS:
                 cache = quantized_cache(model, backend, nbits, key_axis, value_axis, residual)
                 scored = score_text(model, ids, cache, chunk, prefill)
                 held, fp16 = cache_nbytes(cache, model.config, ids.shape[1])
@@ -753,6 +756,8 @@ def devset(name, model, compressed, tokenizer, tokens, prefill, chunk) -> list[d
                         16 * held / fp16,
                     )
                 )
+        if done is not None:
+            done(rows)
     return rows
 
 
@@ -875,6 +880,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--needle-models", nargs="+", choices=("smollm2", "gemma3"), default=["smollm2", "gemma3"]
     )
+    parser.add_argument(
+        "--devset-models", nargs="+", choices=("smollm2", "gemma3"), default=["smollm2", "gemma3"]
+    )
     parser.add_argument("--attention-contexts", type=int, nargs="+", default=[4096, 16384, 32768])
     parser.add_argument("--out", default="kv", help="JSON path or name in bench/results")
     add_isa_argument(parser)
@@ -970,13 +978,30 @@ def main(argv: Sequence[str] | None = None) -> None:
             "scans (cold codes + scales + hot window; float32 K and V)."
         )
     if "devset" in args.sections:
-        rows = devset("SmolLM2-135M", model, compressed, tokenizer, 1664, 128, 64)
-        gemma_model, gemma_tokenizer = data.gemma3()
-        gemma_compressed = copy.deepcopy(gemma_model)
-        enable(gemma_compressed)
-        rows += devset(
-            "Gemma-3-270M", gemma_model, gemma_compressed, gemma_tokenizer, 1664, 128, 64
-        )
+        rows: list[dict] = []
+
+        def partial(more: list[dict]) -> None:  # every finished text, written as it comes
+            done = rows + more
+            meta = metadata(torch=torch.__version__, partial=True)
+            text = format_table(done, DEVSET_COLUMNS) + "\n\n(partial: the run goes on)"
+            publish(args.out, {"meta": meta, "devset": done}, text)
+
+        if "smollm2" in args.devset_models:
+            rows += devset("SmolLM2-135M", model, compressed, tokenizer, 1664, 128, 64, partial)
+        if "gemma3" in args.devset_models:
+            gemma_model, gemma_tokenizer = data.gemma3()
+            gemma_compressed = copy.deepcopy(gemma_model)
+            enable(gemma_compressed)
+            rows += devset(
+                "Gemma-3-270M",
+                gemma_model,
+                gemma_compressed,
+                gemma_tokenizer,
+                1664,
+                128,
+                64,
+                partial,
+            )
         payload["devset"] = rows
         payload["devset_summary"] = devset_summary(rows)
         report.append(format_table(rows, DEVSET_COLUMNS))
