@@ -22,18 +22,13 @@ from pathlib import Path
 
 import rotaquant._core as core
 
-from ._common import ROOT, metadata, publish
+from ._common import ROOT, _git, metadata, publish
 
 # The editable install's import hook would load this tree's package in the worktree too.
 _NO_EDITABLE_HOOK = (
     "import sys\n"
     "sys.meta_path[:] = [f for f in sys.meta_path if 'ScikitBuild' not in type(f).__name__]\n"
 )
-
-
-def _git(*args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True)
-    return done.stdout
 
 
 def _run(tree: Path, module: str, args: list[str], out: Path, env: dict) -> dict:
@@ -55,13 +50,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", help="JSON path or name in bench/results (default ab_<module>)")
     args = parser.parse_args(argv)
     bench_args = [a for a in args.args if a != "--"]
-    base = _git("rev-parse", args.base).strip()
-    if _git("diff", "--stat", base, "HEAD", "--", "csrc", "CMakeLists.txt").strip():
+    base = _git("rev-parse", args.base)
+    if base is None:
+        raise SystemExit(f"{args.base}: not a commit of this repository")
+    if _git("diff", "--stat", base, "HEAD", "--", "csrc", "CMakeLists.txt"):
         raise SystemExit(f"{args.base} has other native sources: build it separately")
     runs = []
     with tempfile.TemporaryDirectory(prefix="rotaquant-ab-") as tmp:
         work = Path(tmp) / "base"
-        _git("worktree", "add", "--detach", str(work), base)
+        if _git("worktree", "add", "--detach", str(work), base) is None:
+            raise SystemExit(f"git worktree add {work} {base} failed")
         try:
             shutil.copy(core.__file__, work / "src" / "rotaquant")
             hook = Path(tmp) / "hook"

@@ -40,9 +40,14 @@ def exact_top(db: np.ndarray, queries: np.ndarray, k: int = 10) -> np.ndarray:
     return np.argpartition(-scores, k - 1, axis=1)[:, :k]
 
 
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
+def recall(found: np.ndarray, truth: np.ndarray, depth: int | None = None) -> float:
+    """Share of each query's true top k (``truth`` (m, k)) among its first ``depth`` (default
+    k) ``found`` rows."""
     k = truth.shape[1]
-    return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
+    depth = k if depth is None else depth
+    return float(
+        np.mean([len(set(f[:depth]) & set(t)) / k for f, t in zip(found, truth, strict=True)])
+    )
 
 
 def norm_storage(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
@@ -156,15 +161,9 @@ def ivf_coding(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str,
                     )
                     scores = queries @ (decoded + base).T
                     order = np.argpartition(-scores, 100, axis=1)[:, :100]
-                    top = np.take_along_axis(
-                        order, np.argsort(-np.take_along_axis(scores, order, 1), axis=1)[:, :10], 1
-                    )
+                    top = np.argpartition(-scores, 9, axis=1)[:, :10]
                     row[f"{label} R@10"] = recall(top, truth)
-                    row[f"{label} 10@100"] = float(
-                        np.mean(
-                            [len(set(o) & set(t)) / 10 for o, t in zip(order, truth, strict=True)]
-                        )
-                    )
+                    row[f"{label} 10@100"] = recall(order, truth, depth=100)
                 rows.append(row)
                 print(row, flush=True)
     return rows

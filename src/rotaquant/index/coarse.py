@@ -24,7 +24,6 @@ from .._arrays import check_matrix, positive_int
 
 SAMPLE_PER_LIST = 256  # training vectors per list, at most
 SEED_PER_LIST = 16  # vectors per list that k-means++ seeds from
-MIN_PER_LIST = 1  # a list needs at least this many training vectors
 ITERATIONS = 10
 _CHUNK = 1 << 14  # rows assigned per BLAS product
 
@@ -49,10 +48,6 @@ class CoarseQuantizer:
         return self.metric != "l2"
 
     @property
-    def trained(self) -> bool:
-        return self.centroids is not None
-
-    @property
     def nbytes(self) -> int:
         return 0 if self.centroids is None else self.centroids.nbytes
 
@@ -60,10 +55,10 @@ class CoarseQuantizer:
         """Fit the centroids to ``x`` (n, dim) float, n ≥ nlist, finite. Returns self."""
         x = np.asarray(x)
         check_matrix(x, self.dim, "training vectors")
-        if x.shape[0] < self.nlist * MIN_PER_LIST:
+        if x.shape[0] < self.nlist:
             raise ValueError(
                 f"training vectors: {x.shape[0]} cannot train nlist={self.nlist} lists "
-                f"(at least {self.nlist * MIN_PER_LIST} are needed)"
+                f"(at least {self.nlist} are needed)"
             )
         rng = np.random.default_rng(self.seed)
         sample = _subsample(x, SAMPLE_PER_LIST * self.nlist, rng)
