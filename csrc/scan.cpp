@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstring>
 #include <memory>
+#include <utility>
 
 #include "cpu.h"
 #include "pool.h"
@@ -24,8 +25,57 @@ constexpr int64_t kChunkQueries = 4096;    // queries in flight (bounds the cand
 struct Task {
   int32_t segment;
   int64_t first_block, end_block;
-  int64_t group_first, group_end;  // query groups of the chunk
+  int64_t group_first, group_end;  // query groups of the chunk (of the segment's entries, probed)
 };
+
+// The queries of one chunk that scan each segment: all of them (one shared range), or the
+// probed ones: entries [starts[s], starts[s+1]) of `query` (chunk-local) and `bias`.
+struct ChunkEntries {
+  bool probed = false;
+  std::vector<int64_t> starts;
+  std::vector<int32_t> query;
+  std::vector<float> bias;
+
+  void fill(const Probes* probes, size_t n_segments, int64_t q0, int64_t nq) {
+    probed = probes != nullptr;
+    query.clear();
+    bias.clear();
+    starts.assign(probed ? n_segments + 1 : 0, 0);
+    if (!probed) {
+      for (int64_t i = 0; i < nq; ++i) query.push_back(static_cast<int32_t>(i));
+      bias.assign(query.size(), 0.0f);
+      return;
+    }
+    for (size_t s = 0; s < n_segments; ++s) {
+      for (int64_t e = probes->starts[s]; e < probes->starts[s + 1]; ++e) {
+        const int64_t q = probes->queries[e];
+        if (q < q0 || q >= q0 + nq) continue;
+        query.push_back(static_cast<int32_t>(q - q0));
+        bias.push_back(probes->bias[e]);
+      }
+      starts[s + 1] = static_cast<int64_t>(query.size());
+    }
+  }
+
+  // [first, end) of the entries of segment s
+  std::pair<int64_t, int64_t> of(int32_t s) const {
+    if (!probed) return {0, static_cast<int64_t>(query.size())};
+    return {starts[s], starts[s + 1]};
+  }
+};
+
+// The kernels' order of `count` queries' data (kernels.h): every channel group's data (weights
+// or tables) query after query. from[i]: query i's data, plan.weight_bytes long.
+void interleave(const ScanPlan& plan, const int8_t* const* from, int64_t count, int8_t* to) {
+  for (const ScanRun& run : plan.runs) {
+    for (int64_t c = 0; c < run.count; ++c) {
+      const int64_t at = run.weight_offset + c * run.chunk;
+      for (int64_t i = 0; i < count; ++i) {
+        std::memcpy(to + count * at + i * run.chunk, from[i] + at, run.chunk);
+      }
+    }
+  }
+}
 
 // Live (and allowed) bits of `blocks` blocks from `first_row` (a multiple of 32).
 void eligible_bits(const SegmentView& seg, int64_t first_row, int64_t blocks, uint64_t* out) {
@@ -81,6 +131,8 @@ struct Scratch {
   alignas(64) int32_t out_rows[kMaxQueries][kCandidates];
   alignas(64) float out_lower[kMaxQueries][kCandidates];
   alignas(64) float out_upper[kMaxQueries][kCandidates];
+  std::vector<int8_t> gathered;  // a probed group's interleaved query data
+  QueryConsts consts[kMaxQueries];
 };
 
 }  // namespace
@@ -96,7 +148,7 @@ ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentV
 ScanStats scan(const std::vector<CodecStream>& codec, const ScanPlan& plan, const Kernels& kern,
                const std::vector<SegmentView>& segments, const float* rotated,
                const float* projected, int64_t m, int32_t dim, int32_t k, int64_t* out_rows,
-               float* out_scores) {
+               float* out_scores, const Probes* probes) {
   ScanStats stats;
   for (int64_t i = 0; i < m * k; ++i) {
     out_rows[i] = -1;
@@ -125,6 +177,7 @@ ScanStats scan(const std::vector<CodecStream>& codec, const ScanPlan& plan, cons
   std::vector<int8_t>& weights = kept_weights;
   std::vector<int8_t>& interleaved = kept_interleaved;
   std::vector<QueryConsts>& consts = kept_consts;
+  ChunkEntries entries;
   std::vector<std::vector<CandidatePool>> pools(slots);
   std::vector<int64_t> reported(slots, 0);
   std::unique_ptr<std::atomic<float>[]> shared;  // per query: the best threshold of any thread
@@ -138,24 +191,21 @@ ScanStats scan(const std::vector<CodecStream>& codec, const ScanPlan& plan, cons
       prepare_query(codec, plan, rotated + q * dim, projected ? projected + q * dim : nullptr,
                     weights.data() + i * plan.weight_bytes, consts[i]);
     });
+    // unprobed, every group of queries scans every segment: its data is interleaved once
+    // here; probed groups are gathered per task
     const int64_t groups = (nq + group - 1) / group;
-    // the kernels' order (kernels.h): per query group, every channel group's data (weights
-    // or tables) query after query
-    interleaved.resize(weights.size());
-    parallel_for(groups, [&](int64_t g, int) {
-      const int64_t first_q = g * group, count = std::min<int64_t>(group, nq - first_q);
-      const int8_t* from = weights.data() + first_q * plan.weight_bytes;
-      int8_t* to = interleaved.data() + first_q * plan.weight_bytes;
-      for (const ScanRun& run : plan.runs) {
-        for (int64_t c = 0; c < run.count; ++c) {
-          const int64_t at = run.weight_offset + c * run.chunk;
-          for (int64_t i = 0; i < count; ++i) {
-            std::memcpy(to + count * at + i * run.chunk, from + i * plan.weight_bytes + at,
-                        run.chunk);
-          }
+    interleaved.resize(probes ? 0 : weights.size());
+    if (!probes) {
+      parallel_for(groups, [&](int64_t g, int) {
+        const int64_t first_q = g * group, count = std::min<int64_t>(group, nq - first_q);
+        const int8_t* from[kMaxQueries];
+        for (int64_t i = 0; i < count; ++i) {
+          from[i] = weights.data() + (first_q + i) * plan.weight_bytes;
         }
-      }
-    });
+        interleave(plan, from, count, interleaved.data() + first_q * plan.weight_bytes);
+      });
+    }
+    entries.fill(probes, segments.size(), q0, nq);
     for (auto& per_slot : pools) {
       per_slot.resize(nq);
       for (CandidatePool& p : per_slot) p.reset(k);
@@ -164,15 +214,24 @@ ScanStats scan(const std::vector<CodecStream>& codec, const ScanPlan& plan, cons
     for (int64_t i = 0; i < nq; ++i) shared[i].store(-kInf, std::memory_order_relaxed);
     // enough tasks for every thread; a task keeps its span of codes hot in cache while it
     // runs its query groups over it
+    const auto groups_of = [&](int32_t segment) {
+      const auto [first, end] = entries.of(segment);
+      return (end - first + group - 1) / group;
+    };
+    int64_t most_groups = 0;
+    for (size_t s = 0; s < segments.size(); ++s) {
+      most_groups = std::max(most_groups, groups_of(static_cast<int32_t>(s)));
+    }
     int64_t split = 1;
-    while (split < groups && static_cast<int64_t>(spans.size()) * split < 4 * slots) split *= 2;
-    split = std::min(split, groups);
+    while (split < most_groups && static_cast<int64_t>(spans.size()) * split < 4 * slots) split *= 2;
     std::vector<Task> tasks;
     for (const Task& span : spans) {
-      for (int64_t part = 0; part < split; ++part) {
+      const int64_t span_groups = groups_of(span.segment);
+      const int64_t parts = std::min(split, span_groups);
+      for (int64_t part = 0; part < parts; ++part) {
         Task t = span;
-        t.group_first = groups * part / split;
-        t.group_end = groups * (part + 1) / split;
+        t.group_first = span_groups * part / parts;
+        t.group_end = span_groups * (part + 1) / parts;
         if (t.group_end > t.group_first) tasks.push_back(t);
       }
     }
@@ -207,11 +266,26 @@ ScanStats scan(const std::vector<CodecStream>& codec, const ScanPlan& plan, cons
       }
       // whole blocks with the segment's own arrays, then a partial last block padded
       const int64_t whole_end = std::min(task.end_block, seg.rows / kBlockRows);
+      const auto [seg_first, seg_end] = entries.of(task.segment);
       for (int64_t g = task.group_first; g < task.group_end; ++g) {
-        const int64_t first_q = g * group;
-        a.n_queries = static_cast<int32_t>(std::min<int64_t>(group, nq - first_q));
-        a.weights = interleaved.data() + first_q * plan.weight_bytes;
-        a.consts = consts.data() + first_q;
+        const int64_t first = seg_first + g * group;
+        a.n_queries = static_cast<int32_t>(std::min<int64_t>(group, seg_end - first));
+        const int32_t* query = entries.query.data() + first;  // chunk-local query of each slot
+        const float* bias = entries.bias.data() + first;
+        if (probes) {
+          const int8_t* from[kMaxQueries];
+          for (int i = 0; i < a.n_queries; ++i) {
+            from[i] = weights.data() + query[i] * plan.weight_bytes;
+            sc.consts[i] = consts[query[i]];
+          }
+          sc.gathered.resize(a.n_queries * plan.weight_bytes);
+          interleave(plan, from, a.n_queries, sc.gathered.data());
+          a.weights = sc.gathered.data();
+          a.consts = sc.consts;
+        } else {
+          a.weights = interleaved.data() + query[0] * plan.weight_bytes;
+          a.consts = consts.data() + query[0];
+        }
         for (int64_t b = task.first_block; b < task.end_block;) {
           const int64_t stop = b < whole_end ? whole_end : task.end_block;
           const int64_t first_row = b * kBlockRows;
@@ -232,17 +306,23 @@ ScanStats scan(const std::vector<CodecStream>& codec, const ScanPlan& plan, cons
             sc.tail.fill(seg, plan.n_classes, first_row, a.factors, &a.shift);
           }
           for (int i = 0; i < a.n_queries; ++i) {
-            CandidatePool& pool = mine[first_q + i];
-            pool.raise(shared[first_q + i].load(std::memory_order_relaxed));
-            thresholds[i] = pool.threshold;
+            CandidatePool& pool = mine[query[i]];
+            pool.raise(shared[query[i]].load(std::memory_order_relaxed));
+            thresholds[i] = pool.threshold - bias[i];  // the kernel's scores lack the bias
           }
           kern.scan(a);
           for (int i = 0; i < a.n_queries; ++i) reported[slot] += counts[i];
           for (int i = 0; i < a.n_queries; ++i) {
-            CandidatePool& pool = mine[first_q + i];
+            CandidatePool& pool = mine[query[i]];
+            if (bias[i] != 0.0f) {
+              for (int j = 0; j < counts[i]; ++j) {
+                sc.out_lower[i][j] += bias[i];
+                sc.out_upper[i][j] += bias[i];
+              }
+            }
             pool.offer(task.segment, first_row, sc.out_rows[i], sc.out_lower[i], sc.out_upper[i],
-                       counts[i]);
-            std::atomic<float>& best = shared[first_q + i];
+                       counts[i], bias[i]);
+            std::atomic<float>& best = shared[query[i]];
             float seen = best.load(std::memory_order_relaxed);
             while (pool.threshold > seen &&
                    !best.compare_exchange_weak(seen, pool.threshold, std::memory_order_relaxed)) {

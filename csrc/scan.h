@@ -48,17 +48,27 @@ struct ScanStats {
   int64_t reported = 0;    // rows the kernels reported (upper bound over the threshold)
 };
 
+// Which queries scan which segment (an IVF index's probed lists), in CSR form: segment s is
+// scanned by queries[starts[s] .. starts[s+1]) (each at most once), and `bias[e]` is added to
+// the scores of entry e's rows (residual codes: the query's product with the list centroid).
+// Without Probes every query scans every segment with bias 0.
+struct Probes {
+  const int64_t* starts = nullptr;  // [segments + 1], starts[0] = 0, non-decreasing
+  const int32_t* queries = nullptr;  // [starts[segments]] in [0, m)
+  const float* bias = nullptr;       // [starts[segments]] finite
+};
+
 struct ScanPlan;
 struct Kernels;
 
 // queries: rotated (m, dim) and, with a QJL stream, projected (m, dim), float32 row-major.
 // Writes out_rows (m, k) (index rows, -1 padded) and out_scores (m, k) (-inf padded), best
 // first, ties by lower row. `plan`: make_plan(codec) for `kern` (a Searcher keeps it); the
-// overload without one makes it.
+// overload without one makes it. `probes`: which queries scan which segment, or null for all.
 ScanStats scan(const std::vector<CodecStream>& codec, const ScanPlan& plan, const Kernels& kern,
                const std::vector<SegmentView>& segments, const float* rotated,
                const float* projected, int64_t m, int32_t dim, int32_t k, int64_t* out_rows,
-               float* out_scores);
+               float* out_scores, const Probes* probes = nullptr);
 ScanStats scan(const std::vector<CodecStream>& codec, const std::vector<SegmentView>& segments,
                const float* rotated, const float* projected, int64_t m, int32_t dim, int32_t k,
                int64_t* out_rows, float* out_scores);

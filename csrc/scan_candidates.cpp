@@ -12,7 +12,7 @@
 namespace rq {
 
 void CandidatePool::offer(int32_t segment, int64_t first_row, const int32_t* rows,
-                          const float* lower, const float* upper, int count) {
+                          const float* lower, const float* upper, int count, float bias) {
   if (count == 0) return;
   if (count > 4 * k + 64) {
     // many at once (the first calls): raise the threshold by selection, not heap pushes
@@ -31,20 +31,21 @@ void CandidatePool::offer(int32_t segment, int64_t first_row, const int32_t* row
     }
     for (int i = 0; i < count; ++i) {
       if (upper[i] >= threshold) {
-        cands.push_back({segment, static_cast<int32_t>(first_row + rows[i]), lower[i], upper[i]});
+        cands.push_back(
+            {segment, static_cast<int32_t>(first_row + rows[i]), lower[i], upper[i], bias});
       }
     }
   } else {
     for (int i = 0; i < count; ++i) {
-      one(segment, static_cast<int32_t>(first_row + rows[i]), lower[i], upper[i]);
+      one(segment, static_cast<int32_t>(first_row + rows[i]), lower[i], upper[i], bias);
     }
   }
   if (cands.size() >= compact_at) compact();
 }
 
-void CandidatePool::one(int32_t segment, int32_t row, float lower, float upper) {
+void CandidatePool::one(int32_t segment, int32_t row, float lower, float upper, float bias) {
   if (upper < threshold) return;
-  cands.push_back({segment, row, lower, upper});
+  cands.push_back({segment, row, lower, upper, bias});
   if (static_cast<int>(lows.size()) < k) {
     lows.push_back(lower);
     std::push_heap(lows.begin(), lows.end(), std::greater<float>());
@@ -121,7 +122,7 @@ int64_t exact_top_k(const ExactScorer& score, const std::vector<SegmentView>& se
   for (const Candidate& c : cands) {
     if (c.upper < threshold) continue;
     const SegmentView& seg = segments[c.segment];
-    scored.emplace_back(score(seg, c.row, rotated, projected), seg.first_row + c.row);
+    scored.emplace_back(score(seg, c.row, rotated, projected) + c.bias, seg.first_row + c.row);
   }
   const auto better = [](const std::pair<float, int64_t>& x, const std::pair<float, int64_t>& y) {
     return x.first > y.first || (x.first == y.first && x.second < y.second);

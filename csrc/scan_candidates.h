@@ -18,7 +18,8 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 struct Candidate {
   int32_t segment;
   int32_t row;  // within the segment
-  float lower, upper;
+  float lower, upper;  // bias included
+  float bias;          // added to the row's score (a probed list's offset, see Probes)
 };
 
 // The running state of one query on one thread.
@@ -37,10 +38,11 @@ struct CandidatePool {
     compact_at = 4096;
   }
 
-  // Candidates of one kernel call: rows (relative to first_row) with their bounds.
+  // Candidates of one kernel call: rows (relative to first_row) with their bounds, `bias`
+  // already added to them.
   void offer(int32_t segment, int64_t first_row, const int32_t* rows, const float* lower,
-             const float* upper, int count);
-  void one(int32_t segment, int32_t row, float lower, float upper);
+             const float* upper, int count, float bias);
+  void one(int32_t segment, int32_t row, float lower, float upper, float bias);
 
   // Another thread's threshold for the same query: every threshold is the k-th largest lower
   // bound of some rows, so none exceeds the final k-th best exact score and the largest holds.

@@ -34,7 +34,8 @@ std::shared_ptr<const ScanPlan> Searcher::plan_for(const Kernels& kern) const {
 }
 
 ScanStats Searcher::search(const std::vector<SegmentView>& segments, const float* queries,
-                           int64_t m, int32_t k, int64_t* out_rows, float* out_scores) const {
+                           int64_t m, int32_t k, int64_t* out_rows, float* out_scores,
+                           const Probes* probes) const {
   const Kernels& kern = active_kernels();
   const std::shared_ptr<const ScanPlan> plan = plan_for(kern);
   const int64_t size = m * map_.dim;
@@ -51,7 +52,8 @@ ScanStats Searcher::search(const std::vector<SegmentView>& segments, const float
   for (float x : projected) finite &= std::isfinite(x);
   if (!finite) throw std::invalid_argument("queries: too large (not finite once rotated)");
   const ScanStats stats = scan(codec_, *plan, kern, segments, rotated.data(),
-                               projects_ ? projected.data() : nullptr, m, map_.dim, k, out_rows, out_scores);
+                               projects_ ? projected.data() : nullptr, m, map_.dim, k, out_rows, out_scores,
+                               probes);
   if (rotated.capacity() * sizeof(float) > kKeepBytes) {
     std::vector<float>().swap(rotated);
     std::vector<float>().swap(projected);

@@ -25,9 +25,11 @@ class Searcher {
   const std::vector<CodecStream>& codec() const { return codec_; }
   int32_t dim() const { return map_.dim; }
 
-  // queries (m, dim) float32: the best k rows of the segments for each (see scan()).
+  // queries (m, dim) float32: the best k rows of the segments for each (see scan(); `probes`
+  // restricts which queries scan which segment).
   ScanStats search(const std::vector<SegmentView>& segments, const float* queries, int64_t m,
-                   int32_t k, int64_t* out_rows, float* out_scores) const;
+                   int32_t k, int64_t* out_rows, float* out_scores,
+                   const Probes* probes = nullptr) const;
 
  private:
   std::shared_ptr<const ScanPlan> plan_for(const Kernels& kern) const;

@@ -20,6 +20,19 @@ from rotaquant.index import VectorIndex
 from ..conftest import unit_gaussian
 
 
+@pytest.fixture(params=["flat", "ivf"])
+def make(request):
+    """Builds the index under test: flat, or with 4 inverted lists (trained once 120 vectors
+    are added; the default nprobe reads all 4, so results are exact top-k as for flat)."""
+
+    def make(dim, bits=4, **options):
+        if request.param == "ivf":
+            options.setdefault("nlist", 4)
+        return VectorIndex(dim, bits, **options)
+
+    return make
+
+
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:
     k = truth.shape[1]
     return float(np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
@@ -55,10 +68,10 @@ def _brute_force(index: VectorIndex, queries: np.ndarray, k: int, allow=None):
 
 # ---------------------------------------------------------------------- recall on real data
 @pytest.mark.parametrize(("bits", "floor"), [(2, 0.45), (3, 0.62), (4, 0.76), (3.5, 0.70)])
-def test_recall_glove(glove, bits, floor):
+def test_recall_glove(make, glove, bits, floor):
     """recall@10 of inner-product search on 19.8k GloVe vectors vs exact search."""
     db, queries = glove[:-200], glove[-200:]
-    index = VectorIndex(50, bits)
+    index = make(50, bits)
     index.add(db)
     _, ids = index.search(queries, 10)
     assert _recall(ids, _exact_top(db, queries, 10, "ip")) >= floor
@@ -66,9 +79,9 @@ def test_recall_glove(glove, bits, floor):
 
 @pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
 @pytest.mark.parametrize("bits", [2, 4])
-def test_recall_minilm_metrics(minilm, metric, bits):
+def test_recall_minilm_metrics(make, minilm, metric, bits):
     db, queries = minilm[:-100], minilm[-100:]
-    index = VectorIndex(384, bits, metric=metric)
+    index = make(384, bits, metric=metric)
     index.add(db)
     scores, ids = index.search(queries, 10)
     floor = {2: 0.6, 4: 0.85}[bits]
@@ -91,9 +104,9 @@ def test_scores_are_the_codec_estimates(minilm):
     np.testing.assert_allclose(np.take_along_axis(estimates, ids, axis=1), scores, rtol=1e-5)
 
 
-def test_rerank_restores_exact_order(minilm):
+def test_rerank_restores_exact_order(make, minilm):
     db, queries = minilm[:-100], minilm[-100:]
-    index = VectorIndex(384, 2, keep_vectors=True)
+    index = make(384, 2, keep_vectors=True)
     index.add(db)
     truth = _exact_top(db, queries, 10, "ip")
     _, plain = index.search(queries, 10)
@@ -106,20 +119,21 @@ def test_rerank_restores_exact_order(minilm):
 
 @pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
 def test_rerank_metrics(
+    make,
     metric,
 ):
     db = unit_gaussian(2000, 64, seed=3) * 3
     queries = unit_gaussian(20, 64, seed=4)
-    index = VectorIndex(64, 4, metric=metric, keep_vectors=True)
+    index = make(64, 4, metric=metric, keep_vectors=True)
     index.add(db)
     _, ids = index.search(queries, 5, rerank=200)
     assert _recall(ids, _exact_top(db, queries, 5, metric)) >= 0.98
 
 
 # ---------------------------------------------------------------------- ids, remove, allow
-def test_ids_continue_and_remove():
+def test_ids_continue_and_remove(make):
     x = unit_gaussian(300, 32, seed=1)
-    index = VectorIndex(32, 4)
+    index = make(32, 4)
     assert index.add(x[:100]).tolist() == list(range(100))
     assert index.add(x[100:200], ids=np.arange(1000, 1100, dtype=np.uint64)).tolist()[0] == 1000
     assert index.add(x[200:210]).tolist() == list(range(1100, 1110))  # one past the largest
@@ -139,9 +153,9 @@ def test_ids_continue_and_remove():
     assert 3 not in ids and sorted(ids[0].tolist()) == sorted(index.ids.tolist())
 
 
-def test_upsert_replaces():
+def test_upsert_replaces(make):
     x = unit_gaussian(50, 16, seed=2)
-    index = VectorIndex(16, 4)
+    index = make(16, 4)
     index.add(x[:10], ids=np.arange(10))
     index.upsert(x[10:15], ids=[3, 4, 100, 101, 102])
     assert len(index) == 13
@@ -152,9 +166,9 @@ def test_upsert_replaces():
     assert 3 in index  # the failed upsert removed nothing
 
 
-def test_allow_is_exact_top_k_of_allowed_set(minilm):
+def test_allow_is_exact_top_k_of_allowed_set(make, minilm):
     db, queries = minilm[:2000], minilm[2000:2010]
-    index = VectorIndex(384, 3)
+    index = make(384, 3)
     index.add(db, ids=np.arange(2000) * 7)
     rng = np.random.default_rng(0)
     for size in (1, 5, 40, 1500):  # sparse (gathered groups) and dense (masked) paths
@@ -168,9 +182,9 @@ def test_allow_is_exact_top_k_of_allowed_set(minilm):
         assert np.isin(ids[:, :kept], allow).all()
 
 
-def test_allow_as_a_set_or_mask_and_deny():
+def test_allow_as_a_set_or_mask_and_deny(make):
     x = unit_gaussian(60, 16)
-    index = VectorIndex(16, 4)
+    index = make(16, 4)
     index.add(x)
     full = index.search(x[:3], 60)[1]
     as_list = index.search(x[:3], 5, allow=[1, 2, 3, 40])
@@ -189,14 +203,14 @@ def test_allow_as_a_set_or_mask_and_deny():
             index.search(x[:1], 3, allow=bad)
 
 
-def test_k_larger_than_index_pads():
-    index = VectorIndex(8, 2, metric="l2")
+def test_k_larger_than_index_pads(make):
+    index = make(8, 2, metric="l2")
     index.add(unit_gaussian(3, 8))
     scores, ids = index.search(unit_gaussian(2, 8, seed=9), 5)
     assert ids.dtype == np.int64 and scores.dtype == np.float32 and ids.shape == (2, 5)
     assert (ids[:, 3:] == -1).all() and np.isposinf(scores[:, 3:]).all()
     assert (np.diff(scores[:, :3], axis=1) >= 0).all()  # distances ascend
-    empty = VectorIndex(8, 2)
+    empty = make(8, 2)
     s, i = empty.search(unit_gaussian(1, 8), 3)
     assert (i == -1).all() and np.isneginf(s).all()
     assert empty.search(np.zeros((0, 8), np.float32), 3)[1].shape == (0, 3)
@@ -215,7 +229,11 @@ def test_nbytes_is_honest():
 
 
 # ---------------------------------------------------------------------- model-based property test
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(
     st.lists(
         st.tuples(st.sampled_from(["add", "remove", "search"]), st.integers(0, 30)),
@@ -224,10 +242,10 @@ def test_nbytes_is_honest():
     ),
     st.sampled_from([1, 2.5, 3, 4]),
 )
-def test_matches_brute_force_model(ops, bits):
+def test_matches_brute_force_model(make, ops, bits):
     dim = 12
     rng = np.random.default_rng(len(ops))
-    index = VectorIndex(dim, bits, metric="l2")
+    index = make(dim, bits, metric="l2")
     model: dict[int, np.ndarray] = {}
     next_id = 0
     for op, arg in ops:
@@ -258,8 +276,8 @@ def test_matches_brute_force_model(ops, bits):
 
 
 # ---------------------------------------------------------------------- persistence
-def test_save_load_identical(tmp_path, minilm):
-    index = VectorIndex(384, 3.5, metric="cosine", keep_vectors=True, seed=3)
+def test_save_load_identical(make, tmp_path, minilm):
+    index = make(384, 3.5, metric="cosine", keep_vectors=True, seed=3)
     index.add(minilm[:1000], ids=np.arange(1000) + 10**12)
     index.remove([10**12 + 5])
     path = tmp_path / "idx.rq"
@@ -304,9 +322,9 @@ def test_incremental_save_appends(
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "empty"])
-def test_damaged_files_are_refused(tmp_path, damage):
+def test_damaged_files_are_refused(make, tmp_path, damage):
     path = tmp_path / "idx.rq"
-    index = VectorIndex(32, 4)
+    index = make(32, 4)
     index.add(unit_gaussian(500, 32))
     index.save(path)
     data = bytearray(path.read_bytes())
@@ -324,12 +342,13 @@ def test_damaged_files_are_refused(tmp_path, damage):
 
 
 def test_every_flipped_byte_is_caught_or_harmless(
+    make,
     tmp_path,
 ):
     """A flip anywhere in the committed bytes is refused (or, in the unused second commit
     slot and slack, has no effect on what loads)."""
     path = tmp_path / "idx.rq"
-    index = VectorIndex(16, 2)
+    index = make(16, 2)
     index.add(unit_gaussian(40, 16))
     index.save(path)
     good = path.read_bytes()
@@ -430,8 +449,8 @@ def test_killed_save_leaves_previous_file(tmp_path, how):
 
 
 # ---------------------------------------------------------------------- errors and threads
-def test_bad_input_is_refused():
-    index = VectorIndex(16, 3)
+def test_bad_input_is_refused(make):
+    index = make(16, 3)
     index.add(unit_gaussian(20, 16))
     q = unit_gaussian(2, 16)
     for bad in (q[:, :8], q[0], np.full((1, 16), np.nan, np.float32), q.astype(np.int32)):
@@ -449,27 +468,28 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError):
         index.add(unit_gaussian(2, 16), ids=[1.5, 3.0])
     with pytest.raises(ValueError):
-        VectorIndex(16, 3, metric="dot")
+        make(16, 3, metric="dot")
     with pytest.raises(ValueError, match="zero vector"):
-        VectorIndex(16, 3, metric="cosine").add(np.zeros((1, 16), np.float32))
+        make(16, 3, metric="cosine").add(np.zeros((1, 16), np.float32))
     assert len(index) == 20
 
 
 def test_streaming_add_from_memmap(
+    make,
     tmp_path,
 ):
     path = tmp_path / "x.npy"
     np.save(path, unit_gaussian(5000, 24).astype(np.float16))
     source = np.load(path, mmap_mode="r")
-    index = VectorIndex(24, 4)
+    index = make(24, 4)
     index.add(source)
     assert len(index) == 5000
     _, ids = index.search(np.asarray(source[:20], np.float32), 1)
     assert (ids[:, 0] == np.arange(20)).mean() >= 0.95
 
 
-def test_concurrent_searches_and_writes():
-    index = VectorIndex(32, 4)
+def test_concurrent_searches_and_writes(make):
+    index = make(32, 4)
     x = unit_gaussian(4000, 32)
     index.add(x[:2000])
     q = x[:50]

@@ -1,9 +1,10 @@
 """``IndexConfig``: what a VectorIndex is built from, frozen and checked at construction.
 
 The codec's options (``CodecConfig``: width, mode, rotation, seed, norm storage; the index
-always stores norm-corrected scales) plus what the index adds: the metric and whether a float16
-copy of every vector is kept for re-ranking. ``VectorIndex``, ``ShardedIndex`` and the framework
-stores all take their options through it, so an option one accepts is accepted by all.
+always stores norm-corrected scales) plus what the index adds: the metric, whether a float16
+copy of every vector is kept for re-ranking, and ``nlist`` (inverted lists, or None: flat).
+``VectorIndex``, ``ShardedIndex`` and the framework stores all take their options through it,
+so an option one accepts is accepted by all.
 
 ``dim`` may be None while it is unknown (a document store learns it from its first vectors):
 everything else is checked then, and whether ``bits`` is realisable once ``dim`` is given.
@@ -20,9 +21,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..codec.codes import CodecConfig, plain_bits
 
 METRICS = ("ip", "cosine", "l2")
+MAX_NLIST = 1 << 20  # lists of an IVF index, at most
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,19 @@ class IndexConfig:
     seed: int = 0
     norm_dtype: str = "float16"
     keep_vectors: bool = False
+    nlist: int | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
         if not isinstance(self.keep_vectors, bool):
             raise ValueError(f"keep_vectors must be True or False, got {self.keep_vectors!r}")
+        if self.nlist is not None:
+            if isinstance(self.nlist, bool) or not isinstance(self.nlist, (int, np.integer)):
+                raise ValueError(f"nlist must be a positive integer or None, got {self.nlist!r}")
+            if not 1 <= self.nlist <= MAX_NLIST:
+                raise ValueError(f"nlist must lie in [1, {MAX_NLIST}], got {self.nlist}")
+            object.__setattr__(self, "nlist", int(self.nlist))
         if self.dim is None:
             CodecConfig.check_options(
                 self.bits, self.mode, self.rotation, self.seed, self.norm_dtype
@@ -71,7 +82,9 @@ class IndexConfig:
         )
 
     @classmethod
-    def from_codec(cls, codec: CodecConfig, metric: str, keep_vectors: bool) -> IndexConfig:
+    def from_codec(
+        cls, codec: CodecConfig, metric: str, keep_vectors: bool, nlist: int | None = None
+    ) -> IndexConfig:
         """The config of an index whose vectors ``codec`` encodes (a saved file's header)."""
         if not codec.norm_correction:
             raise ValueError("an index stores norm-corrected codes (norm_correction=True)")
@@ -84,6 +97,7 @@ class IndexConfig:
             seed=codec.seed,
             norm_dtype=codec.norm_dtype,
             keep_vectors=keep_vectors,
+            nlist=nlist,
         )
 
     def with_dim(self, dim: int) -> IndexConfig:

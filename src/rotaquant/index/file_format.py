@@ -48,7 +48,8 @@ from .file_guard import FileChangedError, MappedSource
 
 MAGIC = b"RQINDEX\0"
 VERSION = 2  # 2: segments in the native core's 32-row block layout; 1: row-major streams
-READABLE = (1, 2)
+IVF_VERSION = 3  # 3: version 2 plus an IVF index's centroids, buffer and list-tagged segments
+READABLE = (1, 2, 3)
 _PREAMBLE = struct.Struct("<8sI")
 _SLOT = struct.Struct("<QQQQI")  # generation, manifest offset, manifest length, length, crc
 _SLOT_CRC = struct.Struct("<I")
@@ -92,10 +93,12 @@ def write_new(
     header: dict,
     segments: list[dict[str, np.ndarray]],
     before_commit: Callable[[], None] | None = None,
+    version: int = VERSION,
 ) -> Commit:
     """Write a complete file atomically (temp file, fsync, rename). Returns its commit.
-    ``before_commit`` runs after the data is on disk, before the rename (raising aborts)."""
-    chunks: list[Any] = [_preamble()]
+    ``before_commit`` runs after the data is on disk, before the rename (raising aborts);
+    ``version``: what the preamble says (``IVF_VERSION`` for an IVF index)."""
+    chunks: list[Any] = [_preamble(version)]
     entries, end = _layout_sections(segments, DATA_START, chunks)
     manifest = _manifest(header, entries)
     chunks.append(manifest)
@@ -114,6 +117,7 @@ def write_new(
         0,
         length,
         tuple(entries),
+        version,
         observed=1,
         manifest_crc=zlib.crc32(manifest),
     )
@@ -275,8 +279,8 @@ def _real(path: str | os.PathLike) -> str:
     return str(Path(path).resolve())
 
 
-def _preamble() -> bytes:
-    return _PREAMBLE.pack(MAGIC, VERSION)
+def _preamble(version: int = VERSION) -> bytes:
+    return _PREAMBLE.pack(MAGIC, version)
 
 
 def _slot_bytes(generation: int, offset: int, manifest_length: int, length: int, crc: int) -> bytes:

@@ -112,11 +112,7 @@ class RowStore:
 
     def rows_of(self, keys: np.ndarray) -> np.ndarray:
         """Rows of ``keys``; KeyError naming the ids that are absent."""
-        rows = self.find(keys)
-        missing = keys[rows < 0]
-        if missing.size:
-            raise KeyError(f"{missing.size} ids not in the index (e.g. {preview(missing)})")
-        return rows
+        return present(keys, self.find(keys))
 
     # ------------------------------------------------------------------ changes
     def check_room(self, rows: int) -> None:
@@ -151,22 +147,27 @@ class RowStore:
         """Remove the rows of present ``keys`` (KeyError otherwise, nothing removed). Returns
         the lowest row whose contents changed (rows at and above it moved or went)."""
         rows = self.rows_of(keys)
+        idmap = self.id_map()
+        idmap.delete(keys)
+        holes, _ = self.remove_rows(rows)
+        if holes.size:
+            idmap.move(self._ids[holes], holes)
+        return int(holes[0]) if holes.size else self.n
+
+    def remove_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Remove distinct ``rows`` (< n): the last rows move into the holes. Returns (holes,
+        movers), int64: the row at ``movers[i]`` now lives at ``holes[i]``. The id map, if
+        built, is the caller's to update."""
         n_after = self.n - rows.size
-        holes = np.sort(rows[rows < n_after])
-        leaving = np.zeros(self.n - n_after, bool)
-        leaving[rows[rows >= n_after] - n_after] = True
-        movers = np.flatnonzero(~leaving) + n_after
+        holes, movers = holes_filled(self.n, rows)
         for hole, mover in zip(holes.tolist(), movers.tolist(), strict=True):
             dst, dst_row = self._locate(hole)
             src, src_row = self._locate(mover)
             dst.copy_row(dst_row, src, src_row)
-        idmap = self.id_map()
-        idmap.delete(keys)
         if holes.size:
             self._ids[holes] = self._ids[movers]
-            idmap.move(self._ids[holes], holes)
         self._truncate(n_after)
-        return int(holes[0]) if holes.size else n_after
+        return holes, movers
 
     def _writable_tail(self, pending: int) -> Segment:
         """The in-memory last segment with a free row, grown or started if needed."""
@@ -234,16 +235,22 @@ class RowStore:
     ) -> Iterator[tuple[Segment, int, np.ndarray | None]]:
         """(segment, its first row, its allowed local rows (sorted), or None for all) for each
         segment holding an allowed row; ``allowed``: ids (absent ones ignored) or None."""
-        if allowed is not None:
-            rows = self.find(allowed)
-            rows = np.unique(rows[rows >= 0])
+        if allowed is None:
+            return self.segments_with(None)
+        rows = self.find(allowed)
+        return self.segments_with(np.unique(rows[rows >= 0]))
+
+    def segments_with(
+        self, rows: np.ndarray | None
+    ) -> Iterator[tuple[Segment, int, np.ndarray | None]]:
+        """As ``segment_rows`` for sorted distinct ``rows`` (or None: every row)."""
         for segment, offset in zip(self.segments, self.offsets(), strict=True):
-            if allowed is None:
+            if rows is None:
                 yield segment, offset, None
                 continue
-            local = rows[(rows >= offset) & (rows < offset + segment.count)] - offset
-            if local.size:
-                yield segment, offset, local
+            lo, hi = np.searchsorted(rows, [offset, offset + segment.count])
+            if hi > lo:
+                yield segment, offset, rows[lo:hi] - offset
 
     def vectors_of(self, rows: np.ndarray) -> np.ndarray:
         """The float16 copies of ``rows`` (−1 gives zeros) as float32 (len(rows), dim)."""
@@ -263,3 +270,22 @@ class RowStore:
                 arrays["ids"] = self._ids[lo:hi]
                 pieces.append(arrays)
         return pieces
+
+
+def holes_filled(n: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Removing distinct ``rows`` of ``0..n−1`` by moving the last rows into the holes:
+    (holes, movers), int64, the row at ``movers[i]`` moving to ``holes[i]``."""
+    n_after = n - rows.size
+    holes = np.sort(rows[rows < n_after])
+    leaving = np.zeros(n - n_after, bool)
+    leaving[rows[rows >= n_after] - n_after] = True
+    return holes, np.flatnonzero(~leaving) + n_after
+
+
+def present(keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` (the rows found for ``keys``, −1 where absent), or KeyError naming the ids
+    that are absent."""
+    missing = keys[rows < 0]
+    if missing.size:
+        raise KeyError(f"{missing.size} ids not in the index (e.g. {preview(missing)})")
+    return rows

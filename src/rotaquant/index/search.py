@@ -15,6 +15,11 @@ blocks without an allowed row are skipped, so the result is the best k of the al
 Ranking by metric: ``"ip"`` and ``"cosine"`` by ⟨q, x̂⟩ (cosine queries and vectors arrive
 normalized); ``"l2"`` by 2⟨q, x̂⟩ − ‖x̂‖² (the segments store −‖x̂‖² per row), turned into
 ‖q − x̂‖² at the end.
+
+Inverted lists (``ivf.py``): each query's ``nprobe`` nearest lists are scanned by the same
+native scan, told which queries scan which segment (each list is read once per batch, by
+the queries that probe it) and the score each adds: ⟨q, c⟩ of the list's centroid (2⟨q, c⟩
+for l2), since rows hold residual codes. Before training, the buffer is scored exactly.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import numpy as np
 
 from .. import _core
 from ..codec.quantizer import TurboQuantizer
+from .ivf import InvertedLists
 from .rows import RowStore
 from .topk import TopK
 
 _RERANK_FLOATS = 1 << 22  # float32 values of candidate vectors gathered at a time (16 MiB)
+_EXACT_FLOATS = 1 << 22  # float32 scores of buffered rows computed at a time (16 MiB)
 
 
 def codec_streams(quantizer: TurboQuantizer) -> list[tuple]:
@@ -61,20 +68,25 @@ class Searcher:
 
     def search(
         self,
-        store: RowStore,
+        store: RowStore | InvertedLists,
         queries: np.ndarray,
         k: int,
         allowed: np.ndarray | None,
         rerank: int | None,
+        nprobe: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores float32 (m, k), ids int64 (m, k)), best first, −1 ids padding.
 
         ``queries`` (m, dim) float32, already normalized for cosine; ``allowed``: int64 ids
-        or None; ``rerank``: candidates (≥ k) re-scored from the float16 copies, or None.
+        or None; ``rerank``: candidates (≥ k) re-scored from the float16 copies, or None;
+        ``nprobe``: the lists each query reads (inverted lists).
         """
         want = min(k, store.n)  # work bounded by what exists; the rest of k is padding
         pool = want if rerank is None else min(rerank, store.n)
-        rows, scores = self.scan(store, queries, pool, allowed)
+        if isinstance(store, InvertedLists):
+            rows, scores = self.scan_lists(store, queries, pool, allowed, nprobe)
+        else:
+            rows, scores = self.scan(store, queries, pool, allowed)
         if rerank is not None and pool:
             rows, scores = self.rerank(store, queries, rows, want)
         missing = rows < 0
@@ -104,8 +116,98 @@ class Searcher:
         rows, scores, *_ = self._native.search(segments, queries, k)
         return rows, scores
 
+    def scan_lists(
+        self,
+        lists: InvertedLists,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        nprobe: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As ``scan``, over the lists each query probes (the buffer, before training)."""
+        allowed_rows = None
+        if allowed is not None:
+            allowed_rows = lists.find(allowed)
+            allowed_rows = np.unique(allowed_rows[allowed_rows >= 0])
+        if not lists.trained:
+            return self._scan_exact(lists.buffer, queries, k, allowed_rows)
+        m = queries.shape[0]
+        offsets = lists.layout()[0]
+        sizes = np.diff(offsets)
+        if allowed_rows is None:
+            probed, dots = lists.coarse.probe(queries, nprobe)
+            query = np.repeat(np.arange(m), probed.shape[1])
+            probed, dots = probed.reshape(-1), dots.reshape(-1)
+        else:  # lists nearest first until they hold as many allowed rows as nprobe lists hold
+            # rows on average: the candidates of an unfiltered search
+            held = np.diff(np.searchsorted(allowed_rows, offsets))
+            query, probed, dots = lists.coarse.probe_until(
+                queries, held, nprobe * lists.n / lists.nlist
+            )
+            sizes = held
+        keep = sizes[probed] > 0
+        query, probed, dots = query[keep], probed[keep], dots[keep]
+        if probed.size == 0:  # every probed list is empty
+            return np.full((m, k), -1, np.int64), np.full((m, k), -np.inf, np.float32)
+        if m > 1:  # each list once, for every query probing it (single queries: nearest first)
+            order = np.argsort(probed, kind="stable")
+            query, probed, dots = query[order], probed[order], dots[order]
+        cut = np.flatnonzero(np.diff(probed)) + 1
+        first = np.concatenate([[0], cut])
+        last = np.concatenate([cut, [probed.size]])
+        segments, starts, entries = [], [0], []
+        for lst, a, b in zip(probed[first].tolist(), first.tolist(), last.tolist(), strict=True):
+            store = lists.lists[lst]
+            for segment, offset, local in store.segments_with(
+                None
+                if allowed_rows is None
+                else _local_rows(allowed_rows, offsets[lst], offsets[lst + 1])
+            ):
+                allow = None if local is None else _bitmap(local, segment.count)
+                segments.append(segment.scan_view(int(offsets[lst]) + offset, allow))
+                entries.append((a, b))
+                starts.append(starts[-1] + b - a)
+        if len(entries) == len(first):  # one segment per list: the entries as they are
+            entry_query, entry_dots = query, dots
+        else:
+            entry_query = np.concatenate([query[a:b] for a, b in entries] or [query[:0]])
+            entry_dots = np.concatenate([dots[a:b] for a, b in entries] or [dots[:0]])
+        bias = entry_dots * (2.0 if self.metric == "l2" else 1.0)
+        rows, scores, *_ = self._native.search_probed(
+            segments,
+            queries,
+            k,
+            np.asarray(starts, np.int64),
+            entry_query.astype(np.int32),
+            bias.astype(np.float32),
+        )
+        return rows, scores
+
+    def _scan_exact(
+        self, vectors: np.ndarray, queries: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``scan`` over float32 ``vectors`` (n, dim) scored exactly (the training buffer);
+        ``allowed``: sorted rows, or None."""
+        rows = np.arange(vectors.shape[0]) if allowed is None else allowed
+        if k == 0 or rows.size == 0:
+            m = queries.shape[0]
+            return np.full((m, k), -1, np.int64), np.full((m, k), -np.inf, np.float32)
+        candidates = vectors[rows] if allowed is not None else vectors
+        shift = None
+        if self.metric == "l2":
+            shift = -np.einsum("ij,ij->i", candidates, candidates)
+        best = TopK(queries.shape[0], k)
+        step = max(1, _EXACT_FLOATS // max(1, rows.size))
+        for q0 in range(0, queries.shape[0], step):
+            scores = queries[q0 : q0 + step] @ candidates.T
+            if shift is not None:
+                scores = 2 * scores + shift
+            best.push(scores.astype(np.float32), rows, slice(q0, q0 + step))
+        scores, found = best.sorted()
+        return found, scores
+
     def rerank(
-        self, store: RowStore, queries: np.ndarray, candidates: np.ndarray, k: int
+        self, store: RowStore | InvertedLists, queries: np.ndarray, candidates: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of ``candidates`` (m, r) rows from the float16 copies; the best k.
         Candidates are gathered a few queries at a time (bounded memory)."""
@@ -127,8 +229,19 @@ class Searcher:
         scores, rows = best.sorted()
         return rows, scores
 
-    def reconstruct(self, store: RowStore, rows: np.ndarray) -> np.ndarray:
-        """Decoded vectors of index ``rows``: (len(rows), dim) float32, original domain."""
+    def reconstruct(self, store: RowStore | InvertedLists, rows: np.ndarray) -> np.ndarray:
+        """Decoded vectors of index ``rows``: (len(rows), dim) float32, original domain
+        (inverted lists: centroid plus decoded residual; buffered rows as stored)."""
+        if isinstance(store, RowStore):
+            return self._decoded(store, rows)
+        if not store.trained:
+            return store.buffer[rows].copy()
+        out = np.empty((rows.size, self.quantizer.dim), np.float32)
+        for lst, picked, local in store.locate(rows):
+            out[picked] = self._decoded(store.lists[lst], local) + store.coarse.centroids[lst]
+        return out
+
+    def _decoded(self, store: RowStore, rows: np.ndarray) -> np.ndarray:
         out = np.zeros((rows.size, self.quantizer.dim), np.float32)  # 0-bit channels stay 0
         for segment, picked, local in store.by_segment(rows):
             codes = segment.codes(local)
@@ -143,3 +256,9 @@ def _bitmap(local: np.ndarray, count: int) -> np.ndarray:
     bits = np.zeros(-(-count // 64) * 64, bool)
     bits[local] = True
     return np.packbits(bits, bitorder="little").view(np.uint64)
+
+
+def _local_rows(rows: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """The sorted ``rows`` in [start, stop), less ``start``."""
+    lo, hi = np.searchsorted(rows, [start, stop])
+    return rows[lo:hi] - start

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import _core
 from ..codec.codes import CodecConfig
+from ..codec.quantizer import QuantizedRows, TurboQuantizer
 
 BLOCK_ROWS = 32
 SEGMENT_ROWS = 1 << 16  # rows per in-memory segment (a multiple of 64)
@@ -88,6 +89,51 @@ class Rows(NamedTuple):
     @property
     def n(self) -> int:
         return self.norms.shape[0]
+
+
+def encode_rows(
+    quantizer: TurboQuantizer,
+    x: np.ndarray,
+    l2: bool,
+    vectors: np.ndarray | None,
+    centroids: np.ndarray | None = None,
+    assigned: np.ndarray | None = None,
+) -> Rows:
+    """What a segment stores for vectors ``x`` (n, dim) float32: the codes of ``x``, or of its
+    residual ``x − centroids[assigned]`` (an IVF list's rows), and ``vectors`` (the float16
+    copy, or None). See ``quantized_rows``."""
+    base = None if centroids is None else centroids[assigned]
+    quantized = quantizer.quantize(x if base is None else x - base)
+    return quantized_rows(quantizer, quantized, l2, vectors, base)
+
+
+def quantized_rows(
+    quantizer: TurboQuantizer,
+    quantized: QuantizedRows,
+    l2: bool,
+    vectors: np.ndarray | None,
+    base: np.ndarray | None = None,
+) -> Rows:
+    """Rows of quantized vectors (of residuals to ``base`` (n, dim), if given): the codes of
+    every stream (QJL signs last), the scales and, for l2, −‖x̂‖² with x̂ the decoded vector
+    (``base`` included)."""
+    codes = quantized.codes + ((quantized.signs,) if quantized.signs is not None else ())
+    shift = None
+    if l2:  # −‖x̂‖² = −(‖c‖² + 2⟨c, r̂⟩ + ‖r̂‖²), r̂ = scale · levels in the rotated domain
+        scale = quantized.norms.astype(np.float64)
+        rotated_base = None if base is None else quantizer.rotation.forward(base)
+        squares = np.zeros(scale.size)
+        cross = np.zeros(scale.size)
+        for (group, book), c in zip(quantizer.codebooks, quantized.codes, strict=True):
+            levels = book.centroids[c]
+            squares += np.square(levels).sum(axis=1)
+            if rotated_base is not None:
+                cross += (levels * rotated_base[:, group.start : group.stop]).sum(axis=1)
+        norm2 = scale * scale * squares + 2 * scale * cross
+        if base is not None:
+            norm2 += np.square(base).sum(axis=1)
+        shift = (-norm2).astype(np.float32)
+    return Rows(codes, quantized.norms, quantized.residual_norms, shift, vectors)
 
 
 class Segment:

@@ -1,7 +1,9 @@
-"""VectorIndex: a compressed, exhaustive-scan vector index on the TurboQuant codec.
+"""VectorIndex: a compressed vector index on the TurboQuant codec, flat or inverted lists.
 
 No training: vectors are encoded on ``add`` with the data-independent codec (rotation +
-Lloyd–Max codebook at the actual dimension) and are searchable at once.
+Lloyd–Max codebook at the actual dimension) and are searchable at once. With ``nlist=N`` the
+index partitions them into N inverted lists (``ivf.py``: k-means trained by the first large
+enough ``add``) and a search reads only the ``nprobe`` lists nearest each query.
 
 Storage (``rows.py``, ``segment.py``). Rows live in *segments*: fixed-capacity blocks of
 ``Codes`` (in memory, or memory-mapped copy-on-write from a saved file), plus one global id
@@ -30,6 +32,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,14 +52,16 @@ from .._deprecation import keyword_only_after
 from ..codec.codes import CodecConfig
 from ..codec.quantizer import TurboQuantizer
 from . import file_format
+from .coarse import CoarseQuantizer
 from .config import IndexConfig
 from .file_guard import FileChangedError, MappedSource, writer_lock
+from .ivf import InvertedLists, default_nprobe
 from .legacy import rows_from_v1
 from .locking import ReadWriteLock
 from .result import SearchResult
 from .rows import RowStore
 from .search import Searcher
-from .segment import Rows, check_sections
+from .segment import Rows, check_sections, encode_rows, quantized_rows
 from .validation import (
     MAX_ID,
     as_ids,
@@ -84,6 +89,12 @@ class VectorIndex:
         norm_dtype: ``"float16"`` (default) or ``"float32"`` per-vector norms.
         keep_vectors: also keep a float16 copy of every vector (memory-mapped once saved) so
             that ``search(..., rerank=r)`` can re-score ``r`` candidates exactly.
+        nlist: inverted lists (IVF): a search reads the ``nprobe`` lists nearest each query
+            instead of every vector. None (default): flat, every search reads every code.
+            About 4·√n suits n vectors. The lists' centroids are trained by the first ``add``
+            that brings ``30·nlist`` vectors (or by ``train``); until then vectors wait in a
+            float32 buffer that searches exactly. Vectors are coded as residuals to their
+            centroid (docs/index.md, "Inverted lists").
 
     Thread safety: any number of threads may ``search`` at once. ``add``, ``remove``,
     ``upsert`` and ``save`` take an exclusive lock (``save`` a shared one): a writer waits for
@@ -105,6 +116,7 @@ class VectorIndex:
         rotation: str = "hadamard",
         norm_dtype: str = "float16",
         keep_vectors: bool = False,
+        nlist: int | None = None,
     ):
         config = IndexConfig(
             dim=dim,
@@ -115,13 +127,20 @@ class VectorIndex:
             seed=seed,
             norm_dtype=norm_dtype,
             keep_vectors=keep_vectors,
+            nlist=nlist,
         )
         self._config = config
         self.metric = metric
         self.keep_vectors = config.keep_vectors
         self.quantizer = TurboQuantizer.from_config(config.codec)
         self._searcher = Searcher(self.quantizer, metric)
-        self._rows = RowStore(self.quantizer.config, self.keep_vectors, metric == "l2")
+        self._rows: RowStore | InvertedLists
+        if config.nlist is None:
+            self._rows = RowStore(self.quantizer.config, self.keep_vectors, metric == "l2")
+        else:
+            coarse = CoarseQuantizer(config.dim, config.nlist, metric, config.seed)
+            self._rows = InvertedLists(self.quantizer, metric, self.keep_vectors, coarse)
+        self.nprobe = default_nprobe(config.nlist)  # lists a search reads (IVF)
         self._next_id = 0
         self._lock = ReadWriteLock()
         self._save_lock = threading.Lock()  # one save at a time (searches go on meanwhile)
@@ -159,10 +178,29 @@ class VectorIndex:
     def __len__(self) -> int:
         return self._rows.n
 
+    @property
+    def nlist(self) -> int | None:
+        """Inverted lists (None: a flat index)."""
+        return self._config.nlist
+
+    @property
+    def trained(self) -> bool:
+        """Whether the lists' centroids are trained (a flat index needs no training: True)."""
+        return not isinstance(self._rows, InvertedLists) or self._rows.trained
+
+    @property
+    def list_sizes(self) -> np.ndarray:
+        """Vectors per inverted list, int64 (nlist,) (zeros before training); ValueError for a
+        flat index."""
+        lists = self._lists("list_sizes")
+        with self._lock.reading():
+            return lists.list_sizes
+
     def __repr__(self) -> str:
+        lists = "" if self.nlist is None else f", nlist={self.nlist}"
         return (
             f"VectorIndex(dim={self.dim}, bits={self.bits}, metric={self.metric!r}, "
-            f"mode={self.codec_config.mode!r}, n={len(self)}, nbytes={self.nbytes})"
+            f"mode={self.codec_config.mode!r}{lists}, n={len(self)}, nbytes={self.nbytes})"
         )
 
     def __contains__(self, key: object) -> bool:
@@ -174,7 +212,8 @@ class VectorIndex:
     @property
     def nbytes(self) -> int:
         """Bytes held: codes, norms (and QJL data), ids, id-map slots and any float16 copy,
-        including the spare capacity of the last in-memory segment."""
+        including the spare capacity of in-memory segments; with inverted lists also the
+        centroids, the directory, the row layout and the training buffer."""
         return self._rows.nbytes
 
     @property
@@ -210,7 +249,7 @@ class VectorIndex:
             new_ids = self._new_ids(ids, n)
             self._rows.check_room(n)
             if n:
-                self._append(self._encode(source), new_ids)
+                self._store(self._encode(source), source, new_ids)
             return new_ids
 
     def upsert(self, vectors: Any, ids: Any) -> None:
@@ -225,7 +264,7 @@ class VectorIndex:
             if present.size:
                 self._remove(present)
             if keys.size:
-                self._append(encoded, keys)
+                self._store(encoded, source, keys)
 
     def remove(self, ids: Any) -> None:
         """Remove vectors by id (each O(1): the last row moves into the hole).
@@ -240,6 +279,19 @@ class VectorIndex:
                 self._remove(keys)
 
     # ------------------------------------------------------------------ search
+    def train(self, sample: Any) -> None:
+        """Train the inverted lists' centroids on ``sample`` (n, dim), n ≥ nlist, now rather
+        than at the first large enough ``add`` (vectors already buffered move into their
+        lists). ValueError for a flat index or one already trained."""
+        lists = self._lists("train")
+        source = as_matrix(sample, self.dim, "train")
+        with self._lock.writing():
+            if lists.trained:
+                raise ValueError("train: the inverted lists are already trained")
+            chunks = [chunk for chunk, _ in self._chunks(source, "train")]
+            lists.train(np.concatenate(chunks) if chunks else source.astype(np.float32))
+            self._dirty = True
+
     @keyword_only_after(2, ("allow", "rerank", "deny"))  # the 0.1 positional order
     def search(
         self,
@@ -249,6 +301,7 @@ class VectorIndex:
         allow: Any = None,
         deny: Any = None,
         rerank: int | None = None,
+        nprobe: int | None = None,
     ) -> SearchResult:
         """Top-``k`` vectors for each query: a :class:`SearchResult`, which unpacks as
         ``(scores float32 (m, k), ids int64 (m, k))``.
@@ -266,10 +319,18 @@ class VectorIndex:
         Memory and work are bounded by what exists: beyond the (m, k) result itself, a search
         never holds more than ``min(k or rerank, len)`` candidates per query (like FAISS, a
         ``k`` above ``len`` is padding, not an error).
+
+        ``nprobe`` (inverted lists only; default ``index.nprobe``): the lists nearest each
+        query that it reads. Results are then the best k of those lists (exact top-k of their
+        compressed scores); with ``allow``/``deny`` a query reads lists, nearest first, until
+        they hold as many allowed vectors as ``nprobe`` average lists hold vectors.
         """
         arr, _ = to_numpy(queries, "queries")
         check_matrix(arr, self.dim, "queries")
         k = positive_int(k, "k")
+        if nprobe is not None:
+            self._lists("nprobe")
+            nprobe = positive_int(nprobe, "nprobe")
         check_result_fits(arr.shape[0], k)
         if rerank is not None:
             rerank = positive_int(rerank, "rerank")
@@ -284,7 +345,10 @@ class VectorIndex:
             if denied is not None and denied.size:
                 base = self._rows.ids if allowed is None else allowed
                 allowed = base[~np.isin(base, denied)]
-            return SearchResult(*self._searcher.search(self._rows, queries32, k, allowed, rerank))
+            probes = nprobe or self.nprobe
+            return SearchResult(
+                *self._searcher.search(self._rows, queries32, k, allowed, rerank, probes)
+            )
 
     def reconstruct(self, ids: Any) -> np.ndarray:
         """Decoded vectors (len(ids), dim) float32 for present ids (KeyError otherwise); with
@@ -319,7 +383,7 @@ class VectorIndex:
             with self._save_lock, self._lock.reading():
                 self._check_source()
                 file_format.write_new(
-                    target, self._header(), self._rows.pieces(0, len(self)), self._check_source
+                    target, self._header(), self._pieces(), self._check_source, self._version()
                 )
             return
         with self._save_lock, self._lock.reading(), writer_lock(target):
@@ -345,7 +409,7 @@ class VectorIndex:
                         self._source.acknowledge(self._commit.length, self._commit.segments)
                     return
             self._commit = file_format.write_new(
-                target, header, self._rows.pieces(0, len(self)), self._check_source
+                target, header, self._pieces(), self._check_source, self._version()
             )
             self._synced, self._dirty = len(self), False
 
@@ -380,17 +444,24 @@ class VectorIndex:
                 raise ValueError(f"not a rotaquant VectorIndex file (format {kind!r:.60})")
             codec = CodecConfig.from_dict(json_field(header, "config", "header", dict))
             metric, keep_vectors, next_id = (json_field(header, key, "header") for key in _FIELDS)
-            config = IndexConfig.from_codec(codec, metric, keep_vectors)
+            nlist = header.get("nlist") if commit.version == file_format.IVF_VERSION else None
+            if commit.version == file_format.IVF_VERSION and type(nlist) is not int:
+                raise ValueError(f"header field 'nlist' must be an integer, got {nlist!r:.60}")
+            config = IndexConfig.from_codec(codec, metric, keep_vectors, nlist)
             if type(next_id) is not int or not 0 <= next_id <= MAX_ID + 1:
                 raise ValueError(
                     f"header field 'next_id' must be an integer in [0, 2**63], got {next_id!r:.60}"
                 )
             rows = None
-            if commit.version != 1:  # sizes checked against the codec before anything is built
+            index = cls.from_config(config)
+            if nlist is not None:
+                rows = InvertedLists.from_arrays(
+                    index.quantizer, metric, keep_vectors, index._rows.coarse, segments
+                )
+            elif commit.version != 1:  # sizes checked against the codec before anything is built
                 rows = RowStore.from_arrays(
                     config.codec, config.keep_vectors, config.metric == "l2", segments
                 )
-            index = cls.from_config(config)
             if rows is not None:
                 index._rows = rows
             else:  # format 1, row-major streams: converted, saved as version 2
@@ -435,7 +506,8 @@ class VectorIndex:
         if state is None:
             return False, False
         current = state == (commit.device, commit.inode, commit.observed)
-        return not current, current and not self._dirty
+        flat = isinstance(self._rows, RowStore)  # an IVF index's saves rewrite the file
+        return not current, current and not self._dirty and flat
 
     # ------------------------------------------------------------------ internals
     def _check_source(self) -> None:
@@ -467,58 +539,85 @@ class VectorIndex:
             )
         return keys
 
-    def _encode(self, source: np.ndarray) -> list[Rows]:
-        """Validate and encode ``source`` chunk by chunk (so a bad value anywhere leaves the
-        index unchanged). The first chunk tops the tail up to a whole block, so that the rest
-        is written block by block."""
+    def _chunks(self, source: np.ndarray, what: str) -> Iterator[tuple[np.ndarray, slice]]:
+        """``source`` in validated float32 chunks (cosine rows normalized) and their rows.
+        The first chunk tops a flat index's tail up to a whole block, so that the rest is
+        written block by block."""
         n = source.shape[0]
         step = max(8, _ADD_CHUNK_FLOATS // self.dim // 8 * 8)
-        head = self._rows.rows_to_align()
+        head = self._rows.rows_to_align() if isinstance(self._rows, RowStore) else 0
         bounds = [0, *range(min(head, n), n, step), n]
-        encoded = []
         for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
             if start == stop:
                 continue
-            chunk, _ = to_numpy(source[start:stop], "add")
-            check_matrix(chunk, self.dim, "add")
+            chunk, _ = to_numpy(source[start:stop], what)
+            check_matrix(chunk, self.dim, what)
             if self.metric == "cosine":
-                chunk = normalized(chunk, "add")
-            vectors = float16_copy(chunk) if self.keep_vectors else None
-            encoded.append(self._rows_of(self.quantizer.quantize(chunk), vectors))
-        return encoded
+                chunk = normalized(chunk, what)
+            yield chunk.astype(np.float32, copy=False), slice(start, stop)
 
-    def _rows_of(self, quantized, vectors: np.ndarray | None) -> Rows:
-        """What a segment stores for quantized rows: the codes of every stream (QJL signs
-        last) and the per-row arrays (−‖x̂‖² for l2)."""
-        codes = quantized.codes + ((quantized.signs,) if quantized.signs is not None else ())
-        shift = None
-        if self.metric == "l2":
-            squares = sum(
-                np.square(book.centroids)[c].sum(axis=1)
-                for (_, book), c in zip(self.quantizer.codebooks, quantized.codes, strict=True)
-            )
-            scale = quantized.norms.astype(np.float32)
-            shift = (-(scale * scale) * squares).astype(np.float32)
-        return Rows(codes, quantized.norms, quantized.residual_norms, shift, vectors)
+    def _encode(self, source: np.ndarray) -> list[Rows] | None:
+        """Validate and encode ``source`` chunk by chunk (so a bad value anywhere leaves the
+        index unchanged). Inverted lists encode at ``_store`` (the list of a row may depend
+        on centroids trained there): here they only validate."""
+        encoded = []
+        for chunk, _ in self._chunks(source, "add"):
+            vectors = float16_copy(chunk) if self.keep_vectors else None
+            if isinstance(self._rows, RowStore):
+                encoded.append(encode_rows(self.quantizer, chunk, self.metric == "l2", vectors))
+        return encoded if isinstance(self._rows, RowStore) else None
+
+    def _store(self, encoded: list[Rows] | None, source: np.ndarray, keys: np.ndarray) -> None:
+        """Store validated rows: a flat index's ``encoded`` chunks, or ``source`` into the
+        inverted lists (training them first when this add fills the buffer enough)."""
+        if isinstance(self._rows, RowStore):
+            self._rows.append(encoded, keys)
+        else:
+            lists = self._rows
+            if lists.wants_training(keys.size):
+                rng = np.random.default_rng(self._config.seed)
+                sample = lists.training_sample(source, rng)
+                if self.metric == "cosine":
+                    sample = normalized(sample, "add")
+                lists.train(sample)
+            for chunk, rows in self._chunks(source, "add"):
+                lists.add(chunk, keys[rows])
+            self._dirty = True
+        self._next_id = max(self._next_id, int(keys.max()) + 1)
+
+    def _lists(self, what: str) -> InvertedLists:
+        """The inverted lists; ValueError naming ``what`` needs them on a flat index."""
+        if not isinstance(self._rows, InvertedLists):
+            raise ValueError(f"{what} applies to an index with inverted lists (nlist=...)")
+        return self._rows
 
     def _rows_from_v1(self, arrays: dict[str, np.ndarray]) -> Rows:
         """Rows of a segment of a format-1 file (row-major streams, see ``legacy``)."""
         quantized, vectors = rows_from_v1(self.codec_config, arrays)
-        return self._rows_of(quantized, vectors if self.keep_vectors else None)
-
-    def _append(self, encoded: list[Rows], keys: np.ndarray) -> None:
-        self._rows.append(encoded, keys)
-        self._next_id = max(self._next_id, int(keys.max()) + 1)
+        vectors = vectors if self.keep_vectors else None
+        return quantized_rows(self.quantizer, quantized, self.metric == "l2", vectors)
 
     def _remove(self, keys: np.ndarray) -> None:
         if self._rows.remove(keys) < self._synced:
             self._dirty = True
 
     def _header(self) -> dict:
-        return {
+        header = {
             "format": _FORMAT,
             "config": self.codec_config.to_dict(),
             "metric": self.metric,
             "keep_vectors": self.keep_vectors,
             "next_id": self._next_id,
         }
+        if self.nlist is not None:
+            header["nlist"] = self.nlist
+        return header
+
+    def _pieces(self) -> list[dict[str, np.ndarray]]:
+        """Every row as file segments (and an IVF index's centroids and buffer)."""
+        if isinstance(self._rows, RowStore):
+            return self._rows.pieces(0, len(self))
+        return self._rows.pieces()
+
+    def _version(self) -> int:
+        return file_format.VERSION if self.nlist is None else file_format.IVF_VERSION
