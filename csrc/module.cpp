@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <optional>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -355,6 +356,70 @@ nb::tuple searcher_search(const Searcher& searcher, nb::list segment_list, Array
   return searcher_search_with(searcher, segment_list, queries, k, nullptr);
 }
 
+// An IVF index's lists (searcher.h, ListSet) with the Python arrays they view kept alive.
+struct PyListSet {
+  ListSet set;
+  std::vector<nb::object> keep;
+};
+
+// segments: every list's segments, list after list; first (nlist + 1) int64: list l's
+// segments are [first[l], first[l+1]); centroids (nlist, dim) float32; offset (nlist,) float32.
+PyListSet* searcher_lists(const Searcher& searcher, nb::list segment_list, Array1<const int64_t> first,
+                          Array2<const float> centroids, Array1<const float> offset) {
+  const int64_t nlist = static_cast<int64_t>(centroids.shape(0));
+  const int64_t dim = searcher.dim();
+  require(nlist >= 1 && nlist <= (int64_t(1) << 20), "lists: nlist must be in 1..2**20");
+  require(static_cast<int64_t>(centroids.shape(1)) == dim, "lists: centroids of the wrong dimension");
+  require(static_cast<int64_t>(first.shape(0)) == nlist + 1, "lists: first must hold nlist + 1 values");
+  require(static_cast<int64_t>(offset.shape(0)) == nlist, "lists: one offset per list");
+  const int64_t n_segments = static_cast<int64_t>(segment_list.size());
+  require(first.data()[0] == 0 && first.data()[nlist] == n_segments,
+          "lists: first must run from 0 to the number of segments");
+  auto out = std::make_unique<PyListSet>();
+  ListSet& set = out->set;
+  set.nlist = static_cast<int32_t>(nlist);
+  for (nb::handle h : segment_list) set.segments.push_back(segment_from(h, searcher.codec(), out->keep));
+  set.first.assign(first.data(), first.data() + nlist + 1);
+  set.rows.assign(nlist, 0);
+  int64_t row_end = 0;
+  for (int64_t l = 0; l < nlist; ++l) {
+    require(set.first[l] <= set.first[l + 1], "lists: first must not decrease");
+    for (int64_t s = set.first[l]; s < set.first[l + 1]; ++s) {
+      set.rows[l] += set.segments[s].rows;
+      row_end = std::max(row_end, set.segments[s].first_row + set.segments[s].rows);
+    }
+  }
+  require(row_end < (int64_t(1) << 62), "lists: rows out of range");
+  set.centroids_t.assign(dim * nlist, 0.0f);
+  const float* c = centroids.data();
+  for (int64_t l = 0; l < nlist; ++l) {
+    for (int64_t j = 0; j < dim; ++j) {
+      require(std::isfinite(c[l * dim + j]), "lists: centroids must be finite");
+      set.centroids_t[j * nlist + l] = c[l * dim + j];
+    }
+    require(std::isfinite(offset.data()[l]), "lists: offsets must be finite");
+  }
+  set.offset.assign(offset.data(), offset.data() + nlist);
+  return out.release();
+}
+
+nb::tuple searcher_search_lists(const Searcher& searcher, const PyListSet& lists, Array2<const float> queries,
+                                int64_t k, int64_t nprobe) {
+  const int64_t m = static_cast<int64_t>(queries.shape(0));
+  check_queries(queries, searcher.dim(), "queries");
+  require(k >= 0 && k <= (int64_t(1) << 24), "k must be in 0..2**24");
+  require(nprobe >= 1 && nprobe <= (int64_t(1) << 20), "nprobe must be in 1..2**20");
+  auto rows = numpy_array<int64_t>({static_cast<size_t>(m), static_cast<size_t>(k)});
+  auto scores = numpy_array<float>({static_cast<size_t>(m), static_cast<size_t>(k)});
+  ScanStats stats;
+  {
+    nb::gil_scoped_release release;
+    stats = searcher.search_lists(lists.set, queries.data(), m, static_cast<int32_t>(k),
+                                  static_cast<int32_t>(nprobe), rows.data(), scores.data());
+  }
+  return nb::make_tuple(rows, scores, stats.candidates, stats.reported);
+}
+
 // The probed search (an IVF index): segment s is scanned by queries[starts[s]..starts[s+1]),
 // each at most once per segment, with bias[e] added to entry e's scores (scan.h, Probes).
 nb::tuple searcher_search_probed(const Searcher& searcher, nb::list segment_list, Array2<const float> queries,
@@ -458,7 +523,13 @@ NB_MODULE(_core, m) {
       .def("search_probed", &searcher_search_probed, "segments"_a, "queries"_a.noconvert(), "k"_a,
            "starts"_a.noconvert(), "probe_queries"_a.noconvert(), "bias"_a.noconvert(),
            "search() where segment s is scanned only by probe_queries[starts[s]:starts[s+1]], "
-           "with bias added to their scores.");
+           "with bias added to their scores.")
+      .def("lists", &searcher_lists, "segments"_a, "first"_a.noconvert(), "centroids"_a.noconvert(),
+           "offset"_a.noconvert(), nb::rv_policy::take_ownership,
+           "An IVF index's lists for search_lists (csrc/searcher.h, ListSet).")
+      .def("search_lists", &searcher_search_lists, "lists"_a, "queries"_a.noconvert(), "k"_a, "nprobe"_a,
+           "(rows, scores, candidates, reported): the best k of each query's nprobe nearest lists.");
+  nb::class_<PyListSet>(m, "ListSet", "An IVF index's lists as the native scan reads them.");
   register_kv(m);
   register_mapped(m);
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {

@@ -1,9 +1,12 @@
 #include "searcher.h"
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <stdexcept>
 
 #include "cpu.h"
+#include "pool.h"
 
 namespace rq {
 
@@ -59,6 +62,69 @@ ScanStats Searcher::search(const std::vector<SegmentView>& segments, const float
     std::vector<float>().swap(projected);
   }
   return stats;
+}
+
+ScanStats Searcher::search_lists(const ListSet& lists, const float* queries, int64_t m,
+                                 int32_t k, int32_t nprobe, int64_t* out_rows,
+                                 float* out_scores) const {
+  const Kernels& kern = active_kernels();
+  const int64_t nlist = lists.nlist;
+  // <q, c> for every query and list, then each query's nearest non-empty lists
+  std::vector<float> dots(m * nlist);
+  if (m && nlist) {
+    kern.matmul(MatmulArgs{queries, m, map_.dim, lists.centroids_t.data(), lists.nlist, dots.data()});
+  }
+  // the nearest lists whether or not they hold rows (as FAISS): which lists a query reads
+  // does not depend on what else is stored (a shard probes the lists one index would)
+  const int64_t probes = std::min<int64_t>(nprobe, nlist);
+  std::vector<int32_t> probed(m * probes);
+  parallel_for(m, [&](int64_t q, int) {
+    const float* d = dots.data() + q * nlist;
+    thread_local std::vector<int32_t> order;
+    order.resize(nlist);
+    std::iota(order.begin(), order.end(), 0);
+    const auto nearer = [&](int32_t a, int32_t b) {
+      const float ca = d[a] + lists.offset[a], cb = d[b] + lists.offset[b];
+      return ca > cb || (ca == cb && a < b);
+    };
+    std::partial_sort(order.begin(), order.begin() + probes, order.end(), nearer);
+    std::copy(order.begin(), order.begin() + probes, probed.begin() + q * probes);
+  });
+  // the segments to scan and, per segment, the queries scanning it (CSR, see Probes)
+  std::vector<SegmentView> segments;
+  std::vector<int64_t> starts{0};
+  std::vector<int32_t> entry_query;
+  std::vector<float> entry_bias;
+  const float scale = map_.scale;
+  const auto add_list = [&](int32_t l, const int32_t* query, int64_t count) {
+    if (lists.rows[l] == 0) return;
+    for (int64_t s = lists.first[l]; s < lists.first[l + 1]; ++s) {
+      segments.push_back(lists.segments[s]);
+      for (int64_t i = 0; i < count; ++i) {
+        entry_query.push_back(query[i]);
+        entry_bias.push_back(scale * dots[query[i] * nlist + l]);
+      }
+      starts.push_back(static_cast<int64_t>(entry_query.size()));
+    }
+  };
+  if (m == 1) {  // nearest first: good thresholds early
+    const int32_t zero = 0;
+    for (int64_t p = 0; p < probes; ++p) add_list(probed[p], &zero, 1);
+  } else {  // list by list, each once for every query probing it
+    std::vector<int64_t> count(nlist + 1, 0);
+    for (int32_t l : probed) ++count[l + 1];
+    std::partial_sum(count.begin(), count.end(), count.begin());
+    std::vector<int32_t> by_list(probed.size());
+    std::vector<int64_t> fill(count.begin(), count.end() - 1);
+    for (int64_t q = 0; q < m; ++q) {
+      for (int64_t p = 0; p < probes; ++p) by_list[fill[probed[q * probes + p]]++] = static_cast<int32_t>(q);
+    }
+    for (int32_t l = 0; l < nlist; ++l) {
+      if (count[l + 1] > count[l]) add_list(l, by_list.data() + count[l], count[l + 1] - count[l]);
+    }
+  }
+  const Probes plan{starts.data(), entry_query.data(), entry_bias.data()};
+  return search(segments, queries, m, k, out_rows, out_scores, &plan);
 }
 
 }  // namespace rq

@@ -17,6 +17,18 @@
 
 namespace rq {
 
+// An IVF index's lists as the scan takes them: every list's segments, list after list, and
+// the centroids a query is probed against. Built once per state of the index (Python rebuilds
+// it after a write), read by any number of searches at once.
+struct ListSet {
+  std::vector<SegmentView> segments;  // list after list
+  std::vector<int64_t> first;         // [nlist + 1]: list l's segments [first[l], first[l+1])
+  std::vector<int64_t> rows;          // [nlist]: rows per list (empty lists are never probed)
+  std::vector<float> centroids_t;     // dim x nlist: the centroids, transposed
+  std::vector<float> offset;          // [nlist]: closeness = <q, c> + offset (l2: -|c|^2/2)
+  int32_t nlist = 0;
+};
+
 class Searcher {
  public:
   // Throws std::invalid_argument when the map or the codec do not fit together.
@@ -30,6 +42,13 @@ class Searcher {
   ScanStats search(const std::vector<SegmentView>& segments, const float* queries, int64_t m,
                    int32_t k, int64_t* out_rows, float* out_scores,
                    const Probes* probes = nullptr) const;
+
+  // queries (m, dim) float32: the best k rows of each query's `nprobe` nearest lists (by
+  // closeness, ties by lower list; empty ones included and skipped), each list scanned once
+  // for all the queries probing it,
+  // scores plus scale * <q, c> (residual codes). One query scans its lists nearest first.
+  ScanStats search_lists(const ListSet& lists, const float* queries, int64_t m, int32_t k,
+                         int32_t nprobe, int64_t* out_rows, float* out_scores) const;
 
  private:
   std::shared_ptr<const ScanPlan> plan_for(const Kernels& kern) const;

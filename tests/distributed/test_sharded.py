@@ -84,6 +84,48 @@ def test_equals_one_index_through_adds_removes_and_upserts(cluster):
     _same(sharded, single, queries, deny=np.arange(0, 3000, 2))
 
 
+def test_ivf_shards_equal_one_ivf_index_of_the_same_seed(cluster, tmp_path):
+    """nlist=16 on every shard and on one index, trained on the same sample: the same
+    centroids, codes and probed lists, so the same answers at every nprobe, before and after
+    removes, upserts and a save/load of the shards."""
+    sharded, _ = _pair(tmp_path, nlist=16)
+    single = VectorIndex(DIM, 4, metric="cosine", seed=7, nlist=16)
+    rng = np.random.default_rng(3)
+    centres = unit_gaussian(30, DIM, seed=4)
+    x = centres[rng.integers(0, 30, 4000)] + 0.3 * unit_gaussian(4000, DIM, seed=5)
+    queries = x[:15] + 0.05
+    for target in (sharded, single):
+        target.add(x[:100])  # buffered, searched exactly
+    _same(sharded, single, queries, nprobe=2)
+    for target in (sharded, single):
+        target.train(x)
+        target.add(x[100:])
+    assert sharded.trained and single.trained and len(sharded) == 4000
+    for nprobe in (1, 3, 16):
+        _same(sharded, single, queries, nprobe=nprobe)
+    for target in (sharded, single):
+        target.remove(np.arange(0, 4000, 7))
+        target.upsert(x[:20] * -1, ids=np.arange(1, 41, 2))
+    _same(sharded, single, queries, nprobe=3)
+    sharded.save()
+    again = ShardedIndex.load(tmp_path)
+    _same(again, single, queries, nprobe=3)
+    assert again.nlist == 16
+
+
+def test_ivf_shards_train_together_on_the_add_that_fills_them(cluster):
+    sharded = ShardedIndex(DIM, 4, shards=2, seed=1, nlist=8)
+    x = unit_gaussian(400, DIM, seed=6)
+    sharded.add(x[:200])
+    assert not sharded.trained
+    sharded.add(x[200:])  # 400 >= 30 per list: trained here, one set of centroids
+    assert sharded.trained and len(sharded) == 400
+    ids = sharded.search(x[:5], 1, nprobe=8).ids
+    assert (ids[:, 0] == np.arange(5)).all()
+    with pytest.raises(ValueError, match="inverted lists"):
+        ShardedIndex(DIM, 4, shards=2).train(x)
+
+
 def test_bad_input_is_refused_everywhere_and_changes_nothing(cluster):
     sharded, _ = _pair(shards=2)
     sharded.add(unit_gaussian(100, DIM))

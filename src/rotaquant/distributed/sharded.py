@@ -48,7 +48,9 @@ from .._arrays import check_matrix, check_result_fits, positive_int
 from .._atomic import atomic_write
 from .._deprecation import keyword_only_after
 from ..index import FileChangedError, IndexConfig, SearchResult, VectorIndex
+from ..index.coarse import CoarseQuantizer
 from ..index.file_guard import flocked
+from ..index.ivf import TRAIN_PER_LIST
 from ..index.validation import MAX_ID, as_ids, as_matrix, float16_copy, id_set, normalized
 from . import manifest
 from .manifest import MANIFEST, shard_of
@@ -154,11 +156,20 @@ class _Shard:
     def present(self, ids: np.ndarray) -> tuple[str, np.ndarray]:
         return self.incarnation, np.isin(ids, self._usable().ids)
 
-    def search(self, queries: np.ndarray, k: int, allow, rerank, deny) -> tuple:
+    def search(self, queries: np.ndarray, k: int, allow, rerank, deny, nprobe) -> tuple:
         index = self._usable()
         k = min(k, max(len(index), 1))  # no shard returns more rows than it holds
-        scores, ids = index.search(queries, k, allow=allow, deny=deny, rerank=rerank)
+        scores, ids = index.search(queries, k, allow=allow, deny=deny, rerank=rerank, nprobe=nprobe)
         return self.incarnation, scores, ids
+
+    def buffered(self) -> tuple[str, np.ndarray]:
+        """The vectors an untrained IVF shard holds (exactly, as added)."""
+        index = self._usable()
+        return self.incarnation, index.reconstruct(index.ids)
+
+    def train(self, centroids: np.ndarray) -> str:
+        self._usable().train(centroids=centroids)
+        return self.incarnation
 
     def timed_search(self, queries: np.ndarray, k: int) -> float:
         """Seconds of the fastest of three searches inside the actor (no transport):
@@ -200,9 +211,9 @@ class _Shard:
         if directory == self.home:
             self.generation = saved["generation"]
 
-    def stats(self) -> tuple[str, int, int]:
+    def stats(self) -> tuple[str, int, int, bool]:
         index = self._usable()
-        return self.incarnation, len(index), index.nbytes
+        return self.incarnation, len(index), index.nbytes, index.trained
 
 
 class ShardedIndex:
@@ -315,13 +326,23 @@ class ShardedIndex:
     def metric(self) -> str:
         return self.config.metric
 
+    @property
+    def nlist(self) -> int | None:
+        """Inverted lists of every shard (None: flat shards)."""
+        return self.config.nlist
+
+    @property
+    def trained(self) -> bool:
+        """Whether every shard's lists are trained (flat shards: True)."""
+        return all(trained for *_, trained in self._stats())
+
     def __len__(self) -> int:
-        return sum(n for _, n, _ in self._stats())
+        return sum(n for _, n, _, _ in self._stats())
 
     @property
     def nbytes(self) -> int:
         """Bytes the shards hold (each VectorIndex's ``nbytes``, summed)."""
-        return sum(b for _, _, b in self._stats())
+        return sum(b for _, _, b, _ in self._stats())
 
     def __repr__(self) -> str:
         return (
@@ -345,6 +366,7 @@ class ShardedIndex:
             if present.any():
                 raise ValueError(f"add: ids already present (e.g. {int(keys[present][0])})")
         if n:
+            self._train_for(matrix)
             self._scatter("add", keys, matrix)
         return keys
 
@@ -353,6 +375,7 @@ class ShardedIndex:
         matrix = self._matrix(vectors, "upsert")
         keys = as_ids(ids, matrix.shape[0], "upsert")
         if keys.size:
+            self._train_for(matrix)
             self._scatter("upsert", keys, matrix)
 
     def remove(self, ids: Any) -> None:
@@ -470,12 +493,14 @@ class ShardedIndex:
         deny: Any = None,
         rerank: int | None = None,
         partial_ok: bool = False,
+        nprobe: int | None = None,
     ) -> SearchResult:
         """As :meth:`VectorIndex.search` (the scores and ids one index holding every vector
         returns; among exactly equal scores the smaller id comes first, where one index
         follows its storage order), as a :class:`SearchResult`. With ``rerank``, each shard
         re-scores its own ``rerank`` best candidates: at least as good as one index's.
-        A restarting shard is waited for until ``timeout``."""
+        A restarting shard is waited for until ``timeout``. ``nprobe``: as
+        :meth:`VectorIndex.search` (every shard reads the same nearest lists)."""
         matrix = self._matrix(queries, "queries")
         k = positive_int(k, "k")
         check_result_fits(matrix.shape[0], k)
@@ -483,7 +508,9 @@ class ShardedIndex:
         # a large batch goes to the object store once (every shard reads it zero-copy); a
         # small one travels inline with each call (a put costs more than it saves)
         shared = matrix if matrix.nbytes < INLINE_BYTES else ray.put(matrix)
-        calls = [(shared, int(k), allowed[s], rerank, denied[s]) for s in range(self.shards)]
+        calls = [
+            (shared, int(k), allowed[s], rerank, denied[s], nprobe) for s in range(self.shards)
+        ]
         answers, missing, restarted = [], [], []
         for shard, answer in enumerate(self._ask("search", calls, failures=partial_ok)):
             if isinstance(answer, ShardUnavailableError):
@@ -524,6 +551,40 @@ class ShardedIndex:
         return scores, ids
 
     # ------------------------------------------------------------------ internals
+    def train(self, sample: Any = None, *, centroids: Any = None) -> None:
+        """As :meth:`VectorIndex.train`, once for every shard: the centroids are trained here
+        (or given) and every shard takes the same ones, so that a query probes the lists one
+        IVF index would. ValueError for flat shards or trained ones."""
+        if self.config.nlist is None:
+            raise ValueError("train applies to an index with inverted lists (nlist=...)")
+        if centroids is None:
+            if sample is None:
+                raise ValueError("train: give a sample or the centroids, not both")
+            matrix = self._matrix(sample, "train")
+            if self.metric == "cosine":
+                matrix = normalized(matrix, "train")
+            coarse = CoarseQuantizer(self.dim, self.config.nlist, self.metric, self.config.seed)
+            centroids = coarse.train(matrix).centroids
+        elif sample is not None:
+            raise ValueError("train: give a sample or the centroids, not both")
+        answers = self._ask("train", [(np.asarray(centroids, np.float32),)] * self.shards)
+        for shard, incarnation in enumerate(answers):
+            self._check_incarnation(shard, incarnation)
+
+    def _train_for(self, matrix: np.ndarray) -> None:
+        """Train every shard's lists on the buffered vectors and ``matrix`` when together they
+        reach 30 per list (what one IVF index's add does), before ``matrix`` is scattered."""
+        nlist = self.config.nlist
+        if nlist is None:
+            return
+        stats = self._stats()
+        if all(trained for *_, trained in stats):
+            return
+        if sum(n for _, n, _, _ in stats) + matrix.shape[0] < TRAIN_PER_LIST * nlist:
+            return
+        buffered = [vectors for _, vectors in self._ask("buffered", [()] * self.shards)]
+        self.train(np.concatenate([*buffered, matrix]))
+
     def _matrix(self, vectors: Any, name: str) -> np.ndarray:
         """(n, dim) float32, checked here so that no shard refuses a part of a batch that
         others accepted."""
@@ -574,7 +635,7 @@ class ShardedIndex:
 
     def _stats(self):
         answers = self._ask("stats", [()] * self.shards)
-        for shard, (incarnation, _, _) in enumerate(answers):
+        for shard, (incarnation, *_) in enumerate(answers):
             self._check_incarnation(shard, incarnation)
         return answers
 

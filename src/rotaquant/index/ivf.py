@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -77,8 +78,10 @@ class InvertedLists:
         self.lists: list[RowStore] = []
         self.buffer = np.empty((0, self.config.dim), np.float32)
         self.buffer_ids = np.empty(0, np.int64)
+        self.n = 0  # vectors held (buffer and lists)
         self._directory: _Directory | None = None
         self._layout: tuple[np.ndarray, np.ndarray] | None = None  # (offsets, ids)
+        self._scan_set: Any = None  # the native scan's view of the lists (_core.ListSet)
         self._lock = threading.Lock()  # lazy builds by concurrent readers
 
     # ------------------------------------------------------------------ sizes and ids
@@ -89,10 +92,6 @@ class InvertedLists:
     @property
     def nlist(self) -> int:
         return self.coarse.nlist
-
-    @property
-    def n(self) -> int:
-        return self.buffer_ids.size + sum(store.n for store in self.lists)
 
     @property
     def list_sizes(self) -> np.ndarray:
@@ -138,6 +137,26 @@ class InvertedLists:
                     self._layout = offsets, ids.astype(np.int64, copy=False)
             return self._layout
 
+    def scan_set(self, searcher: Any) -> Any:
+        """The lists as the native ``searcher`` scans them (``_core.ListSet``: every segment,
+        the centroids), built once per state of the lists (trained only)."""
+        offsets = self.layout()[0]
+        with self._lock:
+            if self._scan_set is None:
+                segments, first = [], [0]
+                for lst, store in enumerate(self.lists):
+                    for segment, offset, _ in store.segments_with(None):
+                        segments.append(segment.scan_view(int(offsets[lst]) + offset, None))
+                    first.append(len(segments))
+                centroids = self.coarse.centroids
+                closer = np.zeros(self.nlist, np.float32)
+                if self.metric == "l2":  # nearest: largest ⟨q, c⟩ − ‖c‖²/2
+                    closer = (-0.5 * np.square(centroids).sum(axis=1)).astype(np.float32)
+                self._scan_set = searcher.lists(
+                    segments, np.asarray(first, np.int64), centroids, closer
+                )
+            return self._scan_set
+
     def directory(self) -> _Directory:
         with self._lock:
             if self._directory is None:
@@ -173,8 +192,11 @@ class InvertedLists:
         ``rows``, rows within the list)."""
         offsets = self.layout()[0]
         number = np.searchsorted(offsets, rows, side="right") - 1
-        for lst in np.unique(number).tolist():
-            picked = np.flatnonzero(number == lst)
+        order = np.argsort(number, kind="stable")
+        lists, first = np.unique(number[order], return_index=True)
+        bounds = [*first.tolist(), rows.size]
+        for i, lst in enumerate(lists.tolist()):
+            picked = order[bounds[i] : bounds[i + 1]]
             yield lst, picked, rows[picked] - offsets[lst]
 
     def vectors_of(self, rows: np.ndarray) -> np.ndarray:
@@ -214,12 +236,27 @@ class InvertedLists:
         """Fit the coarse quantizer to ``sample`` (float32, cosine rows normalized) and move
         the buffer into the lists."""
         self.coarse.train(sample)
+        self._open_lists()
+
+    def use_centroids(self, centroids: np.ndarray) -> None:
+        """Take ``centroids`` (nlist, dim) float32, finite, as they are (unit rows for a
+        spherical quantizer) and move the buffer into the lists."""
+        if self.coarse.spherical:  # rows not already of unit length are normalized
+            norms = np.linalg.norm(centroids, axis=1, keepdims=True)
+            off = (np.abs(norms - 1) > 1e-5) & (norms > 0)
+            centroids = np.where(off, centroids / np.where(norms > 0, norms, 1), centroids)
+        self.coarse.centroids = np.ascontiguousarray(centroids, np.float32)
+        self._open_lists()
+
+    def _open_lists(self) -> None:
+        """Empty lists for the trained centroids; the buffer moves into them."""
         self.lists = [
             RowStore(self.config, self.keep_vectors, self.metric == "l2") for _ in range(self.nlist)
         ]
         buffered, keys = self.buffer, self.buffer_ids
         self.buffer = np.empty((0, self.config.dim), np.float32)
         self.buffer_ids = np.empty(0, np.int64)
+        self.n = 0
         self._changed(directory=False)
         if keys.size:
             self.add(buffered, keys)
@@ -251,6 +288,7 @@ class InvertedLists:
             if self._directory is not None:
                 rows = np.arange(start, start + keys.size)
                 self._directory.insert(keys, np.full(keys.size, BUFFER), rows)
+            self.n += keys.size
             self._changed(directory=True)
             return
         assigned = self.coarse.assign(x)
@@ -270,6 +308,7 @@ class InvertedLists:
             if self._directory is not None:
                 rows = np.arange(first, store.n)
                 self._directory.insert(keys[picked], np.full(picked.size, lst), rows)
+        self.n += keys.size
         self._changed(directory=True)
 
     def remove(self, keys: np.ndarray) -> int:
@@ -290,13 +329,14 @@ class InvertedLists:
                 moved = store.ids[holes]
             if holes.size:
                 directory.move(moved, holes)
+        self.n -= keys.size
         self._changed(directory=True)
         return 0
 
     def _changed(self, directory: bool) -> None:
         """Forget the row layout (and the directory unless it was kept up to date)."""
         with self._lock:
-            self._layout = None
+            self._layout = self._scan_set = None
             if not directory:
                 self._directory = None
 
@@ -371,6 +411,7 @@ class InvertedLists:
             raise ValueError("the file holds lists but no centroids")
         if out.trained and out.buffer_ids.size:
             raise ValueError("the file holds both centroids and a training buffer")
+        out.n = out.buffer_ids.size
         if out.trained:
             out.lists = [
                 RowStore.from_arrays(
@@ -378,6 +419,7 @@ class InvertedLists:
                 )
                 for lst in range(coarse.nlist)
             ]
+            out.n = sum(store.n for store in out.lists)
         return out
 
 

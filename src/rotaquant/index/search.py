@@ -57,13 +57,14 @@ class Searcher:
         self.quantizer = quantizer
         self.metric = metric
         self._codec = codec_streams(quantizer)
+        self._native_scale = 2.0 if metric == "l2" else 1.0  # the l2 ranking scores 2⟨q, x̂⟩ − ‖x̂‖²
         qjl = quantizer.qjl
         self._native = _core.Searcher(
             self._codec,
             quantizer.dim,
             quantizer.rotation.native_form(),
             None if qjl is None else np.ascontiguousarray(qjl.projection.T),
-            2.0 if metric == "l2" else 1.0,  # the l2 ranking scores 2⟨q, x̂⟩ − ‖x̂‖²
+            self._native_scale,
         )
 
     def search(
@@ -131,25 +132,31 @@ class Searcher:
             allowed_rows = np.unique(allowed_rows[allowed_rows >= 0])
         if not lists.trained:
             return self._scan_exact(lists.buffer, queries, k, allowed_rows)
+        if allowed_rows is None:  # probes, plan and scan in the native core
+            scan_set = lists.scan_set(self._native)
+            rows, scores, *_ = self._native.search_lists(scan_set, queries, k, nprobe)
+            return rows, scores
+        return self._scan_allowed(lists, queries, k, allowed_rows, nprobe)
+
+    def _scan_allowed(
+        self,
+        lists: InvertedLists,
+        queries: np.ndarray,
+        k: int,
+        allowed_rows: np.ndarray,
+        nprobe: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``scan_lists`` restricted to sorted index rows: each query reads lists nearest first
+        until they hold as many allowed rows as ``nprobe`` lists hold rows on average (the
+        candidates of an unfiltered search), their allowed rows only."""
         m = queries.shape[0]
         offsets = lists.layout()[0]
-        sizes = np.diff(offsets)
-        if allowed_rows is None:
-            probed, dots = lists.coarse.probe(queries, nprobe)
-            query = np.repeat(np.arange(m), probed.shape[1])
-            probed, dots = probed.reshape(-1), dots.reshape(-1)
-        else:  # lists nearest first until they hold as many allowed rows as nprobe lists hold
-            # rows on average: the candidates of an unfiltered search
-            held = np.diff(np.searchsorted(allowed_rows, offsets))
-            query, probed, dots = lists.coarse.probe_until(
-                queries, held, nprobe * lists.n / lists.nlist
-            )
-            sizes = held
-        keep = sizes[probed] > 0
-        query, probed, dots = query[keep], probed[keep], dots[keep]
-        if probed.size == 0:  # every probed list is empty
+        held = np.diff(np.searchsorted(allowed_rows, offsets))
+        target = nprobe * lists.n / lists.nlist
+        query, probed, dots = lists.coarse.probe_until(queries, held, target)
+        if probed.size == 0:  # nothing allowed
             return np.full((m, k), -1, np.int64), np.full((m, k), -np.inf, np.float32)
-        if m > 1:  # each list once, for every query probing it (single queries: nearest first)
+        if m > 1:  # each list once, for every query probing it (one query: nearest first)
             order = np.argsort(probed, kind="stable")
             query, probed, dots = query[order], probed[order], dots[order]
         cut = np.flatnonzero(np.diff(probed)) + 1
@@ -157,22 +164,14 @@ class Searcher:
         last = np.concatenate([cut, [probed.size]])
         segments, starts, entries = [], [0], []
         for lst, a, b in zip(probed[first].tolist(), first.tolist(), last.tolist(), strict=True):
-            store = lists.lists[lst]
-            for segment, offset, local in store.segments_with(
-                None
-                if allowed_rows is None
-                else _local_rows(allowed_rows, offsets[lst], offsets[lst + 1])
-            ):
-                allow = None if local is None else _bitmap(local, segment.count)
-                segments.append(segment.scan_view(int(offsets[lst]) + offset, allow))
+            local = _local_rows(allowed_rows, offsets[lst], offsets[lst + 1])
+            for segment, offset, rows in lists.lists[lst].segments_with(local):
+                view = segment.scan_view(int(offsets[lst]) + offset, _bitmap(rows, segment.count))
+                segments.append(view)
                 entries.append((a, b))
                 starts.append(starts[-1] + b - a)
-        if len(entries) == len(first):  # one segment per list: the entries as they are
-            entry_query, entry_dots = query, dots
-        else:
-            entry_query = np.concatenate([query[a:b] for a, b in entries] or [query[:0]])
-            entry_dots = np.concatenate([dots[a:b] for a, b in entries] or [dots[:0]])
-        bias = entry_dots * (2.0 if self.metric == "l2" else 1.0)
+        entry_query = np.concatenate([query[a:b] for a, b in entries])
+        bias = np.concatenate([dots[a:b] for a, b in entries]) * self._native_scale
         rows, scores, *_ = self._native.search_probed(
             segments,
             queries,
@@ -192,14 +191,16 @@ class Searcher:
         if k == 0 or rows.size == 0:
             m = queries.shape[0]
             return np.full((m, k), -1, np.int64), np.full((m, k), -np.inf, np.float32)
-        candidates = vectors[rows] if allowed is not None else vectors
+        # float64 products rounded once: the same scores whatever else the buffer holds
+        # (a float32 product's rounding depends on the matrix shapes BLAS blocks by)
+        candidates = (vectors[rows] if allowed is not None else vectors).astype(np.float64)
         shift = None
         if self.metric == "l2":
             shift = -np.einsum("ij,ij->i", candidates, candidates)
         best = TopK(queries.shape[0], k)
         step = max(1, _EXACT_FLOATS // max(1, rows.size))
         for q0 in range(0, queries.shape[0], step):
-            scores = queries[q0 : q0 + step] @ candidates.T
+            scores = queries[q0 : q0 + step].astype(np.float64) @ candidates.T
             if shift is not None:
                 scores = 2 * scores + shift
             best.push(scores.astype(np.float32), rows, slice(q0, q0 + step))

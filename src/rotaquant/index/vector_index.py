@@ -279,18 +279,40 @@ class VectorIndex:
                 self._remove(keys)
 
     # ------------------------------------------------------------------ search
-    def train(self, sample: Any) -> None:
-        """Train the inverted lists' centroids on ``sample`` (n, dim), n ≥ nlist, now rather
-        than at the first large enough ``add`` (vectors already buffered move into their
-        lists). ValueError for a flat index or one already trained."""
+    def train(self, sample: Any = None, *, centroids: Any = None) -> None:
+        """Train the inverted lists now rather than at the first large enough ``add``:
+        k-means on ``sample`` (n, dim), n ≥ nlist, or the given ``centroids`` (nlist, dim)
+        as they are (unit rows for ip/cosine: they are normalized). Vectors already buffered
+        move into their lists. ValueError for a flat index or one already trained."""
         lists = self._lists("train")
-        source = as_matrix(sample, self.dim, "train")
+        if (sample is None) == (centroids is None):
+            raise ValueError("train: give a sample or the centroids, not both")
+        if centroids is not None:
+            given = as_matrix(centroids, self.dim, "centroids")
+            check_matrix(np.asarray(given), self.dim, "centroids")
+            if given.shape[0] != lists.nlist:
+                raise ValueError(
+                    f"centroids: {given.shape[0]} rows for an index of nlist={lists.nlist}"
+                )
+        else:
+            source = as_matrix(sample, self.dim, "train")
         with self._lock.writing():
             if lists.trained:
                 raise ValueError("train: the inverted lists are already trained")
-            chunks = [chunk for chunk, _ in self._chunks(source, "train")]
-            lists.train(np.concatenate(chunks) if chunks else source.astype(np.float32))
+            if centroids is not None:
+                lists.use_centroids(np.asarray(given, np.float32))
+            else:
+                chunks = [chunk for chunk, _ in self._chunks(source, "train")]
+                lists.train(np.concatenate(chunks) if chunks else source.astype(np.float32))
             self._dirty = True
+
+    @property
+    def centroids(self) -> np.ndarray | None:
+        """The inverted lists' centroids (nlist, dim) float32 (a copy), None before training;
+        ValueError for a flat index."""
+        lists = self._lists("centroids")
+        with self._lock.reading():
+            return None if not lists.trained else lists.coarse.centroids.copy()
 
     @keyword_only_after(2, ("allow", "rerank", "deny"))  # the 0.1 positional order
     def search(
