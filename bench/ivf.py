@@ -67,7 +67,7 @@ SCALE_N = 1_000_000
 QUICK_N = 30_000
 K = 10
 SINGLE_QUERIES = 200
-PROBES = (4, 8, 16, 32, 64, 128)
+PROBES = (4, 8, 16, 32, 64, 128, 256)
 EFS = (10, 20, 40, 80, 160, 320)
 TARGETS = (0.90, 0.95)
 
@@ -300,6 +300,7 @@ def methods(name: str, n: int, d: int) -> list[Callable[[], Method]]:
     out: list[Callable[[], Method]] = [
         lambda: Rotaquant(4, nlist),
         lambda: Rotaquant(6, nlist),
+        lambda: Rotaquant(8, nlist),
         lambda: Rotaquant(4, nlist, rerank=40),
         lambda: rabitq(4, nlist, d),
         lambda: rabitq(6, nlist, d),
@@ -473,11 +474,126 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+# ---------------------------------------------------------------------- filters and balance
+FILTER_SHARES = (0.01, 0.1)
+FILTER_BITS, FILTER_NPROBE = 6, 64
+
+
+def filtered(name: str, db: np.ndarray, queries: np.ndarray) -> list[dict[str, Any]]:
+    """``allow`` of 1 % and 10 % of the ids (seeded), rotaquant 6 bits at nprobe 64 against
+    FAISS IVF-RaBitQ 6 bits with an ``IDSelectorBatch`` at the same nprobe (it filters inside
+    the probed lists): recall@10 against the exact top 10 of the allowed vectors."""
+    n, d = db.shape
+    nlist = 4 * round(math.sqrt(n))
+    ours = Rotaquant(FILTER_BITS, nlist)
+    ours.build(db)
+    ours.set(FILTER_NPROBE)
+    peer = rabitq(FILTER_BITS, nlist, d)
+    peer.build(db)
+    rows = []
+    rng = np.random.default_rng(0)
+    for share in (1.0, *FILTER_SHARES):
+        allow = np.sort(rng.choice(n, int(share * n), replace=False)) if share < 1 else None
+        subset = db if allow is None else db[allow]
+        truth = exact_top(subset, queries)
+        truth = truth if allow is None else allow[truth]
+        selector = None if allow is None else faiss.IDSelectorBatch(allow)
+        params = faiss.IVFRaBitQSearchParameters(nprobe=FILTER_NPROBE, qb=8, sel=selector)
+
+        def search_ours(q, allow=allow):
+            return ours.index.search(q, K, nprobe=FILTER_NPROBE, allow=allow).ids
+
+        def search_peer(q, params=params):
+            return peer.index.search(q, K, params=params)[1]
+
+        for method, search in ((ours.name, search_ours), (peer.name, search_peer)):
+            start = time.perf_counter()
+            ids = search(queries)
+            seconds = time.perf_counter() - start
+            singles = []
+            for i in range(SINGLE_QUERIES):
+                t0 = time.perf_counter()
+                search(queries[i : i + 1])
+                singles.append(time.perf_counter() - t0)
+            rows.append(
+                {
+                    "data": name,
+                    "method": method,
+                    "allowed": share,
+                    "recall@10": recall(ids, truth),
+                    "qps": queries.shape[0] / seconds,
+                    "p50_ms": 1e3 * float(np.median(singles)),
+                }
+            )
+            print(format_table(rows[-1:], FILTER_COLUMNS).splitlines()[-1], flush=True)
+    return rows
+
+
+def balance(name: str, db: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> list[dict]:
+    """Lists that grow unbalanced: centroids trained on every vector against centroids
+    trained on the first 10 % in file order (GloVe's are its most frequent words: a drifted
+    sample), every vector added after; list sizes and recall/speed at 6 bits."""
+    n, d = db.shape
+    nlist = 4 * round(math.sqrt(n))
+    rows = []
+    for label, sample in (("all vectors", db), ("first 10 %", db[: n // 10])):
+        index = VectorIndex(d, FILTER_BITS, metric="cosine", nlist=nlist)
+        index.train(sample)
+        index.add(db)
+        sizes = index.list_sizes
+        for nprobe in (32, 64, 128):
+            start = time.perf_counter()
+            ids = index.search(queries, K, nprobe=nprobe).ids
+            seconds = time.perf_counter() - start
+            rows.append(
+                {
+                    "data": name,
+                    "trained on": label,
+                    "largest / mean list": float(sizes.max() / sizes.mean()),
+                    "empty lists": int((sizes == 0).sum()),
+                    "size cv": float(sizes.std() / sizes.mean()),
+                    "nprobe": nprobe,
+                    "recall@10": recall(ids, truth),
+                    "qps": queries.shape[0] / seconds,
+                }
+            )
+            print(format_table(rows[-1:], BALANCE_COLUMNS).splitlines()[-1], flush=True)
+    return rows
+
+
+FILTER_COLUMNS: list[Column] = [
+    ("data", "data", ""),
+    ("method", "method", ""),
+    ("allowed", "allowed", ".0%"),
+    ("recall@10", "R@10 (of allowed)", ".3f"),
+    ("qps", "q/s batched", ",.0f"),
+    ("p50_ms", "p50 ms", ".3f"),
+]
+BALANCE_COLUMNS: list[Column] = [
+    ("data", "data", ""),
+    ("trained on", "centroids trained on", ""),
+    ("largest / mean list", "largest/mean list", ".1f"),
+    ("size cv", "size CV", ".2f"),
+    ("empty lists", "empty", "d"),
+    ("nprobe", "nprobe", "d"),
+    ("recall@10", "R@10", ".3f"),
+    ("qps", "q/s batched", ",.0f"),
+]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument(
         "--quick", action="store_true", help=f"a smoke run: {QUICK_N:,} rows, 200 queries"
+    )
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=("curves", "filtered", "balance"),
+        default=["curves"],
+        help="curves: the recall/speed sweep (default); filtered: allow of 1 %% and 10 %%; "
+        "balance: centroids trained on a drifted sample",
     )
     add_isa_argument(parser)
     parser.add_argument("--out", help="JSON path or name in bench/results (default ivf)")
@@ -487,29 +603,55 @@ def main(argv: Sequence[str] | None = None) -> None:
     if faiss is None:
         parser.error("faiss is needed (ground truth and peers): pip install 'rotaquant[bench]'")
     faiss.omp_set_num_threads(2)
+    sections = tuple(args.sections)
+    suffix = "" if sections == ("curves",) else "_" + "_".join(sections)
     out = args.out or (
-        "ivf" + ("_quick" if args.quick else "") + ("_avx2" if args.isa == "avx2" else "")
+        "ivf" + suffix + ("_quick" if args.quick else "") + ("_avx2" if args.isa == "avx2" else "")
     )
     rows: list[dict[str, Any]] = []
+    extra: dict[str, list[dict[str, Any]]] = {"filtered": [], "balance": []}
     for name in args.sets:
         db, queries = dataset(name, args.quick)
         if args.quick:
             db, queries = db[:QUICK_N], queries[:SINGLE_QUERIES]
         truth = exact_top(db, queries)
         print(f"{name}: {db.shape[0]:,} x {db.shape[1]}", flush=True)
-        for make in methods(name, *db.shape):
-            rows += sweep(name, make, db, queries, truth)
+        if "curves" in sections:
+            for make in methods(name, *db.shape):
+                rows += sweep(name, make, db, queries, truth)
+        if "filtered" in sections:
+            extra["filtered"] += filtered(name, db, queries)
+        if "balance" in sections:
+            extra["balance"] += balance(name, db, queries, truth)
         del db, queries
-    table = format_table(rows, COLUMNS)
-    best = format_table(summary(rows), SUMMARY_COLUMNS)
-    text = (
-        f"{table}\n\nBest point reaching each recall target (rq ×: rotaquant's best at no more "
-        f"bytes/vector over the peer's; > 1 is rotaquant faster):\n{best}"
-    )
+    parts = []
+    if rows:
+        best = format_table(summary(rows), SUMMARY_COLUMNS)
+        parts += [
+            format_table(rows, COLUMNS),
+            "Best point reaching each recall target (rq ×: rotaquant's best at no more "
+            f"bytes/vector over the peer's; > 1 is rotaquant faster):\n{best}",
+        ]
+    if extra["filtered"]:
+        parts.append(
+            f"Filtered search (nprobe {FILTER_NPROBE}, {FILTER_BITS} bits; recall against the "
+            "exact top 10 of the allowed vectors):\n"
+            + format_table(extra["filtered"], FILTER_COLUMNS)
+        )
+    if extra["balance"]:
+        parts.append(
+            "Unbalanced lists (centroids trained on every vector, or on the first 10 % in file "
+            "order, then every vector added; 6 bits):\n"
+            + format_table(extra["balance"], BALANCE_COLUMNS)
+        )
+    text = "\n\n".join(parts)
     print(text)
-    publish(out, {"rows": rows, "summary": summary(rows)}, text)
+    payload = {"rows": rows, **extra}
+    if rows:
+        payload["summary"] = summary(rows)
+    publish(out, payload, text)
     plot_path = args.plot
-    if plot_path is None:
+    if plot_path is None and rows:
         full = not args.quick and tuple(args.sets) == SETS
         plot_path = "docs/ivf_pareto.png" if full else str(RESULTS / f"{Path(out).stem}.png")
     if plot_path:

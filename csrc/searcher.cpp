@@ -80,15 +80,23 @@ ScanStats Searcher::search_lists(const ListSet& lists, const float* queries, int
   std::vector<int32_t> probed(m * probes);
   parallel_for(m, [&](int64_t q, int) {
     const float* d = dots.data() + q * nlist;
+    thread_local std::vector<float> close;
     thread_local std::vector<int32_t> order;
+    close.resize(nlist);
     order.resize(nlist);
+    for (int32_t l = 0; l < nlist; ++l) close[l] = d[l] + lists.offset[l];
     std::iota(order.begin(), order.end(), 0);
-    const auto nearer = [&](int32_t a, int32_t b) {
-      const float ca = d[a] + lists.offset[a], cb = d[b] + lists.offset[b];
-      return ca > cb || (ca == cb && a < b);
+    const auto nearer = [&](int32_t a, int32_t b) {  // ties by lower list
+      return close[a] > close[b] || (close[a] == close[b] && a < b);
     };
-    std::partial_sort(order.begin(), order.begin() + probes, order.end(), nearer);
-    std::copy(order.begin(), order.begin() + probes, probed.begin() + q * probes);
+    const auto cut = order.begin() + probes;
+    if (probes <= 64) {  // a heap of the nearest: n log(probes)
+      std::partial_sort(order.begin(), cut, order.end(), nearer);
+    } else {  // selection, then the chosen sorted: n + probes log(probes)
+      std::nth_element(order.begin(), cut - 1, order.end(), nearer);
+      std::sort(order.begin(), cut, nearer);
+    }
+    std::copy(order.begin(), cut, probed.begin() + q * probes);
   });
   // the segments to scan and, per segment, the queries scanning it (CSR, see Probes)
   std::vector<SegmentView> segments;

@@ -88,6 +88,29 @@ def test_index_build_search_info(tmp_path, capsys):
         main(["index", "search", idx, str(tmp_path / "q5.npy")])
 
 
+def test_index_build_with_lists_and_search_with_nprobe(tmp_path, capsys):
+    x = unit_gaussian(3000, 32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "q.npy", x[:7])
+    idx = str(tmp_path / "ivf.rq")
+    main(["index", "build", str(tmp_path / "x.npy"), "-o", idx, "--nlist", "16"])
+    index = rq.VectorIndex.load(idx)
+    assert index.nlist == 16 and index.trained and index.list_sizes.sum() == 3000
+    out = str(tmp_path / "r.npz")
+    main(["index", "search", idx, str(tmp_path / "q.npy"), "-k", "2", "--nprobe", "2", "-o", out])
+    found = np.load(out)["ids"]
+    np.testing.assert_array_equal(found, index.search(x[:7], 2, nprobe=2).ids)
+    assert (found[:, 0] == np.arange(7)).all()
+    main(["index", "info", idx])
+    assert "nlist=16" in capsys.readouterr().out
+    flat = str(tmp_path / "flat.rq")
+    main(["index", "build", str(tmp_path / "x.npy"), "-o", flat])
+    with pytest.raises(SystemExit, match="inverted lists"):
+        main(["index", "search", flat, str(tmp_path / "q.npy"), "--nprobe", "2"])
+    with pytest.raises(SystemExit, match="nlist"):
+        main(["index", "build", str(tmp_path / "x.npy"), "-o", idx, "--force", "--nlist", "0"])
+
+
 def test_errors_are_reported_not_raised(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros(5, np.float32))
     with pytest.raises(SystemExit, match="expected"):

@@ -76,7 +76,13 @@ def index_build(args: argparse.Namespace) -> None:
             metric=args.metric,
             seed=args.seed,
             keep_vectors=args.keep_vectors,
+            nlist=args.nlist,
         )
+    if index.nlist is not None and not index.trained and n >= index.nlist:
+        # train on a sample of the whole file, not on whichever rows the first add holds
+        rng = np.random.default_rng(index.config.seed)
+        rows = np.sort(rng.choice(n, min(n, 256 * index.nlist), replace=False))
+        index.train(vectors[rows])
     step = 1 << 16
     start = time.perf_counter()
     with progress(total=n, desc="add", unit="vec", unit_scale=True) as bar:
@@ -101,7 +107,7 @@ def index_search(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     for lo in progress(range(0, len(queries), batch), desc="search", unit="batch"):
         chunk = np.asarray(queries[lo : lo + batch], np.float32)
-        s, i = index.search(chunk, args.k, allow=allow, rerank=args.rerank)
+        s, i = index.search(chunk, args.k, allow=allow, rerank=args.rerank, nprobe=args.nprobe)
         scores.append(s)
         ids.append(i)
     elapsed = time.perf_counter() - start
@@ -197,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ids", help=".npy file of (n,) integer ids (default: sequential)")
     b.add_argument("--seed", type=int, default=0, help="rotation seed")
     b.add_argument("--keep-vectors", action="store_true", help="keep a float16 copy for rerank")
+    b.add_argument(
+        "--nlist",
+        type=int,
+        help="inverted lists (IVF; about 4·sqrt(n)): searches read the nearest --nprobe lists",
+    )
     b.add_argument("--append", action="store_true", help="add to an existing index file")
     b.add_argument("--force", action="store_true", help="replace an existing index file")
     b.set_defaults(func=index_build)
@@ -208,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     s_.add_argument("-k", type=int, default=10, help="results per query")
     s_.add_argument("--allow", help=".npy file of ids the results may come from")
     s_.add_argument("--rerank", type=int, help="re-score this many candidates exactly")
+    s_.add_argument(
+        "--nprobe", type=int, help="lists each query reads (IVF index; default: the index's)"
+    )
     s_.add_argument("-o", "--output", help="write scores and ids to this .npz")
     s_.add_argument("--no-verify", action="store_true", help="skip checksums when opening")
     s_.set_defaults(func=index_search)
