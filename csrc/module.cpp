@@ -333,8 +333,7 @@ std::pair<std::vector<CodecStream>, QueryMap> searcher_parts(nb::list codec_list
   return {codec_from(codec_list, dim, !projection.is_none()), std::move(map)};
 }
 
-nb::tuple searcher_search_with(const Searcher& searcher, nb::list segment_list, Array2<const float> queries,
-                                int64_t k, const Probes* probes) {
+nb::tuple searcher_search(const Searcher& searcher, nb::list segment_list, Array2<const float> queries, int64_t k) {
   const int64_t m = static_cast<int64_t>(queries.shape(0));
   check_queries(queries, searcher.dim(), "queries");
   require(k >= 0 && k <= (int64_t(1) << 24), "k must be in 0..2**24");
@@ -346,14 +345,9 @@ nb::tuple searcher_search_with(const Searcher& searcher, nb::list segment_list, 
   ScanStats stats;
   {
     nb::gil_scoped_release release;
-    stats = searcher.search(segments, queries.data(), m, static_cast<int32_t>(k), rows.data(), scores.data(),
-                            probes);
+    stats = searcher.search(segments, queries.data(), m, static_cast<int32_t>(k), rows.data(), scores.data());
   }
   return nb::make_tuple(rows, scores, stats.candidates, stats.reported);
-}
-
-nb::tuple searcher_search(const Searcher& searcher, nb::list segment_list, Array2<const float> queries, int64_t k) {
-  return searcher_search_with(searcher, segment_list, queries, k, nullptr);
 }
 
 // An IVF index's lists (searcher.h, ListSet) with the Python arrays they view kept alive.
@@ -404,48 +398,35 @@ PyListSet* searcher_lists(const Searcher& searcher, nb::list segment_list, Array
 }
 
 nb::tuple searcher_search_lists(const Searcher& searcher, const PyListSet& lists, Array2<const float> queries,
-                                int64_t k, int64_t nprobe) {
+                                int64_t k, int64_t nprobe, std::optional<Array1<const int64_t>> allowed,
+                                double target) {
   const int64_t m = static_cast<int64_t>(queries.shape(0));
   check_queries(queries, searcher.dim(), "queries");
   require(k >= 0 && k <= (int64_t(1) << 24), "k must be in 0..2**24");
   require(nprobe >= 1 && nprobe <= (int64_t(1) << 20), "nprobe must be in 1..2**20");
+  RowFilter filter;
+  if (allowed) {
+    const int64_t* rows = allowed->data();
+    const int64_t count = static_cast<int64_t>(allowed->shape(0));
+    for (int64_t i = 0; i < count; ++i) {
+      require(rows[i] >= 0 && (i == 0 || rows[i] > rows[i - 1]), "allowed rows must be sorted, distinct and >= 0");
+    }
+    require(std::isfinite(target) && target >= 0, "target must be finite and >= 0");
+    filter = RowFilter{rows, count, target};
+  }
   auto rows = numpy_array<int64_t>({static_cast<size_t>(m), static_cast<size_t>(k)});
   auto scores = numpy_array<float>({static_cast<size_t>(m), static_cast<size_t>(k)});
   ScanStats stats;
   {
     nb::gil_scoped_release release;
     stats = searcher.search_lists(lists.set, queries.data(), m, static_cast<int32_t>(k),
-                                  static_cast<int32_t>(nprobe), rows.data(), scores.data());
+                                  static_cast<int32_t>(nprobe), allowed ? &filter : nullptr, rows.data(),
+                                  scores.data());
   }
   return nb::make_tuple(rows, scores, stats.candidates, stats.reported);
 }
 
-// The probed search (an IVF index): segment s is scanned by queries[starts[s]..starts[s+1]),
-// each at most once per segment, with bias[e] added to entry e's scores (scan.h, Probes).
-nb::tuple searcher_search_probed(const Searcher& searcher, nb::list segment_list, Array2<const float> queries,
-                                 int64_t k, Array1<const int64_t> starts, Array1<const int32_t> probe_queries,
-                                 Array1<const float> bias) {
-  const int64_t m = static_cast<int64_t>(queries.shape(0));
-  const int64_t n_segments = static_cast<int64_t>(segment_list.size());
-  const int64_t entries = static_cast<int64_t>(probe_queries.shape(0));
-  require(static_cast<int64_t>(starts.shape(0)) == n_segments + 1, "probes: starts must hold segments + 1 values");
-  require(static_cast<int64_t>(bias.shape(0)) == entries, "probes: one bias per probing query");
-  require(starts.data()[0] == 0 && starts.data()[n_segments] == entries,
-          "probes: starts must run from 0 to the number of probing queries");
-  std::vector<int64_t> last(m, -1);  // the last segment each query was seen probing
-  for (int64_t s = 0; s < n_segments; ++s) {
-    require(starts.data()[s] <= starts.data()[s + 1], "probes: starts must not decrease");
-    for (int64_t e = starts.data()[s]; e < starts.data()[s + 1]; ++e) {
-      const int32_t q = probe_queries.data()[e];
-      require(q >= 0 && q < m, "probes: query numbers must lie in [0, m)");
-      require(last[q] != s, "probes: a query probes a segment at most once");
-      require(std::isfinite(bias.data()[e]), "probes: bias must be finite");
-      last[q] = s;
-    }
-  }
-  const Probes probes{starts.data(), probe_queries.data(), bias.data()};
-  return searcher_search_with(searcher, segment_list, queries, k, &probes);
-}
+
 
 // ------------------------------------------------------------------------- probes
 // A dependent chain of 8n integer additions (one per cycle on every x86-64 and AArch64 core),
@@ -520,15 +501,13 @@ NB_MODULE(_core, m) {
            "codec"_a, "dim"_a, "rotation"_a, "projection"_a.none(), "scale"_a)
       .def("search", &searcher_search, "segments"_a, "queries"_a.noconvert(), "k"_a,
            "(rows (m, k) int64, scores (m, k) float32, candidates, reported) of raw queries (m, dim).")
-      .def("search_probed", &searcher_search_probed, "segments"_a, "queries"_a.noconvert(), "k"_a,
-           "starts"_a.noconvert(), "probe_queries"_a.noconvert(), "bias"_a.noconvert(),
-           "search() where segment s is scanned only by probe_queries[starts[s]:starts[s+1]], "
-           "with bias added to their scores.")
       .def("lists", &searcher_lists, "segments"_a, "first"_a.noconvert(), "centroids"_a.noconvert(),
            "offset"_a.noconvert(), nb::rv_policy::take_ownership,
            "An IVF index's lists for search_lists (csrc/searcher.h, ListSet).")
       .def("search_lists", &searcher_search_lists, "lists"_a, "queries"_a.noconvert(), "k"_a, "nprobe"_a,
-           "(rows, scores, candidates, reported): the best k of each query's nprobe nearest lists.");
+           "allowed"_a.noconvert().none() = nb::none(), "target"_a = 0.0,
+           "(rows, scores, candidates, reported): the best k of each query's nprobe nearest lists "
+           "(allowed: sorted index rows; then the nearest lists holding them until they hold target).");
   nb::class_<PyListSet>(m, "ListSet", "An IVF index's lists as the native scan reads them.");
   register_kv(m);
   register_mapped(m);

@@ -65,30 +65,61 @@ ScanStats Searcher::search(const std::vector<SegmentView>& segments, const float
 }
 
 ScanStats Searcher::search_lists(const ListSet& lists, const float* queries, int64_t m,
-                                 int32_t k, int32_t nprobe, int64_t* out_rows,
-                                 float* out_scores) const {
+                                 int32_t k, int32_t nprobe, const RowFilter* filter,
+                                 int64_t* out_rows, float* out_scores) const {
   const Kernels& kern = active_kernels();
   const int64_t nlist = lists.nlist;
-  // <q, c> for every query and list, then each query's nearest non-empty lists
+  // <q, c> for every query and list
   std::vector<float> dots(m * nlist);
   if (m && nlist) {
     kern.matmul(MatmulArgs{queries, m, map_.dim, lists.centroids_t.data(), lists.nlist, dots.data()});
   }
-  // the nearest lists whether or not they hold rows (as FAISS): which lists a query reads
-  // does not depend on what else is stored (a shard probes the lists one index would)
-  const int64_t probes = std::min<int64_t>(nprobe, nlist);
-  std::vector<int32_t> probed(m * probes);
+  // a filter: the allowed rows of each list (its rows are [first_row of its first segment, + rows))
+  const auto allowed_in = [&](int64_t lo, int64_t hi) {
+    const int64_t* a = std::lower_bound(filter->rows, filter->rows + filter->count, lo);
+    const int64_t* b = std::lower_bound(a, filter->rows + filter->count, hi);
+    return std::make_pair(a, b);
+  };
+  std::vector<int64_t> held;
+  if (filter) {
+    held.assign(nlist, 0);
+    for (int64_t l = 0; l < nlist; ++l) {
+      if (lists.first[l] == lists.first[l + 1]) continue;
+      const int64_t lo = lists.segments[lists.first[l]].first_row;
+      const auto [a, b] = allowed_in(lo, lo + lists.rows[l]);
+      held[l] = b - a;
+    }
+  }
+  // each query's lists, nearest first: the nprobe nearest whether or not they hold rows (as
+  // FAISS: which lists a query reads does not depend on what else is stored, so a shard probes
+  // the lists one index would); with a filter, the nearest holding allowed rows until they
+  // hold `target` of them
+  std::vector<std::vector<int32_t>> chosen(m);
   parallel_for(m, [&](int64_t q, int) {
     const float* d = dots.data() + q * nlist;
     thread_local std::vector<float> close;
     thread_local std::vector<int32_t> order;
     close.resize(nlist);
-    order.resize(nlist);
-    for (int32_t l = 0; l < nlist; ++l) close[l] = d[l] + lists.offset[l];
-    std::iota(order.begin(), order.end(), 0);
+    order.clear();
+    for (int32_t l = 0; l < nlist; ++l) {
+      close[l] = d[l] + lists.offset[l];
+      if (!filter || held[l] > 0) order.push_back(l);
+    }
     const auto nearer = [&](int32_t a, int32_t b) {  // ties by lower list
       return close[a] > close[b] || (close[a] == close[b] && a < b);
     };
+    std::vector<int32_t>& mine = chosen[q];
+    if (filter) {
+      std::sort(order.begin(), order.end(), nearer);
+      double sum = 0;
+      for (int32_t l : order) {
+        if (sum >= filter->target) break;
+        mine.push_back(l);
+        sum += static_cast<double>(held[l]);
+      }
+      return;
+    }
+    const int64_t probes = std::min<int64_t>(nprobe, nlist);
     const auto cut = order.begin() + probes;
     if (probes <= 64) {  // a heap of the nearest: n log(probes)
       std::partial_sort(order.begin(), cut, order.end(), nearer);
@@ -96,18 +127,32 @@ ScanStats Searcher::search_lists(const ListSet& lists, const float* queries, int
       std::nth_element(order.begin(), cut - 1, order.end(), nearer);
       std::sort(order.begin(), cut, nearer);
     }
-    std::copy(order.begin(), cut, probed.begin() + q * probes);
+    mine.assign(order.begin(), cut);
   });
-  // the segments to scan and, per segment, the queries scanning it (CSR, see Probes)
+  // the segments to scan and, per segment, the queries scanning it (CSR, see Probes); with a
+  // filter each segment gets a bitmap of its allowed rows (segments without any are skipped)
   std::vector<SegmentView> segments;
   std::vector<int64_t> starts{0};
   std::vector<int32_t> entry_query;
   std::vector<float> entry_bias;
+  std::vector<std::vector<uint64_t>> bitmaps;
   const float scale = map_.scale;
   const auto add_list = [&](int32_t l, const int32_t* query, int64_t count) {
-    if (lists.rows[l] == 0) return;
     for (int64_t s = lists.first[l]; s < lists.first[l + 1]; ++s) {
-      segments.push_back(lists.segments[s]);
+      SegmentView view = lists.segments[s];
+      if (view.rows == 0) continue;
+      if (filter) {
+        const auto [a, b] = allowed_in(view.first_row, view.first_row + view.rows);
+        if (a == b) continue;
+        std::vector<uint64_t> bits((view.rows + 63) / 64, 0);
+        for (const int64_t* r = a; r < b; ++r) {
+          const int64_t local = *r - view.first_row;
+          bits[local / 64] |= uint64_t(1) << (local % 64);
+        }
+        bitmaps.push_back(std::move(bits));
+        view.allow = bitmaps.back().data();  // a vector's buffer survives moves of the outer one
+      }
+      segments.push_back(view);
       for (int64_t i = 0; i < count; ++i) {
         entry_query.push_back(query[i]);
         entry_bias.push_back(scale * dots[query[i] * nlist + l]);
@@ -117,15 +162,17 @@ ScanStats Searcher::search_lists(const ListSet& lists, const float* queries, int
   };
   if (m == 1) {  // nearest first: good thresholds early
     const int32_t zero = 0;
-    for (int64_t p = 0; p < probes; ++p) add_list(probed[p], &zero, 1);
+    for (int32_t l : chosen[0]) add_list(l, &zero, 1);
   } else {  // list by list, each once for every query probing it
     std::vector<int64_t> count(nlist + 1, 0);
-    for (int32_t l : probed) ++count[l + 1];
+    for (const auto& mine : chosen) {
+      for (int32_t l : mine) ++count[l + 1];
+    }
     std::partial_sum(count.begin(), count.end(), count.begin());
-    std::vector<int32_t> by_list(probed.size());
+    std::vector<int32_t> by_list(count[nlist]);
     std::vector<int64_t> fill(count.begin(), count.end() - 1);
     for (int64_t q = 0; q < m; ++q) {
-      for (int64_t p = 0; p < probes; ++p) by_list[fill[probed[q * probes + p]]++] = static_cast<int32_t>(q);
+      for (int32_t l : chosen[q]) by_list[fill[l]++] = static_cast<int32_t>(q);
     }
     for (int32_t l = 0; l < nlist; ++l) {
       if (count[l + 1] > count[l]) add_list(l, by_list.data() + count[l], count[l + 1] - count[l]);

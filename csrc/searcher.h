@@ -29,6 +29,14 @@ struct ListSet {
   int32_t nlist = 0;
 };
 
+// Restricts an IVF search to some rows: `rows` (sorted, distinct index rows); each query reads
+// its nearest lists holding allowed rows until they hold `target` of them.
+struct RowFilter {
+  const int64_t* rows = nullptr;
+  int64_t count = 0;
+  double target = 0;
+};
+
 class Searcher {
  public:
   // Throws std::invalid_argument when the map or the codec do not fit together.
@@ -47,8 +55,10 @@ class Searcher {
   // closeness, ties by lower list; empty ones included and skipped), each list scanned once
   // for all the queries probing it,
   // scores plus scale * <q, c> (residual codes). One query scans its lists nearest first.
+  // With a `filter`, only its rows, in the lists it selects (RowFilter).
   ScanStats search_lists(const ListSet& lists, const float* queries, int64_t m, int32_t k,
-                         int32_t nprobe, int64_t* out_rows, float* out_scores) const;
+                         int32_t nprobe, const RowFilter* filter, int64_t* out_rows,
+                         float* out_scores) const;
 
  private:
   std::shared_ptr<const ScanPlan> plan_for(const Kernels& kern) const;

@@ -306,34 +306,34 @@ def test_crafted_files_are_refused(tmp_path, mutate, message):
         VectorIndex.load(path)
 
 
-def test_native_probes_are_checked_at_the_boundary():
-    index = VectorIndex(16, 4)
-    index.add(unit_gaussian(100, 16))
-    native = index._searcher._native
-    segments = [s.scan_view(o, None) for s, o, _ in index._rows.segment_rows(None)]
+def test_native_lists_and_filters_are_checked_at_the_boundary():
+    index = VectorIndex(16, 4, nlist=4)
+    index.add(_blobs(400, 16))
+    native, lists = index._searcher._native, index._rows
+    scan_set = lists.scan_set(native)
     q = unit_gaussian(2, 16)
-
-    def call(starts, queries, bias):
-        return native.search_probed(
-            segments,
-            q,
-            3,
-            np.asarray(starts, np.int64),
-            np.asarray(queries, np.int32),
-            np.asarray(bias, np.float32),
-        )
-
-    ok = call([0, 2], [0, 1], [0.0, 0.0])
-    np.testing.assert_array_equal(ok[0], index.search(q, 3).ids * 0 + ok[0])
-    for starts, queries, bias, message in [
-        ([0], [], [], "starts"),
-        ([0, 3], [0, 1], [0, 0], "starts"),
-        ([1, 2], [0, 1], [0, 0], "starts"),
-        ([0, 2], [0, 2], [0, 0], "query numbers"),
-        ([0, 2], [0, -1], [0, 0], "query numbers"),
-        ([0, 2], [1, 1], [0, 0], "at most once"),
-        ([0, 2], [0, 1], [0, np.inf], "finite"),
-        ([0, 2], [0, 1], [0], "bias"),
+    rows, scores, *_ = native.search_lists(scan_set, q, 3, 4)
+    np.testing.assert_array_equal(index.ids[rows], index.search(q, 3).ids)
+    for allowed, target, message in [
+        (np.array([3, 1]), 1.0, "sorted"),
+        (np.array([1, 1]), 1.0, "distinct"),
+        (np.array([-1, 2]), 1.0, ">= 0"),
+        (np.array([1, 2]), np.nan, "target"),
     ]:
         with pytest.raises(ValueError, match=message):
-            call(starts, queries, bias)
+            native.search_lists(scan_set, q, 3, 4, allowed, target)
+    with pytest.raises(ValueError, match="nprobe"):
+        native.search_lists(scan_set, q, 3, 0)
+    segments = [s.scan_view(0, None) for s in lists.lists[0].segments]
+    centroids = lists.coarse.centroids
+    closer = np.zeros(4, np.float32)
+    for first, c, offset, message in [
+        (np.array([0, 1], np.int64), centroids, closer, "nlist \\+ 1"),
+        (np.array([0, 0, 0, 0, 9], np.int64), centroids, closer, "number of segments"),
+        (np.array([0, 1, 0, 1, 1], np.int64), centroids, closer, "decrease"),
+        (np.array([0, 1, 1, 1, 1], np.int64), centroids[:, :8].copy(), closer, "dimension"),
+        (np.array([0, 1, 1, 1, 1], np.int64), centroids * np.inf, closer, "finite"),
+        (np.array([0, 1, 1, 1, 1], np.int64), centroids, closer[:3].copy(), "offset"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            native.lists(segments, first, np.ascontiguousarray(c, np.float32), offset)

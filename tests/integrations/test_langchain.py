@@ -28,7 +28,33 @@ class TestStandardSuiteOnDisk(VectorStoreIntegrationTests):
         yield RotaQuantVectorStore(self.get_embeddings(), bits=8, path=tmp_path / "store")
 
 
+class TestStandardSuiteWithLists(VectorStoreIntegrationTests):
+    """The suite on an index with inverted lists (nlist=2: a few documents stay in the exact
+    training buffer, as the suite's stores are small)."""
+
+    @pytest.fixture
+    def vectorstore(self):
+        yield RotaQuantVectorStore(self.get_embeddings(), bits=8, nlist=2)
+
+
 EMBEDDING = DeterministicFakeEmbedding(size=32)
+
+
+def test_inverted_lists_through_index_options(tmp_path):
+    """nlist= reaches the VectorIndex; past 30 documents per list it trains, filters still
+    give the best k of the allowed set, and a reopened store keeps the lists."""
+    path = tmp_path / "store"
+    texts = [f"text {i}" for i in range(300)]
+    metadatas = [{"parity": ["even", "odd"][i % 2]} for i in range(300)]
+    store = RotaQuantVectorStore.from_texts(texts, EMBEDDING, metadatas, path=path, nlist=4)
+    index = store.store.index
+    assert index.nlist == 4 and index.trained and index.list_sizes.sum() == 300
+    found = store.similarity_search("text 12", k=3, filter={"parity": "even"})
+    assert found[0].page_content == "text 12"
+    assert all(doc.metadata["parity"] == "even" for doc in found)
+    reopened = RotaQuantVectorStore.load(path, EMBEDDING)
+    assert reopened.store.index.nlist == 4
+    assert reopened.similarity_search("text 12", k=3) == store.similarity_search("text 12", k=3)
 
 
 def _store(**kwargs):

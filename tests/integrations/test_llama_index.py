@@ -72,6 +72,15 @@ def index():
     return VectorStoreIndex(_nodes(), storage_context=context, embed_model=WordHashEmbedding())
 
 
+def test_inverted_lists_through_index_options():
+    store = RotaQuantVectorStore(bits=4, nlist=2)
+    context = StorageContext.from_defaults(vector_store=store)
+    index = VectorStoreIndex(_nodes(), storage_context=context, embed_model=WordHashEmbedding())
+    assert store._store.index.nlist == 2
+    found = index.as_retriever(similarity_top_k=1).retrieve("a cat on a mat")
+    assert found[0].node.node_id == "cat"
+
+
 def test_vector_store_index_retrieves_through_the_store(index):
     retriever = index.as_retriever(similarity_top_k=2)
     found = retriever.retrieve("where did the cat sit")

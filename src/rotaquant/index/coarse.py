@@ -98,24 +98,6 @@ class CoarseQuantizer:
         lists = np.take_along_axis(part, order, 1)
         return lists.astype(np.int64), np.take_along_axis(dots, lists, 1)
 
-    def probe_until(
-        self, queries: np.ndarray, sizes: np.ndarray, target: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per query, the lists nearest first (skipping those of size 0) until their
-        ``sizes`` sum to ``target`` or more (or none are left): flat arrays (query, list,
-        ⟨q, c⟩), query-major, nearest first within a query."""
-        centroids = self._fitted()
-        q = np.asarray(queries, dtype=np.float32)
-        dots = q @ centroids.T
-        closeness = self._closeness(dots, centroids)
-        closeness[:, sizes == 0] = -np.inf
-        order = np.argsort(-closeness, axis=1, kind="stable")
-        held = sizes[order]
-        before = np.cumsum(held, axis=1) - held  # what the nearer lists already hold
-        query, rank = np.nonzero((before < target) & (held > 0))
-        lists = order[query, rank]
-        return query, lists.astype(np.int64), dots[query, lists]
-
     def _fitted(self) -> np.ndarray:
         if self.centroids is None:
             raise ValueError("the coarse quantizer is not trained yet")

@@ -132,53 +132,13 @@ class Searcher:
             allowed_rows = np.unique(allowed_rows[allowed_rows >= 0])
         if not lists.trained:
             return self._scan_exact(lists.buffer, queries, k, allowed_rows)
-        if allowed_rows is None:  # probes, plan and scan in the native core
-            scan_set = lists.scan_set(self._native)
-            rows, scores, *_ = self._native.search_lists(scan_set, queries, k, nprobe)
-            return rows, scores
-        return self._scan_allowed(lists, queries, k, allowed_rows, nprobe)
-
-    def _scan_allowed(
-        self,
-        lists: InvertedLists,
-        queries: np.ndarray,
-        k: int,
-        allowed_rows: np.ndarray,
-        nprobe: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``scan_lists`` restricted to sorted index rows: each query reads lists nearest first
-        until they hold as many allowed rows as ``nprobe`` lists hold rows on average (the
-        candidates of an unfiltered search), their allowed rows only."""
-        m = queries.shape[0]
-        offsets = lists.layout()[0]
-        held = np.diff(np.searchsorted(allowed_rows, offsets))
+        # probes, plan and scan in the native core; a filter reads lists nearest first until
+        # they hold as many allowed rows as nprobe lists hold rows on average (the candidates
+        # of an unfiltered search)
         target = nprobe * lists.n / lists.nlist
-        query, probed, dots = lists.coarse.probe_until(queries, held, target)
-        if probed.size == 0:  # nothing allowed
-            return np.full((m, k), -1, np.int64), np.full((m, k), -np.inf, np.float32)
-        if m > 1:  # each list once, for every query probing it (one query: nearest first)
-            order = np.argsort(probed, kind="stable")
-            query, probed, dots = query[order], probed[order], dots[order]
-        cut = np.flatnonzero(np.diff(probed)) + 1
-        first = np.concatenate([[0], cut])
-        last = np.concatenate([cut, [probed.size]])
-        segments, starts, entries = [], [0], []
-        for lst, a, b in zip(probed[first].tolist(), first.tolist(), last.tolist(), strict=True):
-            local = _local_rows(allowed_rows, offsets[lst], offsets[lst + 1])
-            for segment, offset, rows in lists.lists[lst].segments_with(local):
-                view = segment.scan_view(int(offsets[lst]) + offset, _bitmap(rows, segment.count))
-                segments.append(view)
-                entries.append((a, b))
-                starts.append(starts[-1] + b - a)
-        entry_query = np.concatenate([query[a:b] for a, b in entries])
-        bias = np.concatenate([dots[a:b] for a, b in entries]) * self._native_scale
-        rows, scores, *_ = self._native.search_probed(
-            segments,
-            queries,
-            k,
-            np.asarray(starts, np.int64),
-            entry_query.astype(np.int32),
-            bias.astype(np.float32),
+        scan_set = lists.scan_set(self._native)
+        rows, scores, *_ = self._native.search_lists(
+            scan_set, queries, k, nprobe, allowed_rows, target
         )
         return rows, scores
 
@@ -258,8 +218,3 @@ def _bitmap(local: np.ndarray, count: int) -> np.ndarray:
     bits[local] = True
     return np.packbits(bits, bitorder="little").view(np.uint64)
 
-
-def _local_rows(rows: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """The sorted ``rows`` in [start, stop), less ``start``."""
-    lo, hi = np.searchsorted(rows, [start, stop])
-    return rows[lo:hi] - start
