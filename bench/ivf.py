@@ -240,6 +240,16 @@ class Scann(Method):
         return d / 4 + 4 * d + 4 + self.nlist * d * 4 / n  # AH codes, float32, 4-byte index
 
 
+def installed(module: str) -> bool:
+    """Whether a peer's module imports (bench.ivf skips, and says so, those that do not)."""
+    try:
+        __import__(module)
+    except ImportError:
+        print(f"{module} is not installed: skipped (make setup installs it)", flush=True)
+        return False
+    return True
+
+
 class Hnswlib(Method):
     name = "hnswlib M16"
     param = "ef"
@@ -306,8 +316,9 @@ def methods(name: str, n: int, d: int) -> list[Callable[[], Method]]:
         lambda: rabitq(6, nlist, d),
     ]
     if name != "Clustered-768":
-        out += [lambda: pq_fastscan(nlist, d), lambda: sq8(nlist, d), lambda: Scann(nlist)]
-        out += [Hnswlib, Usearch]
+        out += [lambda: pq_fastscan(nlist, d), lambda: sq8(nlist, d)]
+        peers = (("scann", lambda: Scann(nlist)), ("hnswlib", Hnswlib), ("usearch", Usearch))
+        out += [make for module, make in peers if installed(module)]
     return out
 
 
