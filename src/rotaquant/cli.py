@@ -15,6 +15,7 @@ from ._atomic import atomic_write
 from ._progress import progress
 from .codec import Codes, TurboQuantizer
 from .contrib import bench_runner, demo, eval_kv
+from .contrib.data import MissingData
 from .index import FileChangedError, VectorIndex
 
 
@@ -280,5 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, KeyError, OSError, FileChangedError) as exc:
+    except KeyError as exc:  # str(KeyError) quotes its message
+        raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from exc
+    except (ValueError, OSError, FileChangedError, MissingData, ImportError) as exc:
+        # MissingData and a missing extra's ImportError name what to install
         raise SystemExit(f"error: {exc}") from exc

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rotaquant.codec.codes import CodecConfig
 from rotaquant.kv import KVConfig, TurboQuantCache
+from rotaquant.kv.config import head_config
 
 from .test_cache import _config
 
@@ -94,6 +96,22 @@ def test_a_width_realisable_only_at_other_head_dims_fails_at_the_model_naming_it
     KVConfig(key_bits=3.3)  # 3.3 is realisable at head_dim 80
     with pytest.raises(ValueError, match="key_bits=3.3"):
         TurboQuantCache(key_bits=3.3, config=_config())  # head_dim 16
+
+
+@pytest.mark.parametrize(("head_dim", "bits"), [(64, 3.3), (64, 3.3125), (128, 2.7), (256, 3.01)])
+def test_suggested_widths_are_exact_and_accepted(head_dim, bits):
+    """The widths an error suggests, pasted back as printed, are accepted by what raised it:
+    the codec at any dim, the KV cache at its head_dim (whole bytes per token)."""
+    with pytest.raises(ValueError, match="nearest: ") as refused:
+        head_config(head_dim, bits)
+    suggested = refused.value.args[0].split("nearest: ")[1].rstrip(")").split(", ")
+    assert suggested
+    for text in suggested:
+        head_config(head_dim, float(text))
+    with pytest.raises(ValueError, match="e.g.") as refused:
+        assert CodecConfig(head_dim - 1, bits).groups
+    for text in refused.value.args[0].split("(e.g. ")[1].rstrip(")").split(" or "):
+        assert CodecConfig(head_dim - 1, float(text)).groups
 
 
 def test_the_cache_holds_its_config_and_reads_fields_from_it():

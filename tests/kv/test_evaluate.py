@@ -77,4 +77,18 @@ def test_eval_kv_flags_are_the_kv_config_and_are_checked_before_any_model_loads(
     for bad in (["--key-bits", "3.01"], ["--key-bits", "0"], ["--residual-length", "-5"]):
         with pytest.raises(SystemExit, match="error: .*(key_bits|residual_length)"):
             main(["eval-kv", *bad])
+    # realisable at some head_dim (80), not at SmolLM2's 64: refused before loading too, with
+    # widths the cache accepts
+    with pytest.raises(SystemExit, match=r"key_bits=3\.3: .*head_dim=64.*3\.25, 3\.375"):
+        main(["eval-kv", "--key-bits", "3.3"])
+    with pytest.raises(SystemExit, match="value_bits=2.6"):
+        main(["eval-kv", "--model", "gemma3", "--value-bits", "2.6"])
     assert not loaded  # refused before the model (or the baseline) was touched
+
+
+@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+def test_eval_kv_knows_the_packaged_models_head_dims(name):
+    from rotaquant.contrib import eval_kv
+
+    model, _ = packaged(getattr(data, name))
+    assert model.config.head_dim == eval_kv.HEAD_DIMS[name]

@@ -48,6 +48,12 @@ def plain_bits(bits: float) -> int | float:
     return int(bits) if float(bits).is_integer() else float(bits)
 
 
+def exact_width(bits: float) -> str:
+    """``bits`` as text that reads back as the same width (a suggestion pasted back works):
+    ``3.296875``, not a rounded ``3.29688``."""
+    return repr(plain_bits(round(float(bits), 10)))
+
+
 @dataclass(frozen=True)
 class ChannelGroup:
     """Channels ``[start, stop)`` of the rotated vector, coded with ``bits`` bits each."""
@@ -145,10 +151,11 @@ class CodecConfig:
         high_channels = (self.mse_bits - low) * self.dim
         if abs(high_channels - round(high_channels)) > 1e-6:
             step = 1 / self.dim
+            near = (low + step * math.floor(high_channels), low + step * math.ceil(high_channels))
             raise ValueError(
-                f"bits={self.bits} cannot be realised exactly at dim={self.dim}: widths must be "
-                f"multiples of 1/dim = {step:g} (e.g. {low + step * math.floor(high_channels):g} "
-                f"or {low + step * math.ceil(high_channels):g})"
+                f"bits={exact_width(self.bits)} cannot be realised exactly at dim={self.dim}: "
+                f"widths must be multiples of 1/dim (e.g. {exact_width(near[0])} or "
+                f"{exact_width(near[1])})"
             )
         split = round(high_channels)
         groups = [ChannelGroup(0, split, low + 1), ChannelGroup(split, self.dim, low)]

@@ -15,6 +15,7 @@ from typing import Any
 from ..kv.config import KVConfig
 
 MODELS = ("smollm2", "gemma3")
+HEAD_DIMS = {"smollm2": 64, "gemma3": 256}  # the packaged models' (checked by a test)
 # what eval-kv measures with (not cache options)
 EVALUATION = {
     "tokens": (2048, "text tokens for perplexity"),
@@ -89,10 +90,13 @@ def config_from(args: argparse.Namespace) -> KVConfig:
 
 
 def run(args: argparse.Namespace) -> None:
-    """The ``eval-kv`` command."""
+    """The ``eval-kv`` command: every option checked, at the model's head_dim too, before
+    anything loads."""
+    kv = config_from(args)
+    kv.check_head_dim(HEAD_DIMS[args.model])
     report(
         args.model,
-        config_from(args),
+        kv,
         **{name: getattr(args, name) for name in EVALUATION},
     )
 

@@ -217,4 +217,3 @@ def _bitmap(local: np.ndarray, count: int) -> np.ndarray:
     bits = np.zeros(-(-count // 64) * 64, bool)
     bits[local] = True
     return np.packbits(bits, bitorder="little").view(np.uint64)
-

@@ -22,7 +22,7 @@ from typing import Any
 
 from .._arrays import non_negative_int
 from ..codec.codebook import MAX_BITS
-from ..codec.codes import CodecConfig
+from ..codec.codes import CodecConfig, exact_width
 
 HEAD_DIMS = range(8, 513, 8)  # head dims a width must be realisable at for some model
 MODES = ("mse", "prod")
@@ -32,13 +32,24 @@ ATTENTION_PATHS = ("decoded", "compressed")
 def head_config(head_dim: int, bits: float, seed: int = 0, mode: str = "mse") -> CodecConfig:
     """The codec configuration of one KV head; ValueError unless every channel group holds
     whole bytes of codes per token (a multiple of 8 channels)."""
-    config = CodecConfig(head_dim, bits, seed=seed, mode=mode)
-    for group in config.groups:
-        if group.channels % 8:
-            raise ValueError(
-                f"head_dim={head_dim} at bits={bits}: channel groups must hold a multiple "
-                f"of 8 channels (got {group.channels})"
-            )
+    try:
+        config = CodecConfig(head_dim, bits, seed=seed, mode=mode)
+        odd = [group.channels for group in config.groups if group.channels % 8]
+    except ValueError:
+        odd = [None]
+    if odd:
+        step = 8 / head_dim  # a width moves by 8 channels at a time
+        low = math.floor(bits / step + 1e-9) * step
+        near = ", ".join(
+            exact_width(width)
+            for width in (low, low + step)
+            if 1 <= width <= MAX_BITS and (mode == "mse" or width >= 2)
+        )
+        raise ValueError(
+            f"bits={exact_width(bits)} cannot be realised at head_dim={head_dim}: a KV head "
+            f"stores whole bytes per token, so each width's channels must be a multiple of 8 "
+            f"(widths in steps of 8/{head_dim}; nearest: {near})"
+        )
     return config
 
 
@@ -234,7 +245,7 @@ def _head_config(kind: str, head_dim: int, bits: float, mode: str) -> None:
     try:
         head_config(head_dim, bits, mode=mode)
     except ValueError as error:
-        raise ValueError(f"{kind}_bits={bits:g}: {error}") from None
+        raise ValueError(f"{kind}_bits={exact_width(bits)}: {error}") from None
 
 
 def _realisable_somewhere(widths: tuple[float, float], key_mode: str) -> None:
@@ -253,5 +264,6 @@ def _realisable_somewhere(widths: tuple[float, float], key_mode: str) -> None:
             raise ValueError(
                 f"{kind}_bits={bits!r} cannot be realised at any head_dim (8..512, multiples "
                 f"of 8): the channels at the higher width must be a multiple of 8; at "
-                f"head_dim 512 the nearest widths are {near[0]} and {near[1]}"
+                f"head_dim 512 the nearest widths are {exact_width(near[0])} and "
+                f"{exact_width(near[1])}"
             )
