@@ -43,9 +43,7 @@ def test_generate_at_8_bits_matches_dynamic_cache(tiny):
     ids = torch.randint(0, 100, (2, 20))
     mask = torch.ones_like(ids)
     cache = TurboQuantCache(key_bits=8, value_bits=8, residual_length=4)
-    out = tiny.generate(
-        ids, attention_mask=mask, past_key_values=cache, max_new_tokens=10, do_sample=False
-    )
+    out = tiny.generate(ids, attention_mask=mask, cache=cache, max_new_tokens=10, do_sample=False)
     ref = tiny.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False)
     assert torch.equal(out, ref)
     assert cache.get_seq_length() == 29  # the last generated token is not fed back

@@ -30,7 +30,13 @@ def test_agreement_counts_equal_positions_and_the_first_difference():
     assert agreement(torch.tensor([1, 2]), torch.tensor([1, 2])) == (2, 2)
 
 
-def test_eval_kv_reports_perplexity_memory_agreement_and_the_needle(capsys):
+def test_eval_kv_reports_perplexity_memory_agreement_and_the_needle(capsys, monkeypatch):
+    from transformers.utils import generic
+
+    logged = []  # transformers' deprecation notices (past_key_values -> cache) go through this
+    monkeypatch.setattr(
+        generic.logger, "warning_once", lambda message, *a, **k: logged.append(message)
+    )
     main(
         [
             "eval-kv",
@@ -54,6 +60,7 @@ def test_eval_kv_reports_perplexity_memory_agreement_and_the_needle(capsys):
     top1 = float(out.split("(same text): ")[1].split("%")[0])
     assert top1 > 90
     assert "found through the compressed cache" in out and "NOT found" not in out
+    assert not [message for message in logged if "deprecated" in message], logged
 
 
 def test_eval_kv_flags_are_the_kv_config_and_are_checked_before_any_model_loads(monkeypatch):

@@ -22,7 +22,14 @@ def models():
     return plain, enabled
 
 
-def test_cache_implementation_rotaquant_builds_our_cache(models):
+def test_cache_implementation_rotaquant_builds_our_cache(models, monkeypatch):
+    """Also: nothing here uses a spelling transformers calls deprecated (``past_key_values``)."""
+    from transformers.utils import generic
+
+    logged = []
+    monkeypatch.setattr(
+        generic.logger, "warning_once", lambda message, *a, **k: logged.append(message)
+    )
     plain, enabled = models
     ids = torch.randint(0, 100, (2, 30))
     mask = torch.ones_like(ids)
@@ -36,10 +43,11 @@ def test_cache_implementation_rotaquant_builds_our_cache(models):
         cache_config={"key_bits": 8, "value_bits": 8, "residual_length": 4},
         return_dict_in_generate=True,
     )
-    assert isinstance(out.past_key_values, TurboQuantCache)
-    assert out.past_key_values.layers[0].cold["keys"].length > 0  # tokens were compressed
-    assert out.past_key_values.attention == "compressed"  # the enabled model's fast path
+    assert isinstance(out.cache, TurboQuantCache)
+    assert out.cache.layers[0].cold["keys"].length > 0  # tokens were compressed
+    assert out.cache.attention == "compressed"  # the enabled model's fast path
     assert torch.equal(out.sequences, reference)
+    assert not [message for message in logged if "deprecated" in message], logged
     with pytest.warns(DeprecationWarning, match='"turboquant" is deprecated'):
         old = enabled.generate(
             ids,
@@ -60,8 +68,8 @@ def test_generation_config_route_and_bad_options(models):
     model.generation_config.cache_config = {"key_bits": 4, "value_bits": 3, "residual_length": 2}
     ids = torch.randint(0, 100, (1, 26))
     out = model.generate(ids, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
-    assert isinstance(out.past_key_values, TurboQuantCache)
-    assert out.past_key_values.key_bits == 4 and out.past_key_values.residual_length == 2
+    assert isinstance(out.cache, TurboQuantCache)
+    assert out.cache.key_bits == 4 and out.cache.residual_length == 2
     with pytest.raises(ValueError, match="unknown TurboQuantCache option"):
         model.generate(ids, max_new_tokens=1, cache_config={"nbits": 4})
     with pytest.raises(ValueError, match="use one"):
