@@ -1,6 +1,11 @@
 """The packaged real data sets of rotaquant.contrib.data that the benchmarks read."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 
 from rotaquant.contrib import data
 
@@ -27,3 +32,20 @@ def test_mpnet_embeddings_are_unit_768_d_and_cached():
     assert similar > unrelated + 0.3  # real sentence embeddings, not noise
     assert list(data.cache_dir().glob("mpnet-3-*.npy"))
     np.testing.assert_array_equal(data.mpnet_embeddings(texts), vectors)  # from the cache
+
+
+@pytest.mark.slow
+def test_the_first_model_conversion_says_so_once_and_logs_no_progress_bars(tmp_path):
+    """A fresh cache directory, stderr redirected (not a terminal): one line says what the
+    one-time step is, and no carriage-return progress bars reach the log."""
+    pytest.importorskip("transformers")
+    packaged(data.smollm2)  # skips unless the model package is installed
+    script = "from rotaquant.contrib import data; data.smollm2(); data.smollm2()"
+    env = {**os.environ, "ROTAQUANT_CACHE": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "\r" not in done.stderr, done.stderr[-500:]
+    assert done.stderr.count("converting the packaged") == 1
+    assert (tmp_path / "smollm2-135m-instruct-f32" / "model.safetensors").exists()

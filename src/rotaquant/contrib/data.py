@@ -368,14 +368,21 @@ def _gguf_model(name: str, locate, dtype: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     def convert(staging: Path) -> Path:
+        print(
+            f"rotaquant: converting the packaged {name} model to float32, once (15-30 s); "
+            f"later loads read the copy cached in {cache_dir() / name}",
+            file=sys.stderr,
+            flush=True,
+        )
         gguf = locate(staging)
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model.hf_quantizer = None  # de-quantized on load: save plain float32 weights
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(staging / "model")
-        tokenizer.save_pretrained(staging / "model")
+        with _quiet_progress():
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model.hf_quantizer = None  # de-quantized on load: save plain float32 weights
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(staging / "model")
+            tokenizer.save_pretrained(staging / "model")
         return staging / "model"
 
     target = _cached_model_dir(name, convert)
@@ -387,14 +394,22 @@ def _gguf_model(name: str, locate, dtype: str):
 
 @contextlib.contextmanager
 def _quiet_progress():
-    """transformers' loading bars off while stderr is not a terminal (logs stay readable)."""
+    """Progress bars off while stderr is not a terminal (a redirected log stays readable):
+    transformers' own, and plain tqdm's (the GGUF de-quantization uses one) via
+    ``TQDM_DISABLE``."""
     from transformers.utils import logging as hf_logging
 
     quiet = not sys.stderr.isatty() and hf_logging.is_progress_bar_enabled()
+    before = os.environ.get("TQDM_DISABLE")
     if quiet:
         hf_logging.disable_progress_bar()
+        os.environ["TQDM_DISABLE"] = "1"
     try:
         yield
     finally:
         if quiet:
             hf_logging.enable_progress_bar()
+            if before is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = before
