@@ -203,3 +203,21 @@ def test_one_class_two_names_and_0_1_positions_warn():
     with pytest.warns(DeprecationWarning, match="pass metric by keyword"):
         store = RotaQuantVectorStore(EMBEDDING, 4, "l2")
     assert store.store.config.metric == "l2"
+
+
+def test_a_misspelt_search_option_is_refused_not_ignored():
+    store = _store()
+    for call in (
+        lambda: store.similarity_search("text 1", k=2, filters={"parity": "odd"}),
+        lambda: store.similarity_search_with_score("text 1", k=2, filters={"parity": "odd"}),
+        lambda: store.max_marginal_relevance_search("text 1", k=2, filters={"parity": "odd"}),
+        lambda: store.similarity_search_by_vector(EMBEDDING.embed_query("a"), k=2, where=1),
+    ):
+        with pytest.raises(TypeError, match="unexpected keyword"):
+            call()
+    with pytest.raises(TypeError, match="filter="):
+        store.similarity_search("text 1", filters={"parity": "odd"})
+    retriever = store.as_retriever(
+        search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.0, "k": 2}
+    )
+    assert len(retriever.invoke("text 1")) <= 2  # LangChain's own options still pass

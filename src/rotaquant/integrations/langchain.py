@@ -99,17 +99,20 @@ class RotaQuantLangChainStore(VectorStore):
     def similarity_search(
         self, query: str, k: int = 4, filter: Filter = None, **kwargs: Any
     ) -> list[Document]:
+        _no_other_options(kwargs, "similarity_search")
         return [doc for doc, _ in self.similarity_search_with_score(query, k, filter)]
 
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: Filter = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
+        _no_other_options(kwargs, "similarity_search_with_score")
         vector = self._embedding.embed_query(query)
         return self.similarity_search_with_score_by_vector(vector, k, filter)
 
     def similarity_search_by_vector(
         self, embedding: list[float], k: int = 4, filter: Filter = None, **kwargs: Any
     ) -> list[Document]:
+        _no_other_options(kwargs, "similarity_search_by_vector")
         return [doc for doc, _ in self.similarity_search_with_score_by_vector(embedding, k, filter)]
 
     def similarity_search_with_score_by_vector(
@@ -127,6 +130,7 @@ class RotaQuantLangChainStore(VectorStore):
         filter: Filter = None,
         **kwargs: Any,
     ) -> list[Document]:
+        _no_other_options(kwargs, "max_marginal_relevance_search")
         vector = self._embedding.embed_query(query)
         return self.max_marginal_relevance_search_by_vector(vector, k, fetch_k, lambda_mult, filter)
 
@@ -141,6 +145,7 @@ class RotaQuantLangChainStore(VectorStore):
     ) -> list[Document]:
         """``fetch_k`` candidates from the index, ``k`` of them chosen by MMR on their decoded
         vectors."""
+        _no_other_options(kwargs, "max_marginal_relevance_search_by_vector")
         found = self._search(embedding, fetch_k, filter)
         if not found:
             return []
@@ -214,3 +219,12 @@ def __getattr__(name: str):
         )
         return MiniLMEmbeddings
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _no_other_options(options: dict[str, Any], method: str) -> None:
+    """Refuse keyword arguments the search does not take (LangChain's signatures let any
+    through: a misspelt ``filters=`` would otherwise be ignored and return unfiltered hits)."""
+    if options:
+        names = ", ".join(repr(name) for name in sorted(options))
+        hint = " (the metadata filter is filter=)" if any("filt" in n for n in options) else ""
+        raise TypeError(f"{method}() got unexpected keyword argument(s) {names}{hint}")
