@@ -1,5 +1,6 @@
-"""Every Python block in README.md and docs/*.md runs as written (blocks of one file share a
-namespace, in order, in a fresh interpreter inside a temporary directory)."""
+"""Every Python block in README.md and docs/*.md runs as written and on its own, as a reader
+pastes it: each block in a namespace of its own (one fresh interpreter per page, inside a
+temporary directory, so files a block writes are there for the next)."""
 
 import re
 import subprocess
@@ -14,8 +15,8 @@ BLOCK = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
 RUNNER = """
 import sys
 blocks = {blocks!r}
-namespace = {{"__name__": "__main__"}}
 for number, (line, code) in enumerate(blocks, 1):
+    namespace = {{"__name__": "__main__"}}  # nothing carried over from the blocks above
     try:
         exec(compile(code, f"{page}:{{line}}", "exec"), namespace)
     except BaseException as error:
