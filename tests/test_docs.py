@@ -44,3 +44,28 @@ def test_python_blocks_run_as_written(page, tmp_path):
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+
+
+INTERNAL = re.compile(r"\bissues?[ -]\d+|device tool|\bcarry \[", re.I)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_pages_speak_to_users_not_to_the_tracker(page):
+    """No references a reader cannot follow: the project's issue numbers, its device tool."""
+    found = [
+        f"line {text[: m.start()].count(chr(10)) + 1}: {m.group(0)}"
+        for text in [page.read_text()]
+        for m in INTERNAL.finditer(text)
+    ]
+    assert not found, found
+
+
+def test_kv_docs_say_what_crop_does():
+    text = (ROOT / "docs" / "kv.md").read_text()
+    assert "`crop` is refused" not in text and "`crop` (what assisted decoding" in text
+
+
+def test_the_readme_says_which_instruction_set_its_speeds_come_from():
+    measured = (ROOT / "README.md").read_text().split("## Measured", 1)[1]
+    opening = measured.split("\n\n", 2)[1]  # the paragraph before the first table
+    assert "AVX-512" in opening and "AVX2" in opening
