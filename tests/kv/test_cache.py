@@ -83,6 +83,22 @@ def test_never_more_bytes_than_float16(tiny, dtype):
                 assert 0 < cache.nbytes <= cache.fp16_nbytes, (residual, step)
 
 
+@pytest.mark.parametrize(("residual", "sinks"), [(16, 4), (8, 0), (0, 4)])
+def test_savings_begin_where_eval_kv_says(tiny, residual, sinks):
+    """The length eval-kv prints: float16's bytes below it, fewer from it on."""
+    from rotaquant.contrib.eval_kv import savings_begin
+
+    cache = TurboQuantCache(key_bits=4, value_bits=3, residual_length=residual, sink_tokens=sinks)
+    begin = savings_begin(cache.kv_config)
+    with torch.no_grad():
+        for length in range(1, begin + 3):
+            tiny(torch.randint(0, 100, (1, 1)), cache=cache, use_cache=True)
+            if length < begin:
+                assert cache.nbytes == cache.fp16_nbytes, (length, begin)
+            else:
+                assert cache.nbytes < cache.fp16_nbytes, (length, begin)
+
+
 def test_residual_zero_and_reset(tiny):
     cache = TurboQuantCache(key_bits=4, value_bits=4, residual_length=0)
     with torch.no_grad():

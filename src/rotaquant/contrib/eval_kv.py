@@ -89,6 +89,13 @@ def config_from(args: argparse.Namespace) -> KVConfig:
     return KVConfig(**options)
 
 
+def savings_begin(kv: KVConfig) -> int:
+    """The sequence length from which a cache of ``kv`` holds fewer bytes than float16: the
+    sinks, the hot window and the 16 tokens that go cold at once (a shorter one is exact and
+    holds float16's bytes)."""
+    return kv.sink_tokens + kv.residual_length + 16
+
+
 def run(args: argparse.Namespace) -> None:
     """The ``eval-kv`` command: every option checked, at the model's head_dim too, before
     anything loads."""
@@ -150,7 +157,8 @@ def report(
     print(
         f"exact: the first {kv.sink_tokens} tokens (sinks) and the newest "
         f"{residual}-{residual + 15} (float16 for a float32 model); compressed: everything "
-        "between, once 16 or more tokens are past the hot window"
+        "between, once 16 or more tokens are past the hot window — so a sequence holds fewer "
+        f"bytes than float16 from {savings_begin(kv)} tokens on (shorter: float16's bytes)"
     )
     dynamic = DynamicCache(config=config)
     base, base_predictions = score_text(model, ids, dynamic, chunk)
