@@ -45,7 +45,7 @@ dist: setup
 	rm -rf dist build/wheel
 	$(BIN)/python -m build --sdist --no-isolation --outdir dist .
 	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w build/wheel .
-	$(BIN)/auditwheel repair -w dist build/wheel/rotaquant-*.whl
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair -w dist build/wheel/rotaquant-*.whl
 	ls -l dist
 
 # everything: lint, every test (the slow ones too: ~7 + 1 min on 2 cores), the sanitizer run,

