@@ -285,3 +285,25 @@ def test_a_missing_package_is_one_line_naming_the_extra(monkeypatch):
         main(["demo"])
     assert str(exited.value).startswith("error: ") and "rotaquant[data]" in str(exited.value)
     assert "\n" not in str(exited.value)
+
+
+def test_readme_demo_blocks_are_what_the_demo_prints(capsys):
+    """README's copy of ``rotaquant demo``: the same table headers and, row by row, the same
+    quality columns (speeds vary by machine), and the KV window line eval-kv prints."""
+    from rotaquant.contrib.eval_kv import describe_window
+    from rotaquant.kv import KVConfig
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    demo_text = readme[readme.index("`rotaquant demo` (real GloVe 6B") :]
+    blocks = demo_text.split("```\n")[1::2][:3]
+    main(["demo", "--no-kv"])
+    printed = capsys.readouterr().out.splitlines()
+    for block in blocks[:2]:
+        lines = block.splitlines()
+        start = printed.index(lines[0])  # the header
+        assert printed[start + 1] == lines[1]
+        for shown, now in zip(lines[2:], printed[start + 2 :], strict=False):
+            shown, now = shown.split(), now.split()
+            quality = [0, 1, 2, 3, 4, 5, 6, 8] if len(shown) == 9 else [0, 1, 2, 6, 7]
+            assert [shown[i] for i in quality] == [now[i] for i in quality]
+    assert describe_window(KVConfig(key_bits=4, value_bits=3)) in blocks[2].splitlines()

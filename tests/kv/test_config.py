@@ -2,13 +2,16 @@
 (TurboQuantCache, from_dict / cache_config, eval-kv), and the 0.1 positional spelling."""
 
 import dataclasses
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import rotaquant.kv
 from rotaquant.codec.codes import CodecConfig
 from rotaquant.kv import KVConfig, TurboQuantCache
 from rotaquant.kv.config import head_config
@@ -141,3 +144,36 @@ def test_importing_the_config_needs_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+KV_MODULES_NEEDING_TORCH = sorted(
+    path.stem
+    for path in (Path(rotaquant.kv.__file__).parent).glob("*.py")
+    if re.search(r"^(import|from) (torch|transformers)\b", path.read_text(), re.M)
+)
+
+
+@pytest.mark.parametrize("blocked", ["torch", "transformers"])
+def test_every_kv_module_names_the_extra_when_torch_or_transformers_is_missing(blocked):
+    """``import rotaquant.kv.cache`` without torch says what to install, not a bare
+    ModuleNotFoundError from inside the package; so do the package-level names."""
+    assert {"cache", "switch", "codec", "attention"} <= set(KV_MODULES_NEEDING_TORCH)
+    imports = [f"import rotaquant.kv.{m}" for m in KV_MODULES_NEEDING_TORCH]
+    imports += ["from rotaquant.kv import TurboQuantCache", "from rotaquant.kv import enable"]
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "for line in " + repr(imports) + ":\n"
+        "    try:\n"
+        "        exec(line)\n"
+        "    except ModuleNotFoundError as error:\n"
+        "        print(line, '|', error.name, '|', error)\n"
+        "    else:\n"
+        "        print(line, '| imported')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == len(imports)
+    for line in lines:
+        assert line.endswith(
+            f"| {blocked} | rotaquant.kv needs {blocked}: pip install 'rotaquant[kv]'"
+        ), line

@@ -96,6 +96,18 @@ def savings_begin(kv: KVConfig) -> int:
     return kv.sink_tokens + kv.residual_length + 16
 
 
+def describe_window(kv: KVConfig) -> str:
+    """One line: which tokens a cache with ``kv`` keeps exact, and from what length it holds
+    fewer bytes than float16."""
+    residual = kv.residual_length
+    return (
+        f"exact: the first {kv.sink_tokens} tokens (sinks) and the newest "
+        f"{residual}-{residual + 15} (float16 for a float32 model); compressed: everything "
+        "between, once 16 or more tokens are past the hot window — so a sequence holds fewer "
+        f"bytes than float16 from {savings_begin(kv)} tokens on (shorter: float16's bytes)"
+    )
+
+
 def run(args: argparse.Namespace) -> None:
     """The ``eval-kv`` command: every option checked, at the model's head_dim too, before
     anything loads."""
@@ -154,12 +166,7 @@ def report(
         f"chunks of {chunk}; {label}, residual_length={residual}, "
         f"attention={turboquant().kv_config.attention!r}, key_mode={kv.key_mode!r}"
     )
-    print(
-        f"exact: the first {kv.sink_tokens} tokens (sinks) and the newest "
-        f"{residual}-{residual + 15} (float16 for a float32 model); compressed: everything "
-        "between, once 16 or more tokens are past the hot window — so a sequence holds fewer "
-        f"bytes than float16 from {savings_begin(kv)} tokens on (shorter: float16's bytes)"
-    )
+    print(describe_window(kv))
     dynamic = DynamicCache(config=config)
     base, base_predictions = score_text(model, ids, dynamic, chunk)
     cache = turboquant()

@@ -10,7 +10,6 @@ used, and says which extra to install when they are missing.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import TYPE_CHECKING
 
 from .config import KVConfig
@@ -42,9 +41,5 @@ def __getattr__(name: str):
     module = _NEEDS_TORCH.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    missing = [p for p in ("torch", "transformers") if importlib.util.find_spec(p) is None]
-    if missing:
-        raise ImportError(
-            f"rotaquant.kv.{name} needs {' and '.join(missing)}: pip install 'rotaquant[kv]'"
-        )
+    # a missing torch or transformers: ModuleNotFoundError naming the extra (kv/_requires.py)
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -10,6 +10,9 @@ values is ever built; peak extra memory is one chunk.
 
 from __future__ import annotations
 
+from . import _requires  # noqa: F401  (first: a missing torch names the [kv] extra)
+
+# isort: split
 import torch
 
 from . import backend

@@ -12,6 +12,9 @@
 
 from __future__ import annotations
 
+from . import _requires  # noqa: F401  (first: a missing torch names the [kv] extra)
+
+# isort: split
 import os
 
 import torch

@@ -21,6 +21,9 @@ warns once per cache when a layer's cold tier reaches ``DECODED_WARN_TOKENS``.
 
 from __future__ import annotations
 
+from . import _requires  # noqa: F401  (first: a missing torch names the [kv] extra)
+
+# isort: split
 import warnings
 from dataclasses import dataclass
 from typing import Any

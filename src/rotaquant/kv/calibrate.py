@@ -28,6 +28,9 @@ probes; docs/kv.md's devset table measures this relative form.
 
 from __future__ import annotations
 
+from . import _requires  # noqa: F401  (first: a missing torch names the [kv] extra)
+
+# isort: split
 from dataclasses import dataclass
 from functools import cached_property
 

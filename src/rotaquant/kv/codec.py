@@ -39,6 +39,9 @@ those layouts, scoring queries in the stream's domain (``"rotated"``: q @ M, ``"
 
 from __future__ import annotations
 
+from . import _requires  # noqa: F401  (first: a missing torch names the [kv] extra)
+
+# isort: split
 from dataclasses import dataclass
 
 import numpy as np

@@ -14,6 +14,9 @@ allocate new buffers.
 
 from __future__ import annotations
 
+from . import _requires  # noqa: F401  (first: a missing torch names the [kv] extra)
+
+# isort: split
 from dataclasses import dataclass
 from functools import cached_property
 

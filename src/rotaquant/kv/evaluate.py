@@ -6,6 +6,9 @@ causal LMs in eval mode; every function runs under ``torch.no_grad``.
 
 from __future__ import annotations
 
+from . import _requires  # noqa: F401  (first: a missing torch names the [kv] extra)
+
+# isort: split
 import math
 import time
 from typing import NamedTuple

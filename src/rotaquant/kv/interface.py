@@ -9,6 +9,9 @@ classes implementing the method are named after it (``TurboQuantCache``).
 
 from __future__ import annotations
 
+from . import _requires  # noqa: F401  (first: a missing torch names the [kv] extra)
+
+# isort: split
 import torch
 
 ATTENTION = "rotaquant"  # AttentionInterface / AttentionMaskInterface / set_attn_implementation

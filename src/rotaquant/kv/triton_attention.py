@@ -18,6 +18,9 @@ step: the packed codes and float16 scales of every cold token once per query-row
 
 from __future__ import annotations
 
+from . import _requires  # noqa: F401  (first: a missing torch names the [kv] extra)
+
+# isort: split
 import math
 
 import torch

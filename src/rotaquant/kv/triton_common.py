@@ -9,6 +9,9 @@ machines without a GPU. ``rotaquant.kv.backend`` decides when they run.
 
 from __future__ import annotations
 
+from . import _requires  # noqa: F401  (first: a missing torch names the [kv] extra)
+
+# isort: split
 import torch
 import triton
 import triton.language as tl

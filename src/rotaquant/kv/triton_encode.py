@@ -10,6 +10,9 @@ QJL signs (r @ Sᵀ, packed 1-bit) and ‖r‖·√(π/2)/d. Nothing returns to 
 
 from __future__ import annotations
 
+from . import _requires  # noqa: F401  (first: a missing torch names the [kv] extra)
+
+# isort: split
 from typing import TYPE_CHECKING
 
 import torch
