@@ -36,16 +36,67 @@ def test_mpnet_embeddings_are_unit_768_d_and_cached():
 
 @pytest.mark.slow
 def test_the_first_model_conversion_says_so_once_and_logs_no_progress_bars(tmp_path):
-    """A fresh cache directory, stderr redirected (not a terminal): one line says what the
-    one-time step is, and no carriage-return progress bars reach the log."""
+    """A fresh cache directory, two processes loading the model at once, stderr redirected
+    (not a terminal): one converts while the other waits, one line says what the one-time step
+    is, and no carriage-return progress bars reach the log."""
     pytest.importorskip("transformers")
     packaged(data.smollm2)  # skips unless the model package is installed
     script = "from rotaquant.contrib import data; data.smollm2(); data.smollm2()"
     env = {**os.environ, "ROTAQUANT_CACHE": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "\r" not in done.stderr, done.stderr[-500:]
-    assert done.stderr.count("converting the packaged") == 1
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    stderr = ""
+    for process in both:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-2000:]
+        stderr += err
+    assert "\r" not in stderr, stderr[-500:]
+    assert stderr.count("converting the packaged") == 1
     assert (tmp_path / "smollm2-135m-instruct-f32" / "model.safetensors").exists()
+    assert not list(tmp_path.glob("*.tmp"))  # no staging folder left behind
+
+
+_BUILD = """
+import sys, time
+from pathlib import Path
+from rotaquant.contrib import data
+
+target, log = Path(sys.argv[1]), Path(sys.argv[2])
+
+def build(staging):
+    with log.open("a") as f:
+        f.write("built\\n")
+    time.sleep(0.5)
+    (staging / "out").mkdir()
+    (staging / "out" / "done").write_text(sys.argv[3])
+    return staging / "out"
+
+data._build_once(target, lambda: (target / "done").exists(), build)
+print((target / "done").read_text())
+"""
+
+
+def test_processes_building_one_cache_entry_build_it_once(tmp_path):
+    """Three processes ask for the same missing entry at once: one builds it, the others wait
+    for it and read the same folder (none deletes the folder another is reading)."""
+    target, log = tmp_path / "entry", tmp_path / "log"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _BUILD, str(target), str(log), str(n)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(3)
+    ]
+    answers = {process.communicate(timeout=60)[0].strip() for process in processes}
+    assert log.read_text() == "built\n"
+    assert len(answers) == 1 and answers <= {"0", "1", "2"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry", "entry.lock", "log"]

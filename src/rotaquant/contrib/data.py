@@ -119,20 +119,18 @@ def _debian_file(package: str, path: str) -> Path:
     if not (root / path).exists():
         if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
             raise MissingData(f"{installed} not found: apt-get install {package}")
-        import subprocess
-        import tempfile
 
-        with tempfile.TemporaryDirectory() as folder:
+        def unpack(staging: Path) -> Path:
+            import subprocess
+
             subprocess.run(
-                ["apt-get", "download", package], cwd=folder, check=True, capture_output=True
+                ["apt-get", "download", package], cwd=staging, check=True, capture_output=True
             )
-            (deb,) = Path(folder).glob("*.deb")
-            staging = root.with_name(f"{package}.{os.getpid()}.tmp")
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], check=True)
-            shutil.rmtree(root, ignore_errors=True)
-            os.replace(staging, root)
+            (deb,) = staging.glob("*.deb")
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(staging / "files")], check=True)
+            return staging / "files"
+
+        _build_once(root, lambda: (root / path).exists(), unpack)
     return root / path
 
 
@@ -340,17 +338,32 @@ def gemma3(dtype: str = "float32"):
 
 
 def _cached_model_dir(name: str, build: Callable[[Path], Path]) -> Path:
-    """``cache_dir()/name``, built on first use: ``build(staging)`` fills a fresh temporary
-    directory and returns the folder in it that is renamed into place (a kill leaves no
-    half-built model behind)."""
+    """``cache_dir()/name``, built on first use by ``build`` (see ``_build_once``)."""
     target = cache_dir() / name
-    if not (target / "model.safetensors").exists():
+    return _build_once(target, lambda: (target / "model.safetensors").exists(), build)
+
+
+def _build_once(target: Path, complete: Callable[[], bool], build: Callable[[Path], Path]) -> Path:
+    """``target``, built unless ``complete()``: ``build(staging)`` fills a fresh temporary
+    directory and returns the folder in it that is renamed into place, so a kill leaves no
+    half-built target. Processes building the same target take turns on a lock file beside it:
+    the first builds, the others wait and then find it complete (two first runs neither build
+    twice nor delete the folder the other is reading)."""
+    import fcntl
+
+    if complete():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f"{target.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if complete():
+            return target
         staging = target.with_name(f"{target.name}.{os.getpid()}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
         try:
             staging.mkdir(parents=True)
             built = build(staging)
-            shutil.rmtree(target, ignore_errors=True)
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete folder of a failed run
             os.replace(built, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
