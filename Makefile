@@ -48,11 +48,12 @@ dist: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair -w dist build/wheel/rotaquant-*.whl
 	ls -l dist
 
-# everything: lint, every test (the slow ones too: ~7 + 1 min on 2 cores), the sanitizer run,
-# the NEON kernels under qemu, the Triton kernels under the newest Triton allowed
+# everything: lint, every test (the slow ones too, on 2 pytest-xdist workers: 6.5-7 min on 2
+# cores against ~9 in one process; many tests wait on subprocesses, Ray or the disk), the
+# sanitizer run, the NEON kernels under qemu, the Triton kernels under the newest Triton allowed
 test: setup
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -m "slow or not slow" -n 2
 	$(MAKE) sanitize
 	$(MAKE) test-neon
 	$(MAKE) test-triton-newest

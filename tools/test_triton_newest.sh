@@ -20,5 +20,5 @@ if [ "$NEWEST" = "$PINNED" ]; then
   exit 0
 fi
 echo "== Triton $NEWEST (the newest $SPEC allows; the venv's: $PINNED)"
-PYTHONPATH="$DIR" TRITON_INTERPRET=1 "$PY" -m pytest -q tests/kv/test_triton_kernels.py \
+PYTHONPATH="$DIR" TRITON_INTERPRET=1 "$PY" -m pytest -q -n 2 tests/kv/test_triton_kernels.py \
   tests/kv/test_backend.py -k "triton and not gpu_benchmark"
