@@ -519,3 +519,47 @@ def test_drivers_killed_during_saves_lose_no_acknowledged_save(cluster, tmp_path
         assert set(search.ids[0].tolist()) == candidates[step]
         for actor in loaded.actors:
             ray.kill(actor, no_restart=True)
+
+
+def _restart(sharded, victim, queries):
+    """Kill shard ``victim`` (Ray restarts it from its saved file) and wait until a search
+    reaches the new actor (ShardRestartedError: it lost what came after the save)."""
+    ray.kill(sharded.actors[victim], no_restart=False)
+    for _ in range(300):
+        try:
+            sharded.search(queries, 10)
+        except ShardUnavailableError:
+            time.sleep(0.1)
+        except ShardRestartedError:
+            return
+    raise AssertionError("the shard did not restart")
+
+
+@pytest.mark.parametrize("race", [False, True])
+def test_an_ivf_shard_restarted_untrained_gets_the_shared_centroids(cluster, tmp_path, race):
+    """Saved before training, trained, then one shard restarts from the untrained save: the
+    next add gives it the other shards' centroids (never centroids of its own rows), also when
+    it restarts between the driver's check and the add (``race``), so the index answers as one
+    IVF index with those centroids would."""
+    sharded, _ = _pair(tmp_path, shards=2, nlist=8)
+    x = unit_gaussian(1200, DIM, seed=21)
+    queries = x[:6] + 0.01
+    sharded.add(x[:100])  # buffered in every shard
+    sharded.save()
+    sharded.add(x[100:400])  # 400 >= 30 per list: both shards train on the same centroids
+    centroids = ray.get(sharded.actors[0].centroids.remote())[1]
+    _restart(sharded, 1, queries)
+    if race:  # the driver's check before the add sees nothing to do
+        sharded._train_for = lambda matrix: None
+    new = np.arange(400, 1200)
+    sharded.add(x[400:], ids=new)  # shard 1's part alone: 400 > 30 * 8
+    for actor in sharded.actors:
+        np.testing.assert_array_equal(ray.get(actor.centroids.remote())[1], centroids)
+    single = VectorIndex(DIM, 4, metric="cosine", seed=7, nlist=8)
+    single.train(centroids=centroids)
+    kept = np.concatenate([np.arange(400)[shard_of(np.arange(400), 2) == 0], np.arange(100), new])
+    kept = np.unique(kept)  # shard 0 kept 0..399; shard 1 reloaded 0..99 (its part)
+    single.add(x[kept], ids=kept)
+    assert len(sharded) == len(single)
+    for nprobe in (1, 8):
+        _same(sharded, single, queries, nprobe=nprobe)

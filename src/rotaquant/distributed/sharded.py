@@ -72,6 +72,11 @@ class ShardRestartedError(RuntimeError):
         )
 
 
+class _TrainsAlone(ValueError):
+    """Raised by an untrained IVF shard (one restarted from a save made before training) whose
+    add would train it on its own rows; the driver sends it the shared centroids instead."""
+
+
 class ShardUnavailableError(RuntimeError):
     """A shard did not answer (dead or restarting)."""
 
@@ -142,12 +147,25 @@ class _Shard:
         return self.incarnation, self.error, self.generation
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> str:
-        self._usable().add(vectors, ids)
+        self._not_alone(len(ids)).add(vectors, ids)
         return self.incarnation
 
     def upsert(self, vectors: np.ndarray, ids: np.ndarray) -> str:
-        self._usable().upsert(vectors, ids)
+        self._not_alone(len(ids)).upsert(vectors, ids)
         return self.incarnation
+
+    def _not_alone(self, rows: int) -> VectorIndex:
+        """The index, unless adding ``rows`` would make an untrained IVF shard train its own
+        centroids (the driver trains every shard with the same ones before such an add, so
+        only a shard that restarted untrained meets this): then ``_TrainsAlone``."""
+        index = self._usable()
+        nlist = index.nlist
+        if nlist is not None and not index.trained and len(index) + rows >= TRAIN_PER_LIST * nlist:
+            raise _TrainsAlone(f"shard {self.shard} is untrained and would train alone")
+        return index
+
+    def centroids(self) -> tuple[str, np.ndarray | None]:
+        return self.incarnation, self._usable().centroids
 
     def remove(self, ids: np.ndarray) -> str:
         self._usable().remove(ids)
@@ -578,12 +596,28 @@ class ShardedIndex:
         if nlist is None:
             return
         stats = self._stats()
-        if all(trained for *_, trained in stats):
+        untrained = [shard for shard, (*_, trained) in enumerate(stats) if not trained]
+        if not untrained:
+            return
+        if len(untrained) < self.shards:  # restarted from a save made before training
+            self._share_centroids(untrained)
             return
         if sum(n for _, n, _, _ in stats) + matrix.shape[0] < TRAIN_PER_LIST * nlist:
             return
         buffered = [vectors for _, vectors in self._ask("buffered", [()] * self.shards)]
         self.train(np.concatenate([*buffered, matrix]))
+
+    def _share_centroids(self, shards: list[int]) -> None:
+        """Give ``shards`` (untrained: restarted from a save made before training) the
+        centroids the other shards were trained with; their buffered rows move into lists."""
+        answers = self._ask("centroids", [()] * self.shards)
+        for shard, (incarnation, _) in enumerate(answers):
+            self._check_incarnation(shard, incarnation)
+        centroids = next(c for _, c in answers if c is not None)
+        for shard, incarnation in zip(
+            shards, self._ask("train", [(centroids,)] * len(shards), shards=shards), strict=True
+        ):
+            self._check_incarnation(shard, incarnation)
 
     def _matrix(self, vectors: Any, name: str) -> np.ndarray:
         """(n, dim) float32, checked here so that no shard refuses a part of a batch that
@@ -605,6 +639,14 @@ class ShardedIndex:
             if chosen.size:
                 calls[shard] = (keys[chosen],) if matrix is None else (matrix[chosen], keys[chosen])
         answers = self._ask(method, list(calls.values()), shards=list(calls), failures=True)
+        alone = [s for s, a in zip(calls, answers, strict=True) if isinstance(a, _TrainsAlone)]
+        if alone:  # restarted untrained between _train_for and this call: nothing was applied
+            self._share_centroids(alone)
+            again = self._ask(method, [calls[s] for s in alone], shards=alone, failures=True)
+            answers = [
+                again[alone.index(s)] if s in alone else a
+                for s, a in zip(calls, answers, strict=True)
+            ]
         counter = {"add": "adds", "upsert": "upserts", "remove": "removals"}[method]
         failures = []
         for shard, answer in zip(calls, answers, strict=True):
