@@ -29,7 +29,7 @@ import numpy as np
 from .. import _core
 from ..codec.quantizer import TurboQuantizer
 from .ivf import InvertedLists
-from .rows import RowStore
+from .rows import RowStore, distinct_rows
 from .topk import TopK
 
 _RERANK_FLOATS = 1 << 22  # float32 values of candidate vectors gathered at a time (16 MiB)
@@ -128,8 +128,7 @@ class Searcher:
         """As ``scan``, over the lists each query probes (the buffer, before training)."""
         allowed_rows = None
         if allowed is not None:
-            allowed_rows = lists.find(allowed)
-            allowed_rows = np.unique(allowed_rows[allowed_rows >= 0])
+            allowed_rows = distinct_rows(lists.find(allowed))
         if not lists.trained:
             return self._scan_exact(lists.buffer, queries, k, allowed_rows)
         # probes, plan and scan in the native core; a filter reads lists nearest first until
