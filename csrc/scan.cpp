@@ -272,7 +272,10 @@ ScanStats scan(const std::vector<CodecStream>& codec, const ScanPlan& plan, cons
         a.n_queries = static_cast<int32_t>(std::min<int64_t>(group, seg_end - first));
         const int32_t* query = entries.query.data() + first;  // chunk-local query of each slot
         const float* bias = entries.bias.data() + first;
-        if (probes) {
+        if (probes && a.n_queries == 1) {  // one query's data is already in kernel order
+          a.weights = weights.data() + query[0] * plan.weight_bytes;
+          a.consts = consts.data() + query[0];
+        } else if (probes) {
           const int8_t* from[kMaxQueries];
           for (int i = 0; i < a.n_queries; ++i) {
             from[i] = weights.data() + query[i] * plan.weight_bytes;
