@@ -304,6 +304,10 @@ def test_readme_demo_blocks_are_what_the_demo_prints(capsys):
         assert printed[start + 1] == lines[1]
         for shown, now in zip(lines[2:], printed[start + 2 :], strict=False):
             shown, now = shown.split(), now.split()
-            quality = [0, 1, 2, 3, 4, 5, 6, 8] if len(shown) == 9 else [0, 1, 2, 6, 7]
-            assert [shown[i] for i in quality] == [now[i] for i in quality]
+            # sizes are exact; distortion and recall may move in the last digit on another
+            # CPU (float rounding of other SIMD widths); speeds are the machine's
+            exact, close = ([0, 4, 5, 6], [1, 2, 3, 8]) if len(shown) == 9 else ([0, 1, 2], [6, 7])
+            assert [shown[i] for i in exact] == [now[i] for i in exact]
+            for i in close:
+                assert float(now[i]) == pytest.approx(float(shown[i]), abs=0.003), (shown, now)
     assert describe_window(KVConfig(key_bits=4, value_bits=3)) in blocks[2].splitlines()
