@@ -98,4 +98,4 @@ def test_eval_kv_knows_the_packaged_models_head_dims(name):
     from rotaquant.contrib import eval_kv
 
     model, _ = packaged(getattr(data, name))
-    assert model.config.head_dim == eval_kv.HEAD_DIMS[name]
+    assert model.config.head_dim == eval_kv.MODEL_HEAD_DIMS[name]

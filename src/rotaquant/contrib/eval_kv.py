@@ -15,7 +15,7 @@ from typing import Any
 from ..kv.config import KVConfig
 
 MODELS = ("smollm2", "gemma3")
-HEAD_DIMS = {"smollm2": 64, "gemma3": 256}  # the packaged models' (checked by a test)
+MODEL_HEAD_DIMS = {"smollm2": 64, "gemma3": 256}  # the packaged models' (checked by a test)
 # what eval-kv measures with (not cache options)
 EVALUATION = {
     "tokens": (2048, "text tokens for perplexity"),
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> None:
     """The ``eval-kv`` command: every option checked, at the model's head_dim too, before
     anything loads."""
     kv = config_from(args)
-    kv.check_head_dim(HEAD_DIMS[args.model])
+    kv.check_head_dim(MODEL_HEAD_DIMS[args.model])
     report(
         args.model,
         kv,

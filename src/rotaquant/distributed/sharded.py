@@ -609,14 +609,17 @@ class ShardedIndex:
 
     def _share_centroids(self, shards: list[int]) -> None:
         """Give ``shards`` (untrained: restarted from a save made before training) the
-        centroids the other shards were trained with; their buffered rows move into lists."""
-        answers = self._ask("centroids", [()] * self.shards)
-        for shard, (incarnation, _) in enumerate(answers):
-            self._check_incarnation(shard, incarnation)
-        centroids = next(c for _, c in answers if c is not None)
-        for shard, incarnation in zip(
-            shards, self._ask("train", [(centroids,)] * len(shards), shards=shards), strict=True
-        ):
+        centroids of one trained shard; their buffered rows move into lists."""
+        source = next(s for s in range(self.shards) if s not in shards)
+        ((incarnation, centroids),) = self._ask("centroids", [()], shards=[source])
+        self._check_incarnation(source, incarnation)
+        if centroids is None:
+            raise RuntimeError(
+                f"shards {shards} restarted untrained and shard {source}, whose centroids they "
+                "would take, is untrained too: call train() with the centroids or a sample"
+            )
+        answers = self._ask("train", [(centroids,)] * len(shards), shards=shards)
+        for shard, incarnation in zip(shards, answers, strict=True):
             self._check_incarnation(shard, incarnation)
 
     def _matrix(self, vectors: Any, name: str) -> np.ndarray:
@@ -643,10 +646,8 @@ class ShardedIndex:
         if alone:  # restarted untrained between _train_for and this call: nothing was applied
             self._share_centroids(alone)
             again = self._ask(method, [calls[s] for s in alone], shards=alone, failures=True)
-            answers = [
-                again[alone.index(s)] if s in alone else a
-                for s, a in zip(calls, answers, strict=True)
-            ]
+            retried = dict(zip(alone, again, strict=True))
+            answers = [retried.get(s, a) for s, a in zip(calls, answers, strict=True)]
         counter = {"add": "adds", "upsert": "upserts", "remove": "removals"}[method]
         failures = []
         for shard, answer in zip(calls, answers, strict=True):
