@@ -48,10 +48,19 @@ inline float half_to_float(uint16_t h) {
 #endif
 }
 
+// Element `i` of an array of T at any address: arrays mapped from a file need not be aligned
+// for their type (a crafted file can place them at an odd offset), so no typed dereference.
+template <typename T>
+inline T load_any(const void* base, int64_t i) {
+  T value;
+  std::memcpy(&value, static_cast<const char*>(base) + i * static_cast<int64_t>(sizeof(T)), sizeof(T));
+  return value;
+}
+
 // Row `row` of a per-row factor array: float16 (half = 1) or float32.
 inline float factor_at(const void* factors, int half, int64_t row) {
-  if (half) return half_to_float(static_cast<const uint16_t*>(factors)[row]);
-  return static_cast<const float*>(factors)[row];
+  if (half) return half_to_float(load_any<uint16_t>(factors, row));
+  return load_any<float>(factors, row);
 }
 
 }  // namespace

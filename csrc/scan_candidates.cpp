@@ -95,7 +95,7 @@ float ExactScorer::operator()(const SegmentView& seg, int64_t row, const float* 
   }
   float total = 0;
   for (int c = 0; c < n_classes; ++c) total += factor_at(seg.factors[c], seg.factor_half[c], row) * per_class[c];
-  if (seg.shift) total += seg.shift[row];
+  if (seg.shift) total += load_any<float>(seg.shift, row);
   return total;
 }
 

@@ -42,7 +42,7 @@ struct Lanes {
   static constexpr int kRows = 1;
   using Float = float;
   static float factors(const void* f, int half, int first) { return factor_at(f, half, first); }
-  static float load(const float* p) { return *p; }
+  static float load(const float* p) { return load_any<float>(p, 0); }
   static void store(float* p, float x) { *p = x; }
   static float zero() { return 0.0f; }
   static float set1(float x) { return x; }
